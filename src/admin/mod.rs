@@ -1,0 +1,86 @@
+//! The admin listener, never on the browser-facing port:
+//! `GET /healthz` (the process serves), `GET /readyz` (discovery loaded and the session store
+//! answering), `GET /metrics` (Prometheus text format, every family `portcullis_`).
+//! It runs as its own Pingora service with its own runtime thread, so proxy load cannot queue
+//! ahead of a probe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::oidc::Oidc;
+use crate::session::Sessions;
+
+/// A store that cannot answer a ping within this is not ready for traffic.
+const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct Admin {
+    pub sessions: Arc<Sessions>,
+    pub oidc: Arc<Oidc>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    async fn readiness(&self) -> Result<(), &'static str> {
+        if !self.oidc.is_ready() {
+            return Err("identity provider discovery has not completed\n");
+        }
+        match tokio::time::timeout(READINESS_PING_TIMEOUT, self.sessions.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("session store is not answering\n"),
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    resp
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed\n".to_vec(),
+            );
+        }
+        match req.uri.path() {
+            "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => match self.readiness().await {
+                Ok(()) => respond(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Err(why) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    why.as_bytes().to_vec(),
+                ),
+            },
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}

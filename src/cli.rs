@@ -1,0 +1,33 @@
+//! Command line: `serve`, `check`, `version` (see the contract).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    about = "Backend-for-Frontend auth proxy",
+    version
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and its admin listener.
+    Serve {
+        /// The YAML configuration file.
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file, print every problem, exit 0 (valid) or 2 (invalid).
+    Check {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}

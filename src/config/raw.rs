@@ -1,0 +1,80 @@
+//! Serde mirror of the YAML file: every key the file may hold, as written, with no logic.
+//! Values stay strings where validation must name the key in its message (durations, URLs).
+//! Unknown keys are rejected by `super::parse`, which collects all of them through
+//! `serde_ignored` (serde's `deny_unknown_fields` would stop at the first).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub public_url: Option<String>,
+    pub oidc: Option<RawOidc>,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub allowed_login_params: Option<Vec<String>>,
+    pub refresh_skew: Option<String>,
+    pub clock_skew: Option<String>,
+    pub http_timeout: Option<String>,
+    pub discovery_refresh: Option<String>,
+    #[serde(default)]
+    pub allow_plaintext_http: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSession {
+    pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub redis_command_timeout: Option<String>,
+    pub redis_connect_timeout: Option<String>,
+    pub key_prefix: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub absolute_timeout: Option<String>,
+    pub login_timeout: Option<String>,
+    pub refresh_lock_timeout: Option<String>,
+    pub refresh_wait_timeout: Option<String>,
+    pub cookie_name: Option<String>,
+    pub same_site: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoute {
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub allow_plaintext_http: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub threads: Option<usize>,
+    pub drain_timeout: Option<String>,
+    pub upstream_connect_timeout: Option<String>,
+    pub upstream_read_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}

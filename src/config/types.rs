@@ -1,0 +1,160 @@
+//! Validated configuration handed to the rest of portcullis. Every value here has passed
+//! `validate`, so consumers never re-check it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: String,
+    pub admin_listen: String,
+    /// The origin the browser sees, without a trailing slash, e.g. `https://app.example.com`.
+    pub public_origin: String,
+    pub public_is_https: bool,
+    pub redirect_uri: Url,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub routes: Vec<RouteConfig>,
+    pub server: ServerSettings,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret<String>,
+    pub scopes: Vec<String>,
+    pub post_logout_redirect_uri: Url,
+    pub auth_method: TokenAuthMethod,
+    pub allowed_login_params: Vec<String>,
+    pub refresh_skew: Duration,
+    pub clock_skew: Duration,
+    pub http_timeout: Duration,
+    pub discovery_refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory,
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Kept secret because a `redis://user:password@host` URL carries a password.
+    pub url: Secret<String>,
+    pub password: Option<Secret<String>>,
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub store: StoreConfig,
+    pub key_prefix: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub login_timeout: Duration,
+    pub refresh_lock_timeout: Duration,
+    pub refresh_wait_timeout: Duration,
+    pub cookie_name: String,
+    pub same_site: SameSite,
+}
+
+impl SessionConfig {
+    /// The pre-login transaction cookie lives beside the session cookie, under a derived name.
+    pub fn transaction_cookie_name(&self) -> String {
+        format!("{}-txn", self.cookie_name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// XHR/fetch API: needs the CSRF header, 401 JSON without a session, token injected.
+    Api,
+    /// No session needed, no token injected.
+    Public,
+    /// Browser navigations: 302 to login without a session, token injected.
+    Page,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Api => "api",
+            RouteKind::Public => "public",
+            RouteKind::Page => "page",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl Upstream {
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub kind: RouteKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub drain_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}

@@ -1,0 +1,20 @@
+//! portcullis: a Backend-for-Frontend auth proxy on Pingora.
+//!
+//! Modules follow the data path of a request:
+//! `config` (file → validated types) → `server` (Pingora wiring) → `proxy` (the `ProxyHttp`
+//! phases: route, authenticate, refresh, inject) → `session` (cookie crypto and the store
+//! trait with its `memory` and `redis` implementations) → `oidc` (discovery, login, callback,
+//! refresh, logout) → `admin` (health, readiness, metrics).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod oidc;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod telemetry;

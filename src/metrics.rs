@@ -1,0 +1,170 @@
+//! Every metric portcullis exports, defined once. Labels come from small fixed sets (route
+//! kind, status class, outcome), never from users, sessions or tokens, so cardinality stays
+//! bounded and nothing secret can reach a label.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// Request latency buckets: a sidecar adds well under a millisecond, upstreams take longer.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Store latency buckets: a loopback Redis answers in ~100 µs; seconds mean timeouts.
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+];
+
+pub const ROUTE_KINDS: [&str; 5] = ["api", "page", "public", "bff", "none"];
+pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "other"];
+pub const LOGIN_OUTCOMES: [&str; 3] = ["started", "succeeded", "failed"];
+pub const STORE_OPS: [&str; 8] = [
+    "get", "set", "take", "expire", "delete", "lock", "unlock", "ping",
+];
+pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed", "invalid"];
+pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub logins: IntCounterVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub sessions_ended: IntCounterVec,
+    pub refreshes: IntCounterVec,
+    build_info: IntGaugeVec,
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Registers every family and pre-creates each label combination, so dashboards and
+    /// alerts see zeros from start-up instead of missing series.
+    pub fn new(store_kind: &'static str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_requests_total",
+                    "Requests handled, by route kind and status class",
+                ),
+                &["route_kind", "status_class"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "portcullis_request_duration_seconds",
+                    "Time from request to response end, by route kind",
+                )
+                .buckets(REQUEST_BUCKETS.to_vec()),
+                &["route_kind"],
+            )?,
+            logins: IntCounterVec::new(
+                Opts::new("portcullis_logins_total", "Login flows, by outcome"),
+                &["outcome"],
+            )?,
+            store_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "portcullis_session_store_operation_duration_seconds",
+                    "Session store operation latency",
+                )
+                .buckets(STORE_BUCKETS.to_vec()),
+                &["op", "store"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_session_store_errors_total",
+                    "Session store operations that failed",
+                ),
+                &["op", "store"],
+            )?,
+            sessions_created: IntCounter::new(
+                "portcullis_sessions_created_total",
+                "Sessions created by a completed login",
+            )?,
+            sessions_ended: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_sessions_ended_total",
+                    "Sessions ended, by reason",
+                ),
+                &["reason"],
+            )?,
+            refreshes: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_token_refreshes_total",
+                    "Access-token refreshes, by outcome",
+                ),
+                &["outcome"],
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "portcullis_build_info",
+                    "Always 1; labelled with the version",
+                ),
+                &["version"],
+            )?,
+            registry,
+        };
+        m.register_all()?;
+        m.initialise_series(store_kind);
+        Ok(m)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.requests.clone()))?;
+        r.register(Box::new(self.request_duration.clone()))?;
+        r.register(Box::new(self.logins.clone()))?;
+        r.register(Box::new(self.store_duration.clone()))?;
+        r.register(Box::new(self.store_errors.clone()))?;
+        r.register(Box::new(self.sessions_created.clone()))?;
+        r.register(Box::new(self.sessions_ended.clone()))?;
+        r.register(Box::new(self.refreshes.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        Ok(())
+    }
+
+    fn initialise_series(&self, store_kind: &'static str) {
+        for kind in ROUTE_KINDS {
+            self.request_duration.with_label_values(&[kind]);
+            for class in STATUS_CLASSES {
+                self.requests.with_label_values(&[kind, class]);
+            }
+        }
+        for o in LOGIN_OUTCOMES {
+            self.logins.with_label_values(&[o]);
+        }
+        for op in STORE_OPS {
+            self.store_duration.with_label_values(&[op, store_kind]);
+            self.store_errors.with_label_values(&[op, store_kind]);
+        }
+        for r in SESSION_END_REASONS {
+            self.sessions_ended.with_label_values(&[r]);
+        }
+        for o in REFRESH_OUTCOMES {
+            self.refreshes.with_label_values(&[o]);
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

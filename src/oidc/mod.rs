@@ -1,0 +1,221 @@
+//! The OpenID Connect client: discovery, the authorization request, the code exchange with full
+//! ID-token validation, refresh, and the RP-initiated logout URL. It knows nothing of Pingora;
+//! the `/bff/*` endpoints in `proxy::bff` call it.
+
+mod error;
+mod tokens;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, ProviderMetadata,
+    RedirectUrl, Scope,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use error::OidcError;
+pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
+
+use crate::config::{OidcConfig, TokenAuthMethod};
+use crate::secret::Secret;
+use crate::session::crypto::random_token;
+
+/// Provider metadata members openidconnect does not model but portcullis relies on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type DiscoveredClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// One successful discovery: the client built from it and the extra metadata.
+pub struct Provider {
+    client: DiscoveredClient,
+    pub extra: ExtraMetadata,
+}
+
+/// What `/bff/login` needs to remember and where it sends the browser.
+pub struct AuthorizationRequest {
+    pub url: Url,
+    pub state: Secret<String>,
+    pub nonce: Secret<String>,
+    pub pkce_verifier: Secret<String>,
+}
+
+pub struct Oidc {
+    cfg: OidcConfig,
+    redirect_uri: Url,
+    http: openidconnect::reqwest::Client,
+    provider: RwLock<Option<Arc<Provider>>>,
+}
+
+impl Oidc {
+    pub fn new(cfg: OidcConfig, redirect_uri: Url) -> Result<Oidc, OidcError> {
+        let http = openidconnect::reqwest::Client::builder()
+            // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(cfg.http_timeout)
+            .build()
+            .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Oidc {
+            cfg,
+            redirect_uri,
+            http,
+            provider: RwLock::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.cfg
+    }
+
+    pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {
+        let guard = self.provider.read().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or(OidcError::NotReady)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.provider().is_ok()
+    }
+
+    /// Fetches discovery and the JWKS, checks what portcullis requires of the OP, and swaps the
+    /// result in. On failure the previous provider (if any) stays in use.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        // openidconnect rejects a document whose "issuer" differs from ours (Discovery §4.3).
+        let metadata = Metadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+        let extra = metadata.additional_metadata().clone();
+        if !extra
+            .code_challenge_methods_supported
+            .iter()
+            .any(|m| m == "S256")
+        {
+            return Err(OidcError::Discovery(
+                "the provider does not advertise PKCE S256 in code_challenge_methods_supported"
+                    .into(),
+            ));
+        }
+        let auth_type = match self.cfg.auth_method {
+            TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
+        };
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.cfg.client_id.clone()),
+            Some(ClientSecret::new(self.cfg.client_secret.expose().clone())),
+        )
+        .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
+        .set_auth_type(auth_type);
+        let provider = Arc::new(Provider { client, extra });
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
+        Ok(())
+    }
+
+    /// Builds the authorization request: code flow, fresh PKCE S256, state and nonce of 256
+    /// bits each, the configured scopes, and only allow-listed extra parameters.
+    pub fn authorization_request(
+        &self,
+        provider: &Provider,
+        extra_params: &[(String, String)],
+    ) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = random_token::<32>();
+        let nonce = random_token::<32>();
+        let (state_for_url, nonce_for_url) = (state.clone(), nonce.clone());
+        let mut req = provider.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state_for_url),
+            move || Nonce::new(nonce_for_url),
+        );
+        for scope in self.cfg.scopes.iter().filter(|s| s.as_str() != "openid") {
+            req = req.add_scope(Scope::new(scope.clone()));
+        }
+        req = req.set_pkce_challenge(challenge);
+        for (k, v) in extra_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _, _) = req.url();
+        AuthorizationRequest {
+            url,
+            state: Secret::new(state),
+            nonce: Secret::new(nonce),
+            pkce_verifier: Secret::new(verifier.secret().clone()),
+        }
+    }
+
+    /// The RP-initiated logout URL (RP-Initiated Logout 1.0 §2), or the post-logout target
+    /// itself when the OP has no `end_session_endpoint`.
+    pub fn end_session_url(&self, provider: Option<&Provider>, id_token_hint: &str) -> Url {
+        let Some(mut url) = provider.and_then(|p| p.extra.end_session_endpoint.clone()) else {
+            return self.cfg.post_logout_redirect_uri.clone();
+        };
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token_hint)
+            .append_pair("client_id", &self.cfg.client_id)
+            .append_pair(
+                "post_logout_redirect_uri",
+                self.cfg.post_logout_redirect_uri.as_str(),
+            );
+        url
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.cfg.issuer
+    }
+
+    pub fn refresh_skew(&self) -> Duration {
+        self.cfg.refresh_skew
+    }
+}
+
+/// The error and its sources in one line, for logs (discovery errors carry URLs, not secrets).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! Token endpoint calls: the authorization-code exchange (with the ID-token checks of OIDC Core
+//! §3.1.3.7) and the refresh grant (with the §12.2 checks on a refreshed ID token).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreErrorResponseType, CoreIdToken, CoreJwsSigningAlgorithm, CoreTokenResponse, CoreTokenType,
+};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, Nonce, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
+    RequestTokenError, TokenResponse,
+};
+use serde_json::{Map, Value};
+
+use super::{error_chain, Oidc, OidcError, Provider};
+use crate::secret::Secret;
+use crate::session::unix_now;
+
+/// Lifetime assumed when a token response omits `expires_in` (RFC 6749 §5.1 makes it optional).
+const DEFAULT_EXPIRES_IN_SECS: u64 = 300;
+/// OIDC Core §2: `sub` is at most 255 ASCII characters.
+const MAX_SUB_LEN: usize = 255;
+/// Claims that describe the token rather than the user; `/bff/user` does not show them.
+const TOKEN_ONLY_CLAIMS: [&str; 5] = ["nonce", "at_hash", "c_hash", "s_hash", "auth_time"];
+
+/// A validated token response. `claims` are the ID token's claims (signature already verified).
+pub struct Tokens {
+    pub access_token: Secret<String>,
+    pub expires_in: u64,
+    pub refresh_token: Option<Secret<String>>,
+    pub id_token: Option<Secret<String>>,
+    pub claims: Map<String, Value>,
+}
+
+impl Tokens {
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Asymmetric algorithms only: `none` and HMAC (keyed with the client secret) are refused.
+fn allowed_algs() -> Vec<CoreJwsSigningAlgorithm> {
+    use CoreJwsSigningAlgorithm::*;
+    vec![
+        RsaSsaPkcs1V15Sha256,
+        RsaSsaPkcs1V15Sha384,
+        RsaSsaPkcs1V15Sha512,
+        RsaSsaPssSha256,
+        RsaSsaPssSha384,
+        RsaSsaPssSha512,
+        EcdsaP256Sha256,
+        EcdsaP384Sha384,
+        EcdsaP521Sha512,
+        EdDsa,
+    ]
+}
+
+type TokenError = RequestTokenError<
+    openidconnect::HttpClientError<openidconnect::reqwest::Error>,
+    openidconnect::StandardErrorResponse<CoreErrorResponseType>,
+>;
+
+fn token_endpoint_error(e: TokenError) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(resp) => OidcError::Rejected {
+            code: resp.error().as_ref().to_string(),
+        },
+        other => OidcError::TokenEndpoint(error_chain(&other)),
+    }
+}
+
+/// The JWT payload as JSON. Called only after the signature has been verified.
+fn payload_claims(jwt: &str) -> Option<Map<String, Value>> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+impl Oidc {
+    /// Exchanges the code (with the PKCE verifier), then validates the token response and the ID
+    /// token: signature with an allowed algorithm, `iss`, `aud`/`azp`, `exp`, `iat` within the
+    /// clock skew, `nonce`, `at_hash` when present, and `sub` shape.
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Tokens, OidcError> {
+        let request = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(token_endpoint_error)?;
+        check_token_response(&response)?;
+        let id_token = response
+            .id_token()
+            .ok_or(OidcError::TokenResponse("no id_token in the response"))?;
+        let claims = self.verify_id_token(provider, id_token, &response, Some(nonce))?;
+        Ok(tokens_from(&response, Some(id_token), claims))
+    }
+
+    /// The refresh-token grant. A refreshed ID token must name the same `iss`, `sub` and `aud`
+    /// as the session's (OIDC Core §12.2); without one, the previous claims stay.
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        refresh_token: &str,
+        previous: &Map<String, Value>,
+    ) -> Result<Tokens, OidcError> {
+        let rt = RefreshToken::new(refresh_token.to_string());
+        let request = provider
+            .client
+            .exchange_refresh_token(&rt)
+            .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?;
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(token_endpoint_error)?;
+        check_token_response(&response)?;
+        let Some(id_token) = response.id_token() else {
+            return Ok(tokens_from(&response, None, previous.clone()));
+        };
+        let claims = self.verify_id_token(provider, id_token, &response, None)?;
+        for name in ["iss", "sub", "aud"] {
+            if claims.get(name) != previous.get(name) {
+                return Err(OidcError::IdToken(format!(
+                    "refreshed ID token changed {name}"
+                )));
+            }
+        }
+        Ok(tokens_from(&response, Some(id_token), claims))
+    }
+
+    fn verify_id_token(
+        &self,
+        provider: &Provider,
+        id_token: &CoreIdToken,
+        response: &CoreTokenResponse,
+        nonce: Option<&str>,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let skew = chrono_skew(self.cfg.clock_skew);
+        let verifier = provider
+            .client
+            .id_token_verifier()
+            .set_allowed_algs(allowed_algs())
+            .set_issue_time_verifier_fn(move |iat| {
+                let now = chrono::Utc::now();
+                if iat > now + skew {
+                    Err("iat is in the future".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        let checked = match nonce {
+            Some(n) => id_token.claims(&verifier, &Nonce::new(n.to_string())),
+            // Core §12.2: a refreshed ID token need not carry a nonce.
+            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        }
+        .map_err(|e| OidcError::IdToken(e.to_string()))?;
+        if let Some(expected) = checked.access_token_hash() {
+            let alg = id_token
+                .signing_alg()
+                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            if actual != *expected {
+                return Err(OidcError::IdToken(
+                    "at_hash does not match the access token".into(),
+                ));
+            }
+        }
+        let sub = checked.subject().as_str();
+        if sub.is_empty() || sub.len() > MAX_SUB_LEN || !sub.is_ascii() {
+            return Err(OidcError::IdToken(
+                "sub is empty, too long or not ASCII".into(),
+            ));
+        }
+        let mut claims = payload_claims(&id_token.to_string())
+            .ok_or(OidcError::IdToken("payload is not a JSON object".into()))?;
+        for c in TOKEN_ONLY_CLAIMS {
+            claims.remove(c);
+        }
+        Ok(claims)
+    }
+}
+
+fn chrono_skew(skew: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60))
+}
+
+fn check_token_response(response: &CoreTokenResponse) -> Result<(), OidcError> {
+    if *response.token_type() != CoreTokenType::Bearer {
+        return Err(OidcError::TokenResponse("token_type is not Bearer"));
+    }
+    if response.access_token().secret().is_empty() {
+        return Err(OidcError::TokenResponse("access_token is empty"));
+    }
+    Ok(())
+}
+
+fn tokens_from(
+    response: &CoreTokenResponse,
+    id_token: Option<&CoreIdToken>,
+    claims: Map<String, Value>,
+) -> Tokens {
+    let expires_in = response
+        .expires_in()
+        .map(|d| d.as_secs())
+        .filter(|s| *s > 0)
+        .unwrap_or(DEFAULT_EXPIRES_IN_SECS);
+    Tokens {
+        access_token: Secret::new(response.access_token().secret().clone()),
+        expires_in,
+        refresh_token: response
+            .refresh_token()
+            .map(|t| Secret::new(t.secret().clone())),
+        id_token: id_token.map(|t| Secret::new(t.to_string())),
+        claims,
+    }
+}
+
+/// Seconds since the epoch at which a token issued now with `expires_in` expires.
+pub fn expiry_from_now(expires_in: u64) -> u64 {
+    unix_now().saturating_add(expires_in)
+}

@@ -1,0 +1,394 @@
+//! The browser-facing endpoints under `/bff/`: login, callback, user, logout.
+//! Each returns a `Reply` (or a `ProxyError` that `respond::error_reply` turns into one).
+
+use http::{Method, Uri};
+use pingora::http::RequestHeader;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::error::ProxyError;
+use super::respond::Reply;
+use super::Portcullis;
+use crate::oidc::tokens_expiry;
+use crate::session::cookie::Presented;
+use crate::session::crypto::random_token;
+use crate::session::{unix_now, CookieSecret, LoginTransaction, SessionData};
+
+/// Longest `returnTo` accepted; real in-app paths are far shorter.
+const MAX_RETURN_TO: usize = 2048;
+/// Longest `state` or `code` accepted on the callback (ours are 43 characters).
+const MAX_CALLBACK_PARAM: usize = 2048;
+
+pub enum Endpoint {
+    Login,
+    Callback,
+    User,
+    Logout,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/bff/login" => Some(Endpoint::Login),
+            "/bff/callback" => Some(Endpoint::Callback),
+            "/bff/user" => Some(Endpoint::User),
+            "/bff/logout" => Some(Endpoint::Logout),
+            _ => None,
+        }
+    }
+}
+
+/// Query parameters, each name at most once (parameter pollution is rejected, R07).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(uri: &Uri) -> Result<Query, ProxyError> {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(other, _)| other == k) {
+                return Err(ProxyError::BadRequest("duplicate_parameter"));
+            }
+        }
+        Ok(Query(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn has_csrf_header(req: &RequestHeader) -> bool {
+    let mut values = req.headers.get_all("x-csrf").iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes() == b"1")
+}
+
+pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
+    if has_csrf_header(req) {
+        Ok(())
+    } else {
+        Err(ProxyError::CsrfRejected)
+    }
+}
+
+/// Accepts only a local path: one leading `/`, no `//` or `/\` prefix, no backslash, no control
+/// characters or whitespace, none of these hidden behind percent-encoding either, and nothing
+/// under `/bff/` (R08).
+pub fn validate_return_to(value: &str) -> Result<&str, ProxyError> {
+    let bad = ProxyError::BadRequest("return_to_rejected");
+    if value.len() > MAX_RETURN_TO {
+        return Err(bad);
+    }
+    let mut decoded = value.to_string();
+    for _ in 0..3 {
+        if !is_safe_local_path(&decoded) {
+            return Err(bad);
+        }
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    if !is_safe_local_path(&decoded) || decoded.starts_with("/bff/") || decoded == "/bff" {
+        return Err(bad);
+    }
+    Ok(value)
+}
+
+fn is_safe_local_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.contains('\\')
+        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Portcullis {
+    pub(super) async fn bff_endpoint(
+        &self,
+        endpoint: Endpoint,
+        req: &RequestHeader,
+    ) -> Result<Reply, ProxyError> {
+        match (endpoint, &req.method) {
+            (Endpoint::Login, &Method::GET) => self.login(req).await,
+            (Endpoint::Callback, &Method::GET) => self.callback(req).await,
+            (Endpoint::User, &Method::GET) => self.user(req).await,
+            (Endpoint::Logout, &Method::GET | &Method::POST) => self.logout(req).await,
+            _ => Err(ProxyError::MethodNotAllowed),
+        }
+    }
+
+    /// `GET /bff/login?returnTo=/path`: starts the code + PKCE flow.
+    async fn login(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let query = Query::parse(&req.uri)?;
+        let return_to = validate_return_to(query.get("returnTo").unwrap_or("/"))?.to_string();
+        let extra: Vec<(String, String)> = query
+            .0
+            .iter()
+            .filter(|(k, _)| self.oidc.config().allowed_login_params.contains(k))
+            .cloned()
+            .collect();
+        let provider = self.oidc.provider()?;
+        // One transaction cookie per browser, reused across tabs: each tab's login is a separate
+        // record keyed by its own state, so parallel logins all complete (R09).
+        let browser = match self.cookies.transaction(&req.headers) {
+            Presented::Valid(secret) => secret,
+            _ => CookieSecret::generate(),
+        };
+        let auth = self.oidc.authorization_request(&provider, &extra);
+        let txn = LoginTransaction {
+            state: auth.state,
+            nonce: auth.nonce,
+            pkce_verifier: auth.pkce_verifier,
+            return_to,
+            created_at: unix_now(),
+        };
+        self.sessions.put_transaction(&browser, &txn).await?;
+        self.metrics.logins.with_label_values(&["started"]).inc();
+        Ok(Reply::redirect(auth.url.to_string())
+            .header("set-cookie", self.cookies.set_transaction(&browser)))
+    }
+
+    /// `GET /bff/callback`: checks the transaction, `state`, `iss` and `code`, exchanges the code,
+    /// validates the ID token, and creates a brand-new session.
+    async fn callback(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let result = self.finish_login(req).await;
+        let outcome = if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.metrics.logins.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn finish_login(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let query = Query::parse(&req.uri)?;
+        let Presented::Valid(browser) = self.cookies.transaction(&req.headers) else {
+            return Err(ProxyError::LoginFailed("missing_transaction"));
+        };
+        let state = query
+            .get("state")
+            .filter(|s| !s.is_empty() && s.len() <= MAX_CALLBACK_PARAM);
+        let state = state.ok_or(ProxyError::LoginFailed("state_missing"))?;
+        let txn = self
+            .sessions
+            .take_transaction(&browser, state)
+            .await?
+            .ok_or(ProxyError::LoginFailed("unknown_or_expired_transaction"))?;
+        let state_matches: bool = txn.state.expose().as_bytes().ct_eq(state.as_bytes()).into();
+        if !state_matches {
+            return Err(ProxyError::LoginFailed("state_mismatch"));
+        }
+        if query.get("error").is_some() {
+            return Err(ProxyError::LoginFailed("authorization_error"));
+        }
+        let provider = self.oidc.provider()?;
+        match query.get("iss") {
+            Some(iss) if iss != self.oidc.issuer() => {
+                return Err(ProxyError::LoginFailed("iss_mismatch"))
+            }
+            None if provider
+                .extra
+                .authorization_response_iss_parameter_supported =>
+            {
+                return Err(ProxyError::LoginFailed("iss_missing"))
+            }
+            _ => {}
+        }
+        let code = query
+            .get("code")
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CALLBACK_PARAM);
+        let code = code.ok_or(ProxyError::LoginFailed("code_missing"))?;
+        let tokens = self
+            .oidc
+            .exchange_code(
+                &provider,
+                code,
+                txn.pkce_verifier.expose(),
+                txn.nonce.expose(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(reason = "code_exchange_failed", error = %e, "login failed");
+                ProxyError::LoginFailed("code_exchange_failed")
+            })?;
+        // R18: no identifier from before the login survives it.
+        if let Some(old) = self.load_session(&req.headers).await? {
+            self.sessions.delete(&old.secret, "logout").await?;
+        }
+        let now = unix_now();
+        let data = SessionData {
+            iss: tokens
+                .claim_str("iss")
+                .unwrap_or(self.oidc.issuer())
+                .to_string(),
+            sub: tokens.claim_str("sub").unwrap_or_default().to_string(),
+            sid: tokens.claim_str("sid").map(str::to_string),
+            access_token: tokens.access_token,
+            access_expires_at: tokens_expiry(tokens.expires_in),
+            access_lifetime: tokens.expires_in,
+            refresh_token: tokens.refresh_token,
+            id_token: tokens
+                .id_token
+                .ok_or(ProxyError::Internal("id_token_missing"))?,
+            claims: tokens.claims,
+            created_at: now,
+            absolute_deadline: now + self.sessions.config().absolute_timeout.as_secs(),
+            logout_id: random_token::<16>(),
+        };
+        let secret = self.sessions.create(&data).await?;
+        tracing::info!(event = "login", outcome = "success", "session created");
+        Ok(self
+            .land_on(&txn.return_to)
+            .header("set-cookie", self.cookies.set_session(&secret)))
+    }
+
+    /// The response that takes the browser to `returnTo` after login. With SameSite=Strict the
+    /// navigation that ends the OP's cross-site redirect chain would not carry the new cookie,
+    /// so the callback answers with a same-origin page that navigates onward itself: that
+    /// navigation is same-site and the cookie goes with it.
+    fn land_on(&self, return_to: &str) -> Reply {
+        if self.sessions.config().same_site == crate::config::SameSite::Lax {
+            return Reply::redirect(return_to);
+        }
+        let target = html_escape(return_to);
+        Reply::html(
+            200,
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={target}\">\
+                 <title>Signing in</title></head><body><a href=\"{target}\">Continue</a></body></html>"
+            ),
+        )
+    }
+
+    /// `GET /bff/user` with `X-CSRF: 1`: who is logged in, never a token.
+    async fn user(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        require_csrf_header(req)?;
+        let auth = self
+            .authenticate(&req.headers)
+            .await?
+            .ok_or(ProxyError::Unauthenticated)?;
+        let now = unix_now();
+        let body = json!({
+            "sub": auth.data.sub,
+            "claims": auth.data.claims,
+            "session": {
+                "expires_in": auth.data.absolute_deadline.saturating_sub(now),
+                "idle_expires_in": self.sessions.config().idle_timeout.as_secs().min(auth.data.absolute_deadline.saturating_sub(now)),
+            },
+            "logout_url": format!("/bff/logout?sid={}", auth.data.logout_id),
+        });
+        Ok(Reply::json(200, body.to_string()))
+    }
+
+    /// `GET /bff/logout?sid=…` or `POST /bff/logout` with `X-CSRF: 1`: ends the session here,
+    /// then sends the browser to the OP's end-session endpoint.
+    async fn logout(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let query = Query::parse(&req.uri)?;
+        let presented_sid = if req.method == Method::POST {
+            require_csrf_header(req)?;
+            None
+        } else {
+            Some(
+                query
+                    .get("sid")
+                    .ok_or(ProxyError::Forbidden("logout_sid_missing"))?,
+            )
+        };
+        let Some(auth) = self.load_session(&req.headers).await? else {
+            // Nothing to end here: still clear the cookies and finish at the post-logout page.
+            return Ok(self.logged_out(self.oidc.config().post_logout_redirect_uri.to_string()));
+        };
+        if let Some(sid) = presented_sid {
+            let matches: bool = auth.data.logout_id.as_bytes().ct_eq(sid.as_bytes()).into();
+            if !matches {
+                return Err(ProxyError::Forbidden("logout_sid_mismatch"));
+            }
+        }
+        self.sessions.delete(&auth.secret, "logout").await?;
+        tracing::info!(event = "logout", outcome = "success", "session ended");
+        let provider = self.oidc.provider().ok();
+        let target = self
+            .oidc
+            .end_session_url(provider.as_deref(), auth.data.id_token.expose());
+        Ok(self.logged_out(target.to_string()))
+    }
+
+    fn logged_out(&self, location: String) -> Reply {
+        Reply::redirect(location)
+            .header("set-cookie", self.cookies.expire_session())
+            .header("set-cookie", self.cookies.expire_transaction())
+            .header("clear-site-data", "\"cookies\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_accepts_local_paths() {
+        for ok in ["/", "/app", "/app/x?y=1#z", "/a%20b", "/caf%C3%A9"] {
+            assert_eq!(validate_return_to(ok).ok(), Some(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn return_to_rejects_everything_that_can_leave_the_origin() {
+        for bad in [
+            "",
+            "app",
+            "//evil.test/",
+            "//evil.test@app.test/",
+            "/\\evil.test",
+            "\\\\evil.test",
+            "https://evil.test/",
+            "%2F%2Fevil.test",
+            "/%2F/evil.test",
+            "/%2f%5cevil.test",
+            "/%252F%252Fevil.test",
+            "/ok%0d%0aSet-Cookie:%20x=1",
+            "/ok\r\nSet-Cookie: x=1",
+            "/%09/evil.test",
+            "/./\\evil.test",
+            "/bff/logout",
+            "/%62ff/logout",
+            "javascript:alert(1)",
+        ] {
+            assert!(validate_return_to(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn html_escape_neutralises_markup() {
+        assert_eq!(html_escape("/a\"><script>"), "/a&quot;&gt;&lt;script&gt;");
+    }
+}

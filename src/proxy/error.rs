@@ -1,0 +1,50 @@
+//! `ProxyError`: every reason portcullis answers a request itself instead of forwarding it.
+//! `respond::error_reply` maps each to a status and a fixed body; `reason()` is the stable code
+//! logged with the rejection.
+
+use crate::oidc::OidcError;
+use crate::session::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the path")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the CSRF header is missing or wrong")]
+    CsrfRejected,
+    #[error("no valid session")]
+    Unauthenticated,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("login failed: {0}")]
+    LoginFailed(&'static str),
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("identity provider: {0}")]
+    Oidc(#[from] OidcError),
+    #[error("token refresh is temporarily unavailable")]
+    RefreshUnavailable,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// A stable, low-cardinality reason code for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::CsrfRejected => "csrf_header_missing",
+            ProxyError::Unauthenticated => "unauthenticated",
+            ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
+            ProxyError::Store(_) => "store_unavailable",
+            ProxyError::Oidc(OidcError::NotReady) => "oidc_not_ready",
+            ProxyError::Oidc(_) => "oidc_error",
+            ProxyError::RefreshUnavailable => "refresh_unavailable",
+            ProxyError::Internal(r) => r,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The upstream request: strip what the client must not control, then add what portcullis
+//! vouches for. Stripping happens first, so a client cannot name `Authorization` in
+//! `Connection` to delete the injected token (R44).
+
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+use crate::session::cookie::CookiePolicy;
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and relatives that must not cross a proxy.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+    "proxy-authenticate",
+];
+
+/// Credentials and identity/forwarding claims only portcullis may set. Matched after
+/// lower-casing and mapping `_` to `-`, because WSGI/PHP upstreams treat both alike
+/// (oauth2-proxy GHSA-vjrc-mh2v-45x6).
+const CLIENT_FORBIDDEN: [&str; 10] = [
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+    "x-remote-user",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-csrf",
+];
+const CLIENT_FORBIDDEN_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-auth-request-"];
+
+/// What portcullis adds toward the upstream, prepared by the proxy from the request context.
+pub struct Injection<'a> {
+    pub bearer: Option<&'a HeaderValue>,
+    pub client_ip: Option<String>,
+    pub public_proto: &'static str,
+    pub public_host: &'a str,
+    pub websocket: bool,
+}
+
+pub fn prepare_upstream_request(
+    req: &mut RequestHeader,
+    cookies: &CookiePolicy,
+    add: Injection<'_>,
+) -> pingora::Result<()> {
+    let forwarded_cookies = cookies.forwardable_cookies(&req.headers);
+    for name in names_to_strip(req, add.websocket) {
+        req.remove_header(&name);
+    }
+    req.remove_header(&http::header::COOKIE);
+    if let Some(c) = forwarded_cookies {
+        req.insert_header(http::header::COOKIE, c)?;
+    }
+    if let Some(bearer) = add.bearer {
+        req.insert_header(http::header::AUTHORIZATION, bearer.clone())?;
+    }
+    if let Some(ip) = add.client_ip {
+        req.insert_header("x-forwarded-for", ip)?;
+    }
+    req.insert_header("x-forwarded-proto", add.public_proto)?;
+    req.insert_header("x-forwarded-host", add.public_host)?;
+    Ok(())
+}
+
+fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut strip = Vec::new();
+    for name in req.headers.keys() {
+        let normalized = name.as_str().replace('_', "-");
+        let keep_for_upgrade = websocket && (normalized == "upgrade" || normalized == "connection");
+        let hop = (HOP_BY_HOP.contains(&normalized.as_str()) || nominated.contains(&normalized))
+            && !keep_for_upgrade;
+        let forbidden = CLIENT_FORBIDDEN.contains(&normalized.as_str())
+            || CLIENT_FORBIDDEN_PREFIXES
+                .iter()
+                .any(|p| normalized.starts_with(p));
+        if hop || forbidden {
+            strip.push(name.clone());
+        }
+    }
+    strip
+}
+
+/// Whether the request is a WebSocket upgrade Pingora may tunnel.
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SameSite, SessionConfig, StoreConfig};
+    use std::time::Duration;
+
+    fn policy() -> CookiePolicy {
+        CookiePolicy::new(&SessionConfig {
+            store: StoreConfig::Memory,
+            key_prefix: "p".into(),
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(3600),
+            login_timeout: Duration::from_secs(600),
+            refresh_lock_timeout: Duration::from_secs(10),
+            refresh_wait_timeout: Duration::from_secs(5),
+            cookie_name: "__Host-portcullis".into(),
+            same_site: SameSite::Strict,
+        })
+    }
+
+    #[test]
+    fn strips_client_credentials_forwarding_and_hop_by_hop_then_injects() {
+        let mut req = RequestHeader::build("GET", b"/api/x", None).unwrap();
+        for (k, v) in [
+            ("authorization", "Basic YTpi"),
+            ("proxy-authorization", "Basic YTpi"),
+            ("connection", "keep-alive, x-custom, authorization"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x_forwarded_user", "admin"),
+            ("x-auth-request-email", "ceo@corp"),
+            ("x-real-ip", "127.0.0.1"),
+            ("x-http-method-override", "DELETE"),
+            ("cookie", "a=1; __Host-portcullis=secret; b=2"),
+            ("accept", "application/json"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        let bearer = HeaderValue::from_static("Bearer t0k");
+        let add = Injection {
+            bearer: Some(&bearer),
+            client_ip: Some("192.0.2.1".into()),
+            public_proto: "https",
+            public_host: "app.example",
+            websocket: false,
+        };
+        prepare_upstream_request(&mut req, &policy(), add).unwrap();
+        let h = &req.headers;
+        assert_eq!(
+            h.get_all("authorization").iter().collect::<Vec<_>>(),
+            vec!["Bearer t0k"]
+        );
+        for gone in [
+            "proxy-authorization",
+            "connection",
+            "x-custom",
+            "keep-alive",
+            "te",
+            "x_forwarded_user",
+            "x-auth-request-email",
+            "x-real-ip",
+            "x-http-method-override",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} forwarded");
+        }
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.1");
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        assert_eq!(h.get("accept").unwrap(), "application/json");
+    }
+}

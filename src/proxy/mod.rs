@@ -1,0 +1,327 @@
+//! The `ProxyHttp` implementation: what portcullis decides in each Pingora phase.
+//!
+//! `request_filter` routes the request, answers `/bff/*` itself, and for proxied routes
+//! authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
+//! route's upstream; `upstream_request_filter` strips and injects headers; `response_filter`
+//! drops upstream attempts to set portcullis's cookies; `logging` records metrics.
+
+mod authenticate;
+mod bff;
+mod error;
+mod inject;
+mod refresh;
+mod respond;
+mod route;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::header::HeaderValue;
+use http::Method;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+pub use bff::validate_return_to;
+pub use error::ProxyError;
+pub use refresh::{effective_skew, needs_refresh};
+pub use respond::Reply;
+
+use crate::config::{Config, RouteKind};
+use crate::metrics::{status_class, Metrics};
+use crate::oidc::Oidc;
+use crate::session::cookie::CookiePolicy;
+use crate::session::Sessions;
+use bff::Endpoint;
+use respond::SecurityHeaders;
+use route::RouteTable;
+
+/// Per-request state carried between phases.
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<usize>,
+    /// Metric label: a route kind, `bff`, or `none` before routing.
+    label: &'static str,
+    bearer: Option<HeaderValue>,
+    websocket: bool,
+}
+
+pub struct Portcullis {
+    routes: RouteTable,
+    peers: Vec<HttpPeer>,
+    sessions: Arc<Sessions>,
+    cookies: CookiePolicy,
+    oidc: Arc<Oidc>,
+    metrics: Arc<Metrics>,
+    security: SecurityHeaders,
+    public_host: String,
+    public_proto: &'static str,
+}
+
+/// What `request_filter` decided.
+enum Decision {
+    Forward,
+    Reply(Reply),
+}
+
+impl Portcullis {
+    pub fn new(
+        cfg: &Config,
+        sessions: Arc<Sessions>,
+        oidc: Arc<Oidc>,
+        metrics: Arc<Metrics>,
+    ) -> Portcullis {
+        let peers = cfg.routes.iter().map(|r| build_peer(r, &cfg)).collect();
+        let public_host = cfg
+            .public_origin
+            .split_once("://")
+            .map_or(cfg.public_origin.as_str(), |(_, h)| h)
+            .to_string();
+        Portcullis {
+            routes: RouteTable::new(&cfg.routes),
+            peers,
+            cookies: CookiePolicy::new(&cfg.session),
+            security: SecurityHeaders::new(cfg.public_is_https),
+            public_proto: if cfg.public_is_https { "https" } else { "http" },
+            public_host,
+            sessions,
+            oidc,
+            metrics,
+        }
+    }
+
+    async fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Decision, ProxyError> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if is_refused_method(&req.method) {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        if path == "/bff" || path.starts_with("/bff/") {
+            ctx.label = "bff";
+            let endpoint = Endpoint::from_path(path).ok_or(ProxyError::NoRoute)?;
+            return self.bff_endpoint(endpoint, req).await.map(Decision::Reply);
+        }
+        let index = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let kind = self.routes.kind(index).ok_or(ProxyError::NoRoute)?;
+        ctx.route = Some(index);
+        ctx.label = kind.as_str();
+        ctx.websocket = inject::is_websocket_upgrade(req);
+        match kind {
+            RouteKind::Public => Ok(Decision::Forward),
+            RouteKind::Api => {
+                // CSRF first: a forged request learns nothing, not even whether a session exists.
+                bff::require_csrf_header(req)?;
+                let auth = self
+                    .authenticate(&req.headers)
+                    .await?
+                    .ok_or(ProxyError::Unauthenticated)?;
+                ctx.bearer = Some(bearer_header(auth.data.access_token.expose())?);
+                Ok(Decision::Forward)
+            }
+            RouteKind::Page => match self.authenticate(&req.headers).await? {
+                Some(auth) => {
+                    ctx.bearer = Some(bearer_header(auth.data.access_token.expose())?);
+                    Ok(Decision::Forward)
+                }
+                None if req.method == Method::GET || req.method == Method::HEAD => {
+                    Ok(Decision::Reply(self.login_redirect(req)))
+                }
+                None => Err(ProxyError::Unauthenticated),
+            },
+        }
+    }
+
+    fn login_redirect(&self, req: &pingora::http::RequestHeader) -> Reply {
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let return_to = validate_return_to(target).unwrap_or("/");
+        let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        Reply::redirect(format!("/bff/login?returnTo={encoded}"))
+    }
+}
+
+fn is_refused_method(m: &Method) -> bool {
+    m == Method::TRACE || m == Method::CONNECT || m.as_str() == "TRACK"
+}
+
+fn bearer_header(token: &str) -> Result<HeaderValue, ProxyError> {
+    // A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ProxyError::Internal("access_token_not_a_header_value"))
+}
+
+fn build_peer(route: &crate::config::RouteConfig, cfg: &Config) -> HttpPeer {
+    let up = &route.upstream;
+    let mut peer = HttpPeer::new(up.address(), up.tls, up.host.clone());
+    peer.options.connection_timeout = Some(cfg.server.upstream_connect_timeout);
+    peer.options.read_timeout = Some(cfg.server.upstream_read_timeout);
+    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    peer
+}
+
+#[async_trait]
+impl ProxyHttp for Portcullis {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            label: "none",
+            bearer: None,
+            websocket: false,
+        }
+    }
+
+    /// Route, answer `/bff/*`, authenticate and check CSRF. `Ok(true)` means "response already
+    /// written, stop here" (Pingora's contract for this phase).
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let reply = match self.decide(session, ctx).await {
+            Ok(Decision::Forward) => return Ok(false),
+            Ok(Decision::Reply(reply)) => reply,
+            Err(e) => {
+                log_rejection(&e);
+                respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)))
+            }
+        };
+        respond::write_reply(session, reply, &self.security).await?;
+        Ok(true)
+    }
+
+    /// The route's upstream, chosen from configuration only (never from the request).
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let peer = ctx
+            .route
+            .and_then(|i| self.peers.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
+        Ok(Box::new(peer.clone()))
+    }
+
+    /// Strip client-controlled credentials, forwarding and hop-by-hop headers and portcullis's
+    /// cookies, then inject the bearer token and portcullis's own `X-Forwarded-*`.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        let add = inject::Injection {
+            bearer: ctx.bearer.as_ref(),
+            client_ip,
+            public_proto: self.public_proto,
+            public_host: &self.public_host,
+            websocket: ctx.websocket,
+        };
+        inject::prepare_upstream_request(upstream_request, &self.cookies, add)
+    }
+
+    /// Drop any `Set-Cookie` by which an upstream would set or clear portcullis's cookies.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let set_cookies: Vec<HeaderValue> = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        if set_cookies
+            .iter()
+            .any(|v| self.cookies.sets_own_cookie(v.as_bytes()))
+        {
+            resp.remove_header(&http::header::SET_COOKIE);
+            for v in set_cookies
+                .into_iter()
+                .filter(|v| !self.cookies.sets_own_cookie(v.as_bytes()))
+            {
+                resp.append_header(http::header::SET_COOKIE, v)?;
+            }
+            tracing::warn!(
+                reason = "upstream_set_own_cookie",
+                "dropped an upstream Set-Cookie for a portcullis cookie"
+            );
+        }
+        Ok(())
+    }
+
+    /// Upstream failures become a generic 502/504; nothing from the upstream error is echoed.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            _ if e.esource() == &pingora::ErrorSource::Downstream => 400,
+            _ => 502,
+        };
+        tracing::warn!(route_kind = ctx.label, status, error = %e, "proxying failed");
+        let reply = Reply::text(
+            status,
+            if status == 504 {
+                "Gateway timeout\n"
+            } else {
+                "Bad gateway\n"
+            },
+        );
+        let reply = if status == 400 {
+            Reply::text(400, "Bad request\n")
+        } else {
+            reply
+        };
+        if let Err(write_err) = respond::write_reply(session, reply, &self.security).await {
+            tracing::debug!(error = %write_err, "could not write the error response");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Counts the request by route kind and status class (never by user, session or path).
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.metrics
+            .requests
+            .with_label_values(&[ctx.label, status_class(status)])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[ctx.label])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+fn log_rejection(e: &ProxyError) {
+    match e {
+        ProxyError::Store(_)
+        | ProxyError::Oidc(_)
+        | ProxyError::Internal(_)
+        | ProxyError::RefreshUnavailable => {
+            tracing::warn!(reason = e.reason(), error = %e, "request rejected")
+        }
+        _ => tracing::info!(reason = e.reason(), "request rejected"),
+    }
+}

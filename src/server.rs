@@ -1,0 +1,184 @@
+//! Pingora wiring: one server with three services — a background service (store connection,
+//! OIDC discovery and its periodic refresh, memory-store sweeping), the proxy on `listen`, and
+//! the admin app on `admin_listen` with a thread of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service as ListeningService;
+use pingora::services::ServiceReadyNotifier;
+
+use crate::admin::Admin;
+use crate::config::{Config, StoreConfig};
+use crate::metrics::Metrics;
+use crate::oidc::{Oidc, OidcError};
+use crate::proxy::Portcullis;
+use crate::session::memory::MemoryStore;
+use crate::session::redis::RedisStore;
+use crate::session::{SessionStore, Sessions, StoreError};
+
+/// How long start-up waits for the first Redis connection before serving anyway (requests
+/// that need a session get 503 until it connects).
+const STORE_CONNECT_WAIT: Duration = Duration::from_secs(3);
+/// Discovery retry backoff bounds while the OP is unreachable.
+const DISCOVERY_RETRY_MIN: Duration = Duration::from_millis(500);
+const DISCOVERY_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Expired memory-store entries are invisible at once; sweeping only reclaims their memory.
+const MEMORY_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up the OIDC client: {0}")]
+    Oidc(#[from] OidcError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+enum StoreHandle {
+    Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
+}
+
+impl StoreHandle {
+    fn from_config(cfg: &StoreConfig) -> Result<StoreHandle, StoreError> {
+        Ok(match cfg {
+            StoreConfig::Memory => StoreHandle::Memory(Arc::new(MemoryStore::new())),
+            StoreConfig::Redis(rc) => StoreHandle::Redis(Arc::new(RedisStore::new(rc)?)),
+        })
+    }
+
+    fn as_store(&self) -> Arc<dyn SessionStore> {
+        match self {
+            StoreHandle::Memory(m) => m.clone(),
+            StoreHandle::Redis(r) => r.clone(),
+        }
+    }
+}
+
+pub fn run(cfg: Config) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    let store = StoreHandle::from_config(&cfg.session.store)?;
+    let metrics = Arc::new(Metrics::new(store.as_store().kind())?);
+    let sessions = Arc::new(Sessions::new(
+        store.as_store(),
+        cfg.session.clone(),
+        metrics.clone(),
+    ));
+    let oidc = Arc::new(Oidc::new(cfg.oidc.clone(), cfg.redirect_uri.clone())?);
+    warn_about_risky_settings(&cfg);
+
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
+    server.bootstrap();
+
+    let background = background_service(
+        "portcullis",
+        Background {
+            store,
+            oidc: oidc.clone(),
+            discovery_refresh: cfg.oidc.discovery_refresh,
+        },
+    );
+    let background = server.add_service(background);
+
+    let app = Portcullis::new(&cfg, sessions.clone(), oidc.clone(), metrics.clone());
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        app,
+        "portcullis proxy",
+    );
+    proxy.add_tcp(&cfg.listen);
+    let proxy = server.add_service(proxy);
+    proxy.add_dependency(&background);
+
+    let mut admin = ListeningService::new(
+        "portcullis admin".to_string(),
+        HttpServer::new_app(Admin {
+            sessions,
+            oidc,
+            metrics,
+        }),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&cfg.admin_listen);
+    server.add_service(admin);
+
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting");
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+fn server_conf(cfg: &Config) -> ServerConf {
+    ServerConf {
+        threads: cfg.server.threads,
+        // Pingora's default grace is 300 s; Kubernetes kills a pod after 30 s.
+        grace_period_seconds: Some(cfg.server.drain_timeout.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
+fn warn_about_risky_settings(cfg: &Config) {
+    if cfg.oidc.issuer.starts_with("http://") {
+        tracing::warn!(
+            "oidc.issuer uses plain http: discovery, keys and tokens travel unencrypted"
+        );
+    }
+    for r in cfg.routes.iter().filter(|r| !r.upstream.tls) {
+        tracing::warn!(route = %r.prefix, "route upstream uses plain http: bearer tokens travel unencrypted");
+    }
+}
+
+struct Background {
+    store: StoreHandle,
+    oidc: Arc<Oidc>,
+    discovery_refresh: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        if let StoreHandle::Redis(redis) = &self.store {
+            redis.connect(STORE_CONNECT_WAIT).await;
+        }
+        ready.notify_ready();
+        let mut next_discovery = Duration::ZERO;
+        let mut retry = DISCOVERY_RETRY_MIN;
+        let mut sweep = tokio::time::interval(MEMORY_SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = sweep.tick() => {
+                    if let StoreHandle::Memory(m) = &self.store {
+                        m.sweep();
+                    }
+                }
+                _ = tokio::time::sleep(next_discovery) => {
+                    next_discovery = match self.oidc.discover().await {
+                        Ok(()) => {
+                            tracing::info!(issuer = %self.oidc.issuer(), "identity provider discovery loaded");
+                            retry = DISCOVERY_RETRY_MIN;
+                            self.discovery_refresh
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in = ?retry, "identity provider discovery failed");
+                            let wait = retry;
+                            retry = (retry * 2).min(DISCOVERY_RETRY_MAX);
+                            wait
+                        }
+                    };
+                }
+            }
+        }
+    }
+}

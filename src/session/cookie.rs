@@ -1,0 +1,241 @@
+//! Cookie names, parsing and `Set-Cookie` lines. Attribute strings are built once at start-up.
+//!
+//! Two cookies exist: the session cookie (`__Host-portcullis`, SameSite Strict by default) and
+//! the pre-login transaction cookie (`…-txn`, always SameSite Lax, because the identity
+//! provider's redirect back to `/bff/callback` is a cross-site navigation that never carries a
+//! Strict cookie).
+
+use http::HeaderMap;
+
+use super::crypto::CookieSecret;
+use crate::config::SessionConfig;
+
+pub struct CookiePolicy {
+    session_name: String,
+    txn_name: String,
+    session_attrs: String,
+    txn_attrs: String,
+    session_expired_attrs: String,
+    txn_expired_attrs: String,
+}
+
+/// What the request carried under one cookie name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented {
+    Absent,
+    /// Present but not in the format portcullis mints.
+    Malformed,
+    /// Sent more than once: ambiguous, so treated as no session (a sibling subdomain can plant
+    /// a second cookie of the same name; the prefix stops only some of those).
+    Duplicated,
+    Valid(CookieSecret),
+}
+
+impl CookiePolicy {
+    pub fn new(cfg: &SessionConfig) -> CookiePolicy {
+        let same_site = cfg.same_site.as_str();
+        CookiePolicy {
+            session_name: cfg.cookie_name.clone(),
+            txn_name: cfg.transaction_cookie_name(),
+            session_attrs: format!(
+                "Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
+                cfg.absolute_timeout.as_secs()
+            ),
+            txn_attrs: format!(
+                "Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+                cfg.login_timeout.as_secs()
+            ),
+            session_expired_attrs: format!(
+                "Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age=0"
+            ),
+            txn_expired_attrs: "Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0".to_string(),
+        }
+    }
+
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+
+    pub fn session(&self, headers: &HeaderMap) -> Presented {
+        presented(headers, &self.session_name)
+    }
+
+    pub fn transaction(&self, headers: &HeaderMap) -> Presented {
+        presented(headers, &self.txn_name)
+    }
+
+    pub fn set_session(&self, secret: &CookieSecret) -> String {
+        format!(
+            "{}={}; {}",
+            self.session_name,
+            secret.encode(),
+            self.session_attrs
+        )
+    }
+
+    pub fn set_transaction(&self, secret: &CookieSecret) -> String {
+        format!("{}={}; {}", self.txn_name, secret.encode(), self.txn_attrs)
+    }
+
+    pub fn expire_session(&self) -> String {
+        format!("{}=; {}", self.session_name, self.session_expired_attrs)
+    }
+
+    pub fn expire_transaction(&self) -> String {
+        format!("{}=; {}", self.txn_name, self.txn_expired_attrs)
+    }
+
+    /// Whether `name` is one of portcullis's cookies. Case-insensitive on purpose: stripping
+    /// more than browsers would send is harmless, letting a variant through is not.
+    pub fn is_own(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(&self.session_name) || name.eq_ignore_ascii_case(&self.txn_name)
+    }
+
+    /// The `Cookie` value to forward upstream: every cookie except portcullis's own, in order,
+    /// merged from all `Cookie` lines. `None` when nothing is left.
+    pub fn forwardable_cookies(&self, headers: &HeaderMap) -> Option<String> {
+        let mut kept = String::new();
+        for pair in cookie_pairs(headers) {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            if self.is_own(name) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+        (!kept.is_empty()).then_some(kept)
+    }
+
+    /// Whether a `Set-Cookie` line from an upstream would set one of portcullis's cookies.
+    pub fn sets_own_cookie(&self, set_cookie: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(set_cookie);
+        let name = text
+            .split_once('=')
+            .map_or(text.as_ref(), |(n, _)| n)
+            .trim();
+        self.is_own(name)
+    }
+}
+
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+fn presented(headers: &HeaderMap, name: &str) -> Presented {
+    let mut found = None;
+    for pair in cookie_pairs(headers) {
+        let Some((n, v)) = pair.split_once('=') else {
+            continue;
+        };
+        if n.trim() != name {
+            continue;
+        }
+        if found.is_some() {
+            return Presented::Duplicated;
+        }
+        found = Some(v.trim());
+    }
+    match found {
+        None => Presented::Absent,
+        Some(v) => CookieSecret::parse(v).map_or(Presented::Malformed, Presented::Valid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SameSite, StoreConfig};
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    fn policy() -> CookiePolicy {
+        CookiePolicy::new(&SessionConfig {
+            store: StoreConfig::Memory,
+            key_prefix: "p".into(),
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(3600),
+            login_timeout: Duration::from_secs(600),
+            refresh_lock_timeout: Duration::from_secs(10),
+            refresh_wait_timeout: Duration::from_secs(5),
+            cookie_name: "__Host-portcullis".into(),
+            same_site: SameSite::Strict,
+        })
+    }
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(http::header::COOKIE, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_one_valid_session_cookie() {
+        let s = CookieSecret::generate();
+        let h = headers(&[&format!("a=1; __Host-portcullis={}; b=2", s.encode())]);
+        assert_eq!(policy().session(&h), Presented::Valid(s));
+    }
+
+    #[test]
+    fn duplicates_malformed_and_case_variants_are_not_sessions() {
+        let s = CookieSecret::generate().encode();
+        let p = policy();
+        assert_eq!(
+            p.session(&headers(&[
+                &format!("__Host-portcullis={s}"),
+                &format!("__Host-portcullis={s}")
+            ])),
+            Presented::Duplicated
+        );
+        assert_eq!(
+            p.session(&headers(&["__Host-portcullis=abc"])),
+            Presented::Malformed
+        );
+        assert_eq!(
+            p.session(&headers(&[&format!("__host-portcullis={s}")])),
+            Presented::Absent
+        );
+        assert_eq!(p.session(&headers(&[])), Presented::Absent);
+    }
+
+    #[test]
+    fn forwarded_cookies_drop_only_our_own_in_order() {
+        let s = CookieSecret::generate().encode();
+        let p = policy();
+        let h = headers(&[
+            &format!("a=1; __Host-portcullis={s}; b=2"),
+            &format!("__Host-portcullis-txn={s};c=3"),
+        ]);
+        assert_eq!(p.forwardable_cookies(&h).as_deref(), Some("a=1; b=2; c=3"));
+        let only_ours = headers(&[&format!("__HOST-PORTCULLIS={s}")]);
+        assert_eq!(p.forwardable_cookies(&only_ours), None);
+    }
+
+    #[test]
+    fn set_cookie_lines_carry_the_contract_attributes() {
+        let p = policy();
+        let s = CookieSecret::generate();
+        assert_eq!(
+            p.set_session(&s),
+            format!(
+                "__Host-portcullis={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600",
+                s.encode()
+            )
+        );
+        assert!(p
+            .set_transaction(&s)
+            .ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"));
+        assert!(p.expire_session().ends_with("Max-Age=0"));
+        assert!(p.sets_own_cookie(b"__Host-Portcullis=x; Path=/"));
+        assert!(!p.sets_own_cookie(b"theme=dark"));
+    }
+}

@@ -1,0 +1,135 @@
+//! The embedded store: a map behind a mutex, for one replica and for local runs. Expired
+//! entries are invisible at once and swept periodically by `sweep`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::store::{SessionStore, StoreError};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Instant,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn with_entries<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        // A poisoned lock only means another request panicked mid-update of a plain map;
+        // the map itself is still consistent.
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Drops expired entries; returns how many were removed.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        self.with_entries(|m| {
+            let before = m.len();
+            m.retain(|_, e| e.expires_at > now);
+            before - m.len()
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.with_entries(|m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn live<'m>(m: &'m mut HashMap<String, Entry>, key: &str, now: Instant) -> Option<&'m mut Entry> {
+    if m.get(key).is_some_and(|e| e.expires_at <= now) {
+        m.remove(key);
+    }
+    m.get_mut(key)
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_entries(|m| {
+            live(m, key, now).map(|e| {
+                if let Some(ttl) = touch {
+                    e.expires_at = now + ttl;
+                }
+                e.value.clone()
+            })
+        }))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        let expires_at = Instant::now() + ttl;
+        self.with_entries(|m| m.insert(key.to_string(), Entry { value, expires_at }));
+        Ok(())
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_entries(|m| {
+            m.remove(key)
+                .filter(|e| e.expires_at > now)
+                .map(|e| e.value)
+        }))
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.with_entries(|m| {
+            if let Some(e) = live(m, key, now) {
+                e.expires_at = now + ttl;
+            }
+        });
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.with_entries(|m| m.remove(key));
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_entries(|m| {
+            if live(m, key, now).is_some() {
+                return false;
+            }
+            let entry = Entry {
+                value: owner.as_bytes().to_vec(),
+                expires_at: now + ttl,
+            };
+            m.insert(key.to_string(), entry);
+            true
+        }))
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.with_entries(|m| {
+            if m.get(key).is_some_and(|e| e.value == owner.as_bytes()) {
+                m.remove(key);
+            }
+        });
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,138 @@
+//! The Redis store through fred: standalone, Sentinel or Cluster, chosen by the URL scheme.
+//!
+//! Every command has a timeout (fred's default is none, which would hang requests while Redis
+//! is down), the client reconnects forever with backoff, and `fail_fast` is off so a Redis that
+//! is absent at start-up is picked up once it appears.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
+
+use super::store::{ttl_millis, SessionStore, StoreError};
+use crate::config::RedisConfig;
+
+/// Compare-and-delete: the lock is released only by its owner.
+const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+pub struct RedisStore {
+    client: Client,
+}
+
+fn unavailable(e: Error) -> StoreError {
+    StoreError::Unavailable(e.details().to_string())
+}
+
+impl RedisStore {
+    /// Builds the client; nothing is dialled until `connect`.
+    pub fn new(cfg: &RedisConfig) -> Result<RedisStore, StoreError> {
+        let mut config = Config::from_url(cfg.url.expose()).map_err(unavailable)?;
+        config.fail_fast = false;
+        if let Some(pw) = &cfg.password {
+            config.password = Some(pw.expose().clone());
+        }
+        let command_timeout = cfg.command_timeout;
+        let connect_timeout = cfg.connect_timeout;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = connect_timeout;
+                c.internal_command_timeout = connect_timeout;
+                c.max_command_attempts = 2;
+            })
+            .with_performance_config(|p| p.default_command_timeout = command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build()
+            .map_err(unavailable)?;
+        Ok(RedisStore { client })
+    }
+
+    /// Starts the connection task on the current runtime and waits up to `wait` for the first
+    /// connection; later reconnections happen in the background.
+    pub async fn connect(&self, wait: Duration) {
+        let _task = self.client.connect();
+        if tokio::time::timeout(wait, self.client.wait_for_connect())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "redis is not reachable yet; requests needing a session get 503 until it is"
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError> {
+        let value: Option<Vec<u8>> = match touch {
+            // GETEX (Redis ≥ 6.2) reads and extends in one round trip.
+            Some(ttl) => {
+                let cmd = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+                let args: Vec<Value> = vec![key.into(), "PX".into(), ttl_millis(ttl).into()];
+                self.client.custom(cmd, args).await
+            }
+            None => self.client.get(key).await,
+        }
+        .map_err(unavailable)?;
+        Ok(value)
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.client
+            .set::<(), _, _>(
+                key,
+                value,
+                Some(Expiration::PX(ttl_millis(ttl))),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.client.getdel(key).await.map_err(unavailable)
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.client
+            .pexpire::<(), _>(key, ttl_millis(ttl), None)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client.del::<(), _>(key).await.map_err(unavailable)
+    }
+
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Value = self
+            .client
+            .set(
+                key,
+                owner,
+                Some(Expiration::PX(ttl_millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(!reply.is_null())
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.client
+            .eval::<(), _, _, _>(UNLOCK_SCRIPT, vec![key], vec![owner])
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client.ping::<()>(None).await.map_err(unavailable)
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

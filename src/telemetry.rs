@@ -1,0 +1,32 @@
+//! Log setup. Text or JSON lines on stderr; `RUST_LOG` overrides the configured level.
+//! Nothing that could hold a secret is logged by value: see `secret::Secret`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+pub fn init(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests that call serve twice in one process) is harmless; ignore it.
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+/// Escapes control characters so input copied into a log line cannot forge new lines.
+pub fn sanitize(input: &str) -> String {
+    const MAX: usize = 256;
+    let mut out = String::with_capacity(input.len().min(MAX));
+    for c in input.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
