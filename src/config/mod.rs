@@ -71,19 +71,21 @@ fn parse(text: &str) -> Result<raw::RawConfig, Vec<Problem>> {
                 p if p == "." => "(file)".to_string(),
                 p => p,
             };
-            problems.push(Problem::new(key, yaml_message(e.inner())));
+            let message = yaml_message(e.inner(), &key);
+            problems.push(Problem::new(key, message));
             Err(problems)
         }
     }
 }
 
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let mut msg = e.to_string();
-    // serde_yaml appends " at line N column M"; keep it, it points the user at the spot.
-    if let Some(stripped) = msg.strip_prefix("invalid type: ") {
-        msg = format!("wrong type: {stripped}");
+fn yaml_message(e: &serde_yaml::Error, key: &str) -> String {
+    // serde_yaml prefixes the path itself; the key is printed once, by `ConfigError`.
+    let text = e.to_string();
+    let text = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
+    match text.strip_prefix("invalid type: ") {
+        Some(rest) => format!("wrong type: {rest}"),
+        None => text.to_string(),
     }
-    msg
 }
 
 #[cfg(test)]

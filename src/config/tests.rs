@@ -1,1 +1,216 @@
+//! Table tests: each bad configuration gives exactly the message a user would read.
 
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+public_url: "https://app.example.com"
+oidc:
+  issuer: "https://idp.example.com/realms/main"
+  client_id: "spa"
+  client_secret_file: "secret/client-secret"
+routes:
+  - path: "/api/"
+    upstream: "http://127.0.0.1:8080"
+    kind: api
+  - path: "/"
+    upstream: "http://127.0.0.1:3000"
+    kind: page
+"#;
+
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    if path.ends_with("secret/client-secret") {
+        Ok("s3cret\n".to_string())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        ))
+    }
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml_with(text, Path::new("/etc/portcullis/config.yaml"), &read_secret)
+}
+
+fn messages(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => vec![],
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_contract_example_is_complete() {
+    let cfg = load(MINIMAL).expect("valid");
+    assert_eq!(cfg.listen, "0.0.0.0:4480");
+    assert_eq!(cfg.admin_listen, "0.0.0.0:4481");
+    assert_eq!(
+        cfg.redirect_uri.as_str(),
+        "https://app.example.com/bff/callback"
+    );
+    assert_eq!(cfg.oidc.client_secret.expose(), "s3cret");
+    assert_eq!(
+        cfg.oidc.scopes,
+        ["openid", "profile", "email", "offline_access"]
+    );
+    assert_eq!(
+        cfg.oidc.post_logout_redirect_uri.as_str(),
+        "https://app.example.com/"
+    );
+    assert_eq!(cfg.session.cookie_name, "__Host-portcullis");
+    assert_eq!(cfg.session.same_site, SameSite::Strict);
+    assert_eq!(cfg.session.idle_timeout.as_secs(), 1800);
+    assert_eq!(cfg.session.absolute_timeout.as_secs(), 43200);
+    assert!(matches!(cfg.session.store, StoreConfig::Memory));
+    assert_eq!(cfg.routes.len(), 2);
+    assert!(cfg.public_is_https);
+}
+
+#[test]
+fn redis_urls_of_every_topology_are_accepted() {
+    for url in [
+        "redis://127.0.0.1:6379",
+        "rediss://redis.example:6380",
+        "redis-cluster://h1:7000,h2:7001",
+        "redis-sentinel://s1:26379/0?sentinelServiceName=mymaster",
+    ] {
+        let text = MINIMAL.replace(
+            "routes:",
+            &format!("session:\n  store: redis\n  redis_url: \"{url}\"\nroutes:"),
+        );
+        let cfg = load(&text).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(matches!(cfg.session.store, StoreConfig::Redis(_)));
+    }
+}
+
+#[test]
+fn each_problem_names_the_file_the_key_and_the_fix() {
+    const F: &str = "/etc/portcullis/config.yaml";
+    let cases: &[(&str, &str, &str)] = &[
+        ("public_url: \"https://app.example.com\"", "public_url: \"http://app.example.com\"",
+         "public_url: plain http is accepted only for loopback hosts (serve the app over https)"),
+        ("public_url: \"https://app.example.com\"", "public_url: \"https://app.example.com/app\"",
+         "public_url: must be an origin without path, query or fragment (e.g. \"https://app.example.com\")"),
+        ("issuer: \"https://idp.example.com/realms/main\"", "issuer: \"http://idp.example.com\"",
+         "oidc.issuer: plain http is accepted only for loopback hosts (use https, or set oidc.allow_plaintext_http: true to accept the risk)"),
+        ("client_secret_file: \"secret/client-secret\"", "client_secret_file: \"missing\"",
+         "oidc.client_secret_file: cannot read /etc/portcullis/missing: No such file or directory (os error 2) (check the path and its permissions)"),
+        ("client_secret_file: \"secret/client-secret\"", "client_secret_file: \"secret/client-secret\"\n  client_secret: \"x\"",
+         "oidc.client_secret: set either client_secret or client_secret_file, not both"),
+        ("kind: api", "kind: apis",
+         "routes[0].kind: \"apis\" is not a route kind (use api, public or page)"),
+        ("upstream: \"http://127.0.0.1:8080\"", "upstream: \"http://backend.svc:8080\"",
+         "routes[0].upstream: plain http to a non-loopback host would send bearer tokens unencrypted (use https, or set allow_plaintext_http: true on this route for in-cluster traffic)"),
+        ("path: \"/api/\"", "path: \"/bff/api/\"",
+         "routes[0].path: must not be under /bff/ (portcullis owns those endpoints)"),
+        ("routes:", "session:\n  idle_timeout: \"soon\"\nroutes:",
+         "session.idle_timeout: \"soon\" is not a duration (write e.g. \"90s\", \"30m\", \"12h\")"),
+        ("routes:", "session:\n  idle_timeout: \"13h\"\nroutes:",
+         "session.idle_timeout: must not be longer than session.absolute_timeout"),
+        ("routes:", "session:\n  same_site: none\nroutes:",
+         "session.same_site: \"none\" is not allowed (use strict or lax; none would send the cookie on cross-site requests)"),
+        ("routes:", "session:\n  cookie_name: \"portcullis\"\nroutes:",
+         "session.cookie_name: must start with \"__Host-\" (the prefix makes browsers refuse Domain-scoped or non-Secure overwrites)"),
+        ("routes:", "session:\n  store: redis\nroutes:",
+         "session.redis_url: is required when session.store is redis (e.g. \"redis://127.0.0.1:6379\")"),
+        ("routes:", "session:\n  store: redis\n  redis_url: \"http://x\"\nroutes:",
+         "session.redis_url: is not a Redis URL (use redis://, rediss://, redis-cluster://h1:p1,h2:p2 or redis-sentinel://…)"),
+        ("routes:", "session:\n  store: dynamo\nroutes:",
+         "session.store: \"dynamo\" is not a store (use memory or redis)"),
+        ("routes:", "oidc_extra: 1\nroutes:",
+         "oidc_extra: is not a known key (check its spelling and indentation)"),
+        ("client_id: \"spa\"", "client_id: \"spa\"\n  scopes: [\"profile\"]",
+         "oidc.scopes: must include \"openid\" (portcullis is an OpenID Connect client)"),
+        ("client_id: \"spa\"", "client_id: \"spa\"\n  allowed_login_params: [\"redirect_uri\"]",
+         "oidc.allowed_login_params: \"redirect_uri\" is set by portcullis itself and cannot be passed through (remove it)"),
+        ("routes:", "listen: \"4480\"\nroutes:",
+         "listen: \"4480\" is not an address (write IP:PORT, e.g. \"0.0.0.0:4480\")"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(MINIMAL.contains(from), "fixture lacks {from}");
+        let got = messages(&MINIMAL.replacen(from, to, 1));
+        assert_eq!(got, vec![format!("{F}: {expected}")], "for {to:?}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let text = MINIMAL
+        .replace("kind: api", "kind: apis")
+        .replace("routes:", "session:\n  same_site: none\n  idle_timeout: \"x\"\n  typo: 1\nlog:\n  colour: red\nroutes:");
+    let got = messages(&text);
+    assert_eq!(
+        got,
+        vec![
+            "/etc/portcullis/config.yaml: session.typo: is not a known key (check its spelling and indentation)",
+            "/etc/portcullis/config.yaml: log.colour: is not a known key (check its spelling and indentation)",
+        ],
+        "unknown keys are reported together first"
+    );
+    let got = messages(&MINIMAL.replace("kind: api", "kind: apis").replace(
+        "routes:",
+        "session:\n  same_site: none\n  idle_timeout: \"x\"\nroutes:",
+    ));
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let got = messages("listen: \"127.0.0.1:1\"\n");
+    assert_eq!(
+        got,
+        vec![
+            "/etc/portcullis/config.yaml: public_url: is required (the origin the browser sees, e.g. \"https://app.example.com\")",
+            "/etc/portcullis/config.yaml: oidc: is required (set oidc.issuer, oidc.client_id and a client secret)",
+            "/etc/portcullis/config.yaml: routes: needs at least one route (e.g. path \"/\" to your SPA, kind page)",
+        ]
+    );
+}
+
+#[test]
+fn type_errors_name_the_key_and_empty_files_are_explained() {
+    let got = messages(&MINIMAL.replace("routes:", "server:\n  threads: many\nroutes:"));
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("/etc/portcullis/config.yaml: server.threads: wrong type"),
+        "{got:?}"
+    );
+    assert_eq!(
+        messages("  \n"),
+        vec![
+            "/etc/portcullis/config.yaml: (file): is empty (see the README for a complete example)"
+        ]
+    );
+    let got = messages("public_url: [unclosed");
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("/etc/portcullis/config.yaml: "),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_messages() {
+    let text = MINIMAL
+        .replace(
+            "client_secret_file: \"secret/client-secret\"",
+            "client_secret: \"TOPSECRET\"",
+        )
+        .replace(
+            "routes:",
+            "session:\n  store: redis\n  redis_url: \"http://user:HUNTER2@x\"\nroutes:",
+        );
+    let all = messages(&text).join("\n");
+    assert!(
+        !all.contains("TOPSECRET") && !all.contains("HUNTER2"),
+        "{all}"
+    );
+    let cfg = load(&MINIMAL.replace(
+        "client_secret_file: \"secret/client-secret\"",
+        "client_secret: \"TOPSECRET\"",
+    ))
+    .unwrap();
+    assert!(!format!("{cfg:?}").contains("TOPSECRET"));
+}

@@ -81,7 +81,7 @@ pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
 /// under `/bff/` (R08).
 pub fn validate_return_to(value: &str) -> Result<&str, ProxyError> {
     let bad = ProxyError::BadRequest("return_to_rejected");
-    if value.len() > MAX_RETURN_TO {
+    if value.len() > MAX_RETURN_TO || value.chars().any(char::is_whitespace) {
         return Err(bad);
     }
     let mut decoded = value.to_string();
@@ -105,7 +105,7 @@ fn is_safe_local_path(p: &str) -> bool {
     p.starts_with('/')
         && !p.starts_with("//")
         && !p.contains('\\')
-        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !p.chars().any(char::is_control)
 }
 
 fn percent_decode(s: &str) -> String {

@@ -1,0 +1,134 @@
+//! Test harness: real processes on loopback (redis-server, the oidc-provider fixture, the
+//! portcullis binary) plus a recording upstream, each stopped when its handle drops.
+//! Ports come from the OS; every wait polls with a deadline.
+#![allow(dead_code)]
+
+pub mod browser;
+pub mod op;
+pub mod portcullis;
+pub mod redis;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A port the OS just handed out on 127.0.0.1. Freed before use, so a race with another test
+/// is possible but rare; callers that fail to bind retry with a new port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS hands out a loopback port")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Blocking twin of `eventually` for synchronous set-up code.
+pub fn eventually_blocking<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One OP, one recording upstream, optionally one redis-server, and one portcullis.
+pub struct World {
+    pub op: op::Op,
+    pub upstream: upstream::Upstream,
+    pub redis: Option<redis::RedisServer>,
+    pub proxy: portcullis::Portcullis,
+}
+
+pub struct WorldOptions {
+    pub redis: bool,
+    pub access_token_ttl: u64,
+    pub extra_config: String,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            redis: true,
+            access_token_ttl: 300,
+            extra_config: String::new(),
+        }
+    }
+}
+
+impl World {
+    pub async fn start(opts: WorldOptions) -> World {
+        let redis = opts.redis.then(redis::RedisServer::start);
+        let upstream = upstream::Upstream::start();
+        let mut proxy = portcullis::Portcullis::reserve();
+        let op = op::Op::start(op::OpOptions {
+            app_origins: vec![proxy.origin()],
+            access_token_ttl: opts.access_token_ttl,
+            ..Default::default()
+        });
+        let store = match &redis {
+            Some(r) => portcullis::Store::Redis(r.url()),
+            None => portcullis::Store::Memory,
+        };
+        let config = proxy.config(&op, &upstream, &store, &opts.extra_config);
+        proxy.start(&config).await;
+        World {
+            op,
+            upstream,
+            redis,
+            proxy,
+        }
+    }
+
+    pub fn browser(&self) -> browser::Browser {
+        browser::Browser::new(&self.proxy.origin())
+    }
+
+    pub fn redis(&self) -> &redis::RedisServer {
+        self.redis.as_ref().expect("this world has redis")
+    }
+}
+
+/// The bearer token the upstream received on its last request.
+pub fn last_bearer(upstream: &upstream::Upstream) -> String {
+    let last = upstream.last();
+    let auth = last.all("authorization");
+    assert_eq!(auth.len(), 1, "exactly one Authorization header: {auth:?}");
+    auth[0]
+        .strip_prefix("Bearer ")
+        .expect("a Bearer token")
+        .to_string()
+}

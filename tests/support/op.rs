@@ -1,0 +1,146 @@
+//! The project's OpenID Provider fixture (`tests/fixtures/op/op.mjs`, oidc-provider) on
+//! 127.0.0.2 with an ephemeral port, so OP → app is cross-site as in production.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::repo_root;
+
+/// The fixture's client secret has reserved characters on purpose: it proves portcullis
+/// form-url-encodes it inside Basic authentication (RFC 6749 §2.3.1).
+pub const CLIENT_ID: &str = "portcullis";
+pub const CLIENT_SECRET: &str = "s3c:r+t/=%";
+
+pub struct OpOptions {
+    pub app_origins: Vec<String>,
+    pub access_token_ttl: u64,
+    pub refresh_delay_ms: u64,
+}
+
+impl Default for OpOptions {
+    fn default() -> Self {
+        OpOptions {
+            app_origins: Vec::new(),
+            access_token_ttl: 300,
+            refresh_delay_ms: 0,
+        }
+    }
+}
+
+pub struct Op {
+    pub issuer: String,
+    child: Child,
+    // Held open: the fixture exits when its stdin closes, so a crashed test leaves no OP behind.
+    _stdin: ChildStdin,
+}
+
+impl Op {
+    pub fn start(opts: OpOptions) -> Op {
+        let dir = repo_root().join("tests/fixtures/op");
+        assert!(
+            dir.join("node_modules").exists(),
+            "tests/fixtures/op/node_modules is missing: run `make test` (it runs npm ci)"
+        );
+        let redirects: Vec<String> = opts
+            .app_origins
+            .iter()
+            .map(|o| format!("{o}/bff/callback"))
+            .collect();
+        let post_logout: Vec<String> = opts.app_origins.iter().map(|o| format!("{o}/")).collect();
+        let mut child = Command::new("node")
+            .arg("op.mjs")
+            .current_dir(&dir)
+            .env("OP_PORT", "0")
+            .env("REDIRECT_URIS", redirects.join(","))
+            .env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","))
+            .env("AT_TTL", opts.access_token_ttl.to_string())
+            .env("REFRESH_DELAY_MS", opts.refresh_delay_ms.to_string())
+            .env("CLOCK_TOLERANCE", "0")
+            .env("EXIT_ON_STDIN_CLOSE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs the OP fixture");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("OP_READY ") {
+                    let _ = tx.send(issuer.to_string());
+                }
+            }
+        });
+        let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(i) => i,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the OP fixture did not print OP_READY within 30 s");
+            }
+        };
+        Op {
+            issuer,
+            child,
+            _stdin: stdin,
+        }
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder().build().expect("reqwest client")
+    }
+
+    /// RFC 7662 introspection with the client's own credentials.
+    pub async fn introspect_active(&self, token: &str) -> bool {
+        let body: serde_json::Value = Self::client()
+            .post(format!("{}/token/introspection", self.issuer))
+            .basic_auth(form_encode(CLIENT_ID), Some(form_encode(CLIENT_SECRET)))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspection answers")
+            .json()
+            .await
+            .expect("introspection is JSON");
+        body["active"] == serde_json::Value::Bool(true)
+    }
+
+    /// Successful token responses so far, by grant type.
+    pub async fn grant_counts(&self) -> (u64, u64) {
+        let body: serde_json::Value = Self::client()
+            .get(format!("{}/test/stats", self.issuer))
+            .send()
+            .await
+            .expect("stats answer")
+            .json()
+            .await
+            .expect("stats are JSON");
+        (
+            body["authorization_code"].as_u64().unwrap_or(0),
+            body["refresh_token"].as_u64().unwrap_or(0),
+        )
+    }
+
+    pub async fn revoke_grants(&self, sub: &str) {
+        let status = Self::client()
+            .post(format!("{}/test/revoke-grants?sub={sub}", self.issuer))
+            .send()
+            .await
+            .expect("revoke answers")
+            .status();
+        assert!(status.is_success(), "revoke-grants answered {status}");
+    }
+}
+
+pub fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

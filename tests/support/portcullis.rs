@@ -1,0 +1,152 @@
+//! The portcullis binary as a child process with a generated config, its logs kept in a file
+//! so tests can scan them for secrets.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::op::{Op, CLIENT_ID, CLIENT_SECRET};
+use super::upstream::Upstream;
+use super::{eventually, free_port};
+
+#[derive(Clone)]
+pub enum Store {
+    Memory,
+    Redis(String),
+}
+
+pub struct Portcullis {
+    pub port: u16,
+    pub admin_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    restarts: usize,
+}
+
+impl Portcullis {
+    /// Reserves the ports now, so the OP can be told the callback URL before either starts.
+    pub fn reserve() -> Portcullis {
+        Portcullis {
+            port: free_port(),
+            admin_port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            restarts: 0,
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The standard test configuration: `/api/` (api), `/public/` (public), `/` (page), all to
+    /// the recording upstream. `extra` is appended at the top level.
+    pub fn config(&self, op: &Op, upstream: &Upstream, store: &Store, extra: &str) -> String {
+        let secret_file = self.dir.path().join("client-secret");
+        std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).expect("write secret");
+        let store = match store {
+            Store::Memory => "  store: memory\n".to_string(),
+            Store::Redis(url) => format!("  store: redis\n  redis_url: \"{url}\"\n"),
+        };
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nadmin_listen: \"127.0.0.1:{admin}\"\npublic_url: \"{origin}\"\n\
+             oidc:\n  issuer: \"{issuer}\"\n  client_id: \"{CLIENT_ID}\"\n  client_secret_file: \"{secret}\"\n\
+             session:\n{store}\
+             routes:\n  - {{ path: \"/api/\", upstream: \"{up}\", kind: api }}\n  - {{ path: \"/public/\", upstream: \"{up}\", kind: public }}\n  - {{ path: \"/\", upstream: \"{up}\", kind: page }}\n\
+             log:\n  level: \"info\"\n{extra}",
+            port = self.port,
+            admin = self.admin_port,
+            origin = self.origin(),
+            issuer = op.issuer,
+            secret = secret_file.display(),
+            up = upstream.url(),
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.yaml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("portcullis.{}.log", self.restarts))
+    }
+
+    pub async fn start(&mut self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("write config");
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("portcullis starts");
+        self.child = Some(child);
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = self.admin_url("/readyz");
+        let client = reqwest::Client::new();
+        eventually(
+            "portcullis /readyz to answer 200",
+            Duration::from_secs(30),
+            || {
+                let req = client.get(&url).send();
+                async move { req.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+            },
+        )
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.restarts += 1;
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Everything every run of this instance has logged so far.
+    pub fn logs(&self) -> String {
+        (0..=self.restarts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("portcullis.{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(self.admin_url(path))
+            .await
+            .expect("admin answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,186 @@
+//! A recording upstream: HTTP/1.1 on a free loopback port, keeping every request it receives
+//! (head and body bytes) so tests can assert exactly what portcullis forwarded.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub raw: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+pub struct Upstream {
+    pub port: u16,
+    records: Arc<Mutex<Vec<Recorded>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Upstream {
+    /// Starts on its own thread and runtime so it outlives any one test's runtime.
+    pub fn start() -> Upstream {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let rec = records.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind upstream");
+                port_tx
+                    .send(listener.local_addr().expect("addr").port())
+                    .expect("report port");
+                tokio::select! {
+                    _ = stop_rx => {}
+                    _ = accept_loop(listener, rec) => {}
+                }
+            });
+        });
+        let port = port_rx.recv().expect("upstream started");
+        Upstream {
+            port,
+            records,
+            stop: Some(stop_tx),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.records.lock().expect("records").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.records.lock().expect("records").len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, records: Arc<Mutex<Vec<Recorded>>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let rec = records.clone();
+        tokio::spawn(async move {
+            let _ = serve(stream, rec).await;
+        });
+    }
+}
+
+async fn serve(mut stream: TcpStream, records: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&buf[..head_end]).is_err() {
+            return Ok(());
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let path = req.path.unwrap_or("").to_string();
+        let hdrs: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let len: usize = hdrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let raw: Vec<u8> = buf.drain(..head_end + len).collect();
+        let response = respond_to(&path);
+        records.lock().expect("records").push(Recorded {
+            method,
+            path,
+            headers: hdrs,
+            raw,
+        });
+        stream.write_all(response.as_bytes()).await?;
+    }
+}
+
+/// Scripted answers: `/…/set-cookie` tries to set portcullis's cookie (which must be dropped).
+fn respond_to(path: &str) -> String {
+    let (extra, body) = if path.ends_with("/set-cookie") {
+        (
+            "set-cookie: __Host-portcullis=planted; Path=/\r\nset-cookie: theme=dark; Path=/\r\n",
+            "{\"ok\":true}",
+        )
+    } else {
+        ("", "{\"ok\":true}")
+    };
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
