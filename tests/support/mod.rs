@@ -76,6 +76,7 @@ pub struct World {
 pub struct WorldOptions {
     pub redis: bool,
     pub access_token_ttl: u64,
+    pub refresh_delay_ms: u64,
     pub extra_config: String,
 }
 
@@ -84,6 +85,7 @@ impl Default for WorldOptions {
         WorldOptions {
             redis: true,
             access_token_ttl: 300,
+            refresh_delay_ms: 0,
             extra_config: String::new(),
         }
     }
@@ -97,7 +99,7 @@ impl World {
         let op = op::Op::start(op::OpOptions {
             app_origins: vec![proxy.origin()],
             access_token_ttl: opts.access_token_ttl,
-            ..Default::default()
+            refresh_delay_ms: opts.refresh_delay_ms,
         });
         let store = match &redis {
             Some(r) => portcullis::Store::Redis(r.url()),
@@ -115,6 +117,18 @@ impl World {
 
     pub fn browser(&self) -> browser::Browser {
         browser::Browser::new(&self.proxy.origin())
+    }
+
+    /// Another portcullis process with the same configuration (and so the same store).
+    pub async fn replica(&self, extra_config: &str) -> portcullis::Portcullis {
+        let mut replica = portcullis::Portcullis::reserve();
+        let store = match &self.redis {
+            Some(r) => portcullis::Store::Redis(r.url()),
+            None => portcullis::Store::Memory,
+        };
+        let config = replica.config(&self.op, &self.upstream, &store, extra_config);
+        replica.start(&config).await;
+        replica
     }
 
     pub fn redis(&self) -> &redis::RedisServer {

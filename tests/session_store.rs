@@ -1,0 +1,174 @@
+//! One contract suite for every `SessionStore`: the embedded memory store and the Redis store
+//! against a real redis-server.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::config::RedisConfig;
+use portcullis::secret::Secret;
+use portcullis::session::memory::MemoryStore;
+use portcullis::session::redis::RedisStore;
+use portcullis::session::SessionStore;
+use support::eventually;
+
+async fn contract(store: Arc<dyn SessionStore>) {
+    let key = |k: &str| format!("contract:{k}:{{{}}}", store.kind());
+    let ttl = Duration::from_secs(60);
+
+    assert_eq!(store.get(&key("absent"), None).await.unwrap(), None);
+    store.set(&key("a"), b"one".to_vec(), ttl).await.unwrap();
+    assert_eq!(
+        store.get(&key("a"), None).await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    store.set(&key("a"), b"two".to_vec(), ttl).await.unwrap();
+    assert_eq!(
+        store.get(&key("a"), Some(ttl)).await.unwrap().as_deref(),
+        Some(&b"two"[..]),
+        "set overwrites"
+    );
+
+    // take is read-and-delete: a second take finds nothing.
+    store.set(&key("t"), b"once".to_vec(), ttl).await.unwrap();
+    assert_eq!(
+        store.take(&key("t")).await.unwrap().as_deref(),
+        Some(&b"once"[..])
+    );
+    assert_eq!(store.take(&key("t")).await.unwrap(), None);
+
+    store.delete(&key("a")).await.unwrap();
+    assert_eq!(store.get(&key("a"), None).await.unwrap(), None);
+    store.delete(&key("never-set")).await.unwrap();
+
+    // Entries expire by their TTL.
+    store
+        .set(&key("short"), b"x".to_vec(), Duration::from_millis(200))
+        .await
+        .unwrap();
+    let s = store.clone();
+    let k = key("short");
+    eventually(
+        "the short-lived entry to expire",
+        Duration::from_secs(5),
+        || {
+            let (s, k) = (s.clone(), k.clone());
+            async move { s.get(&k, None).await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+
+    // A touch extends the TTL: an entry read with touch outlives its original TTL.
+    store
+        .set(&key("touched"), b"x".to_vec(), Duration::from_millis(800))
+        .await
+        .unwrap();
+    assert!(store
+        .get(&key("touched"), Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .is_some());
+    store
+        .expire(&key("touched"), Duration::from_millis(150))
+        .await
+        .unwrap();
+    let k = key("touched");
+    eventually(
+        "expire() to shorten the TTL",
+        Duration::from_secs(5),
+        || {
+            let (s, k) = (s.clone(), k.clone());
+            async move { s.get(&k, None).await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+
+    // The lock has one owner, is released only by that owner, and expires.
+    let lock = key("lock");
+    assert!(store
+        .try_lock(&lock, "A", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(!store
+        .try_lock(&lock, "B", Duration::from_secs(30))
+        .await
+        .unwrap());
+    store.unlock(&lock, "B").await.unwrap();
+    assert!(
+        !store
+            .try_lock(&lock, "B", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "B released A's lock"
+    );
+    store.unlock(&lock, "A").await.unwrap();
+    assert!(store
+        .try_lock(&lock, "B", Duration::from_millis(200))
+        .await
+        .unwrap());
+    let l = lock.clone();
+    eventually("the lock to expire", Duration::from_secs(5), || {
+        let (s, l) = (s.clone(), l.clone());
+        async move {
+            s.try_lock(&l, "C", Duration::from_secs(30))
+                .await
+                .unwrap()
+                .then_some(())
+        }
+    })
+    .await;
+
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_store_meets_the_contract() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+fn redis_store(url: String) -> RedisStore {
+    RedisStore::new(&RedisConfig {
+        url: Secret::new(url),
+        password: None,
+        command_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
+    })
+    .expect("client builds")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_store_meets_the_contract() {
+    let server = support::redis::RedisServer::start();
+    let store = redis_store(server.url());
+    store.connect(Duration::from_secs(5)).await;
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_store_fails_fast_while_down_and_recovers() {
+    let mut server = support::redis::RedisServer::start();
+    let store = Arc::new(redis_store(server.url()));
+    store.connect(Duration::from_secs(5)).await;
+    store
+        .set("k:{x}", b"v".to_vec(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    server.stop();
+    let started = std::time::Instant::now();
+    assert!(
+        store.get("k:{x}", None).await.is_err(),
+        "a dead store is an error, not a miss"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the command timeout"
+    );
+    server.restart();
+    let s = store.clone();
+    eventually("the client to reconnect", Duration::from_secs(15), || {
+        let s = s.clone();
+        async move { s.ping().await.ok() }
+    })
+    .await;
+}

@@ -1,0 +1,164 @@
+//! Refresh against the real OP with short-lived access tokens and refresh-token rotation:
+//! silent refresh, single flight across replicas, and a revoked grant ending the session once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{eventually, last_bearer, World, WorldOptions};
+
+async fn wait_until_inactive(w: &World, token: &str) {
+    let op = &w.op;
+    eventually(
+        "the access token to expire at the OP",
+        Duration::from_secs(20),
+        || async move { (!op.introspect_active(token).await).then_some(()) },
+    )
+    .await;
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_access_token_is_refreshed_before_forwarding() {
+    let w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let first = last_bearer(&w.upstream);
+    wait_until_inactive(&w, &first).await;
+
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let second = last_bearer(&w.upstream);
+    assert_ne!(first, second, "a new access token was injected");
+    assert!(w.op.introspect_active(&second).await);
+    assert_eq!(
+        w.op.grant_counts().await,
+        (1, 1),
+        "one code exchange, one refresh"
+    );
+    assert_eq!(b.api("/bff/user").await.status, 200);
+    assert!(!b.transcript.contains(&second));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_requests_over_three_replicas_refresh_once() {
+    let w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        // A slow refresh response widens the race window so a missing lock shows every time.
+        refresh_delay_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    let r2 = w.replica("").await;
+    let r3 = w.replica("").await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let first = last_bearer(&w.upstream);
+    let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+    wait_until_inactive(&w, &first).await;
+
+    let origins = [w.proxy.origin(), r2.origin(), r3.origin()];
+    let client = reqwest::Client::new();
+    let requests = (0..50).map(|i| {
+        let req = client
+            .get(format!("{}/api/burst/{i}", origins[i % 3]))
+            .header("cookie", &cookie)
+            .header("x-csrf", "1")
+            .send();
+        async move { req.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    });
+    let statuses = futures_join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every request succeeded: {statuses:?}"
+    );
+    assert_eq!(
+        w.op.grant_counts().await.1,
+        1,
+        "exactly one refresh grant for the session"
+    );
+    let tokens: std::collections::BTreeSet<String> = w
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/burst/"))
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(tokens.len(), 1, "all fifty carried the one refreshed token");
+    let token = tokens.into_iter().next().unwrap();
+    assert!(
+        w.op.introspect_active(token.strip_prefix("Bearer ").unwrap())
+            .await,
+        "the grant is still alive"
+    );
+    assert_eq!(b.api("/api/after").await.status, 200);
+}
+
+async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap_or(0));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_grant_ends_the_session_once() {
+    let w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("mallory", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    w.op.revoke_grants("mallory").await;
+
+    let status = eventually(
+        "portcullis to notice the revoked grant",
+        Duration::from_secs(20),
+        || {
+            let origin = b.origin.clone();
+            let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+            async move {
+                let resp = reqwest::Client::new()
+                    .get(format!("{origin}/api/poll"))
+                    .header("cookie", cookie)
+                    .header("x-csrf", "1")
+                    .send()
+                    .await
+                    .ok()?;
+                (resp.status() != 200).then_some(resp.status().as_u16())
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, 401, "a dead grant is a logout, not an outage");
+    assert_eq!(b.api("/api/x").await.status, 401);
+    assert!(
+        w.redis().keys("portcullis:s:*").is_empty(),
+        "the session was deleted"
+    );
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_token_refreshes_total{outcome=\"fatal\"}"
+        ),
+        1,
+        "one attempt, no retry loop"
+    );
+}
