@@ -50,7 +50,7 @@ fn parse(text: &str) -> Result<raw::RawConfig, Vec<Problem>> {
         )]);
     }
     let mut unknown = Vec::new();
-    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(key_path(&path));
     let de = serde_yaml::Deserializer::from_str(text);
     let tracked = serde_ignored::Deserializer::new(de, &mut record_unknown);
     let parsed: Result<raw::RawConfig, _> = serde_path_to_error::deserialize(tracked);
@@ -75,6 +75,21 @@ fn parse(text: &str) -> Result<raw::RawConfig, Vec<Problem>> {
             problems.push(Problem::new(key, message));
             Err(problems)
         }
+    }
+}
+
+/// `serde_ignored`'s path in the notation validation uses: `routes[0].kind`, with no marker
+/// for optional values.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

@@ -369,12 +369,9 @@ impl Checker<'_> {
 
     fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
         let store = match raw.store.as_deref().unwrap_or("memory") {
-            "memory" => {
-                if raw.redis_url.is_some() {
-                    self.problem("session.redis_url", "is set but session.store is memory (set session.store: redis, or remove redis_url)");
-                }
-                Some(StoreConfig::Memory)
-            }
+            // The contract's own example sets redis_url beside store: memory, so it is accepted
+            // (and ignored) rather than rejected.
+            "memory" => Some(StoreConfig::Memory),
             "redis" => self.redis(&raw),
             other => {
                 self.problem(
