@@ -23,6 +23,7 @@ pub const STORE_OPS: [&str; 8] = [
 ];
 pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed", "invalid"];
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
+pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -34,6 +35,8 @@ pub struct Metrics {
     pub sessions_created: IntCounter,
     pub sessions_ended: IntCounterVec,
     pub refreshes: IntCounterVec,
+    pub refresh_lock_waits: IntCounter,
+    pub backchannel_logouts: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -105,6 +108,14 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            refresh_lock_waits: IntCounter::new(
+                "portcullis_token_refresh_lock_waits_total",
+                "Requests that waited for another request's (or replica's) refresh of the same session",
+            )?,
+            backchannel_logouts: IntCounterVec::new(
+                Opts::new("portcullis_backchannel_logouts_total", "Back-channel logout requests, by outcome"),
+                &["outcome"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -129,6 +140,8 @@ impl Metrics {
         r.register(Box::new(self.sessions_created.clone()))?;
         r.register(Box::new(self.sessions_ended.clone()))?;
         r.register(Box::new(self.refreshes.clone()))?;
+        r.register(Box::new(self.refresh_lock_waits.clone()))?;
+        r.register(Box::new(self.backchannel_logouts.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -152,6 +165,9 @@ impl Metrics {
         }
         for o in REFRESH_OUTCOMES {
             self.refreshes.with_label_values(&[o]);
+        }
+        for o in BACKCHANNEL_OUTCOMES {
+            self.backchannel_logouts.with_label_values(&[o]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -42,13 +42,19 @@ fn valid_configurations_pass_check() {
 #[test]
 fn invalid_configurations_print_every_problem_and_exit_2() {
     for file in fixtures("tests/fixtures/config/invalid") {
-        let expected = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file.replace(".yaml", ".stderr")))
-            .unwrap_or_else(|_| panic!("{file} needs a .stderr twin"));
+        let expected = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(file.replace(".yaml", ".stderr")),
+        )
+        .unwrap_or_else(|_| panic!("{file} needs a .stderr twin"));
         let (code, _, stderr) = portcullis(&["check", "--config", &file]);
         assert_eq!(code, 2, "{file}");
         assert_eq!(stderr, expected, "{file}");
         let (code, _, serve_stderr) = portcullis(&["serve", "--config", &file]);
-        assert_eq!((code, serve_stderr), (2, expected), "serve refuses the same file the same way");
+        assert_eq!(
+            (code, serve_stderr),
+            (2, expected),
+            "serve refuses the same file the same way"
+        );
     }
 }
 
@@ -56,22 +62,36 @@ fn invalid_configurations_print_every_problem_and_exit_2() {
 fn a_missing_file_is_a_configuration_error() {
     let (code, _, stderr) = portcullis(&["check", "--config", "no/such.yaml"]);
     assert_eq!(code, 2);
-    assert_eq!(stderr, "no/such.yaml: (file): cannot read the file: No such file or directory (os error 2)\n");
+    assert_eq!(
+        stderr,
+        "no/such.yaml: (file): cannot read the file: No such file or directory (os error 2)\n"
+    );
 }
 
 #[test]
 fn the_config_may_come_from_the_environment() {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("check")
-        .env("PORTCULLIS_CONFIG", "tests/fixtures/config/valid/contract-example.yaml")
+        .env(
+            "PORTCULLIS_CONFIG",
+            "tests/fixtures/config/valid/contract-example.yaml",
+        )
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn version_prints_the_crate_version() {
     let (code, stdout, _) = portcullis(&["version"]);
-    assert_eq!((code, stdout), (0, format!("portcullis {}\n", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        (code, stdout),
+        (0, format!("portcullis {}\n", env!("CARGO_PKG_VERSION")))
+    );
 }

@@ -201,7 +201,7 @@ const JS = `'use strict';
     $('call-api').addEventListener('click', callApi);
     fetch('/bff/user', { headers: { 'X-CSRF': '1' }, credentials: 'same-origin' })
       .then(function (res) {
-        if (res.status === 401) { renderSignedOut(); return; }
+        if (res.status === 401) { res.text().catch(function () {}); renderSignedOut(); return; }
         if (!res.ok) throw new Error('/bff/user answered HTTP ' + res.status);
         return res.json().then(renderSignedIn);
       })

@@ -89,7 +89,9 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
             p if p.is_empty() => key.clone(),
             p => format!("{p}.{key}"),
         },
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => key_path(parent),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

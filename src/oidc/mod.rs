@@ -3,6 +3,7 @@
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
 mod error;
+mod logout_token;
 mod tokens;
 
 use std::sync::{Arc, RwLock};
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use error::OidcError;
+pub use logout_token::{LogoutToken, LogoutTokenRejected};
 pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
 
 use crate::config::{OidcConfig, TokenAuthMethod};
@@ -68,6 +71,7 @@ type DiscoveredClient = CoreClient<
 /// One successful discovery: the client built from it and the extra metadata.
 pub struct Provider {
     client: DiscoveredClient,
+    jwks: CoreJsonWebKeySet,
     pub extra: ExtraMetadata,
 }
 
@@ -125,6 +129,7 @@ impl Oidc {
             .await
             .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
         let extra = metadata.additional_metadata().clone();
+        let jwks = metadata.jwks().clone();
         if !extra
             .code_challenge_methods_supported
             .iter()
@@ -146,7 +151,11 @@ impl Oidc {
         )
         .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
         .set_auth_type(auth_type);
-        let provider = Arc::new(Provider { client, extra });
+        let provider = Arc::new(Provider {
+            client,
+            jwks,
+            extra,
+        });
         *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
         Ok(())
     }
@@ -197,6 +206,44 @@ impl Oidc {
                 self.cfg.post_logout_redirect_uri.as_str(),
             );
         url
+    }
+
+    /// RFC 7009 revocation of a refresh token, when the OP offers a `revocation_endpoint`.
+    /// Best effort: the session is already gone locally, so a failure is only logged.
+    pub async fn revoke_refresh_token(&self, provider: &Provider, refresh_token: &str) {
+        let Some(endpoint) = provider.extra.revocation_endpoint.clone() else {
+            return;
+        };
+        let mut form = vec![
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+        ];
+        let mut request = self.http.post(endpoint);
+        request = match self.cfg.auth_method {
+            TokenAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-url-encode both parts before Basic encoding.
+                let id: String =
+                    url::form_urlencoded::byte_serialize(self.cfg.client_id.as_bytes()).collect();
+                let secret: String = url::form_urlencoded::byte_serialize(
+                    self.cfg.client_secret.expose().as_bytes(),
+                )
+                .collect();
+                request.basic_auth(id, Some(secret))
+            }
+            TokenAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.cfg.client_id));
+                form.push(("client_secret", self.cfg.client_secret.expose()));
+                request
+            }
+        };
+        match request.form(&form).send().await {
+            Ok(resp) if resp.status().is_success() => tracing::debug!("refresh token revoked"),
+            Ok(resp) => tracing::warn!(
+                status = resp.status().as_u16(),
+                "refresh token revocation refused"
+            ),
+            Err(e) => tracing::warn!(error = %error_chain(&e), "refresh token revocation failed"),
+        }
     }
 
     pub fn issuer(&self) -> &str {

@@ -39,7 +39,7 @@ impl Tokens {
 }
 
 /// Asymmetric algorithms only: `none` and HMAC (keyed with the client secret) are refused.
-fn allowed_algs() -> Vec<CoreJwsSigningAlgorithm> {
+pub(super) fn allowed_algs() -> Vec<CoreJwsSigningAlgorithm> {
     use CoreJwsSigningAlgorithm::*;
     vec![
         RsaSsaPkcs1V15Sha256,

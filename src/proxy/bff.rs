@@ -3,13 +3,16 @@
 
 use http::{Method, Uri};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::ProxyError;
 use super::respond::Reply;
 use super::Portcullis;
-use crate::oidc::tokens_expiry;
+use std::sync::Arc;
+
+use crate::oidc::{tokens_expiry, Provider};
 use crate::session::cookie::Presented;
 use crate::session::crypto::random_token;
 use crate::session::{unix_now, CookieSecret, LoginTransaction, SessionData};
@@ -18,12 +21,15 @@ use crate::session::{unix_now, CookieSecret, LoginTransaction, SessionData};
 const MAX_RETURN_TO: usize = 2048;
 /// Longest `state` or `code` accepted on the callback (ours are 43 characters).
 const MAX_CALLBACK_PARAM: usize = 2048;
+/// Largest back-channel logout body read; a logout token is a few hundred bytes.
+const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 
 pub enum Endpoint {
     Login,
     Callback,
     User,
     Logout,
+    BackchannelLogout,
 }
 
 impl Endpoint {
@@ -33,6 +39,7 @@ impl Endpoint {
             "/bff/callback" => Some(Endpoint::Callback),
             "/bff/user" => Some(Endpoint::User),
             "/bff/logout" => Some(Endpoint::Logout),
+            "/bff/backchannel-logout" => Some(Endpoint::BackchannelLogout),
             _ => None,
         }
     }
@@ -130,17 +137,38 @@ fn html_escape(s: &str) -> String {
     out
 }
 
+/// Reads a request body of at most `limit` bytes (it is consumed: only for endpoints answered
+/// here, never for proxied requests).
+async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ProxyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|_| ProxyError::BadRequest("body_unreadable"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ProxyError::BadRequest("body_too_large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl Portcullis {
     pub(super) async fn bff_endpoint(
         &self,
         endpoint: Endpoint,
-        req: &RequestHeader,
+        session: &mut Session,
     ) -> Result<Reply, ProxyError> {
-        match (endpoint, &req.method) {
-            (Endpoint::Login, &Method::GET) => self.login(req).await,
-            (Endpoint::Callback, &Method::GET) => self.callback(req).await,
-            (Endpoint::User, &Method::GET) => self.user(req).await,
-            (Endpoint::Logout, &Method::GET | &Method::POST) => self.logout(req).await,
+        let method = session.req_header().method.clone();
+        match (endpoint, method) {
+            (Endpoint::Login, Method::GET) => self.login(session.req_header()).await,
+            (Endpoint::Callback, Method::GET) => self.callback(session.req_header()).await,
+            (Endpoint::User, Method::GET) => self.user(session.req_header()).await,
+            (Endpoint::Logout, Method::GET | Method::POST) => {
+                self.logout(session.req_header()).await
+            }
+            (Endpoint::BackchannelLogout, Method::POST) => self.backchannel_logout(session).await,
             _ => Err(ProxyError::MethodNotAllowed),
         }
     }
@@ -242,7 +270,9 @@ impl Portcullis {
             })?;
         // R18: no identifier from before the login survives it.
         if let Some(old) = self.load_session(&req.headers).await? {
-            self.sessions.delete(&old.secret, "logout").await?;
+            self.sessions
+                .delete(&old.secret, &old.data, "logout")
+                .await?;
         }
         let now = unix_now();
         let data = SessionData {
@@ -333,13 +363,114 @@ impl Portcullis {
                 return Err(ProxyError::Forbidden("logout_sid_mismatch"));
             }
         }
-        self.sessions.delete(&auth.secret, "logout").await?;
-        tracing::info!(event = "logout", outcome = "success", "session ended");
+        self.sessions
+            .delete(&auth.secret, &auth.data, "logout")
+            .await?;
+        let everywhere = query.get("everywhere") == Some("1");
+        if everywhere {
+            let ended = self
+                .sessions
+                .delete_user_sessions(&auth.data.iss, &auth.data.sub, "logout")
+                .await?;
+            tracing::info!(
+                event = "logout",
+                scope = "everywhere",
+                sessions = ended,
+                "sessions ended"
+            );
+        } else {
+            tracing::info!(event = "logout", scope = "session", "session ended");
+        }
         let provider = self.oidc.provider().ok();
+        self.revoke_in_background(provider.clone(), &auth.data);
         let target = self
             .oidc
             .end_session_url(provider.as_deref(), auth.data.id_token.expose());
         Ok(self.logged_out(target.to_string()))
+    }
+
+    /// RFC 7009 revocation of the ended session's refresh token, off the response path.
+    fn revoke_in_background(&self, provider: Option<Arc<Provider>>, data: &SessionData) {
+        let (Some(provider), Some(rt)) = (provider, data.refresh_token.clone()) else {
+            return;
+        };
+        let oidc = self.oidc.clone();
+        tokio::spawn(async move { oidc.revoke_refresh_token(&provider, rt.expose()).await });
+    }
+
+    /// `POST /bff/backchannel-logout` (Back-Channel Logout 1.0): a validated `logout_token`
+    /// ends the OP session's sessions here (by `sid`), or all of the user's (by `sub`). No
+    /// cookies are read and no CSRF header applies: the caller is the OP, not a browser.
+    async fn backchannel_logout(&self, session: &mut Session) -> Result<Reply, ProxyError> {
+        let result = self.process_logout_token(session).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(ProxyError::LogoutTokenRejected("replayed")) => "replayed",
+            Err(_) => "rejected",
+        };
+        self.metrics
+            .backchannel_logouts
+            .with_label_values(&[outcome])
+            .inc();
+        result
+    }
+
+    async fn process_logout_token(&self, session: &mut Session) -> Result<Reply, ProxyError> {
+        let form_encoded = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        if !form_encoded {
+            return Err(ProxyError::LogoutTokenRejected("content_type"));
+        }
+        let body = read_body(session, MAX_BACKCHANNEL_BODY).await?;
+        let tokens: Vec<String> = url::form_urlencoded::parse(&body)
+            .filter(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        let [jwt] = tokens.as_slice() else {
+            return Err(ProxyError::LogoutTokenRejected("logout_token_count"));
+        };
+        let provider = self.oidc.provider()?;
+        let token = self
+            .oidc
+            .verify_logout_token(&provider, jwt)
+            .map_err(|e| ProxyError::LogoutTokenRejected(e.0))?;
+        // BCL §2.6: keep each jti until the token could no longer be accepted anyway.
+        let skew = self.oidc.config().clock_skew.as_secs();
+        let ttl = std::time::Duration::from_secs(token.exp.saturating_sub(unix_now()) + skew + 1);
+        if !self
+            .sessions
+            .remember_once("jti", &[&token.iss, &token.jti], ttl)
+            .await?
+        {
+            return Err(ProxyError::LogoutTokenRejected("replayed"));
+        }
+        let ended = match (&token.sid, &token.sub) {
+            (Some(sid), _) => {
+                self.sessions
+                    .delete_op_sessions(&token.iss, sid, "logout")
+                    .await?
+            }
+            (None, Some(sub)) => {
+                self.sessions
+                    .delete_user_sessions(&token.iss, sub, "logout")
+                    .await?
+            }
+            (None, None) => return Err(ProxyError::LogoutTokenRejected("sub_and_sid_missing")),
+        };
+        tracing::info!(
+            event = "backchannel_logout",
+            outcome = "success",
+            sessions = ended,
+            "sessions ended"
+        );
+        Ok(Reply::new(200))
     }
 
     fn logged_out(&self, location: String) -> Reply {

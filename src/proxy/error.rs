@@ -25,6 +25,8 @@ pub enum ProxyError {
     Store(#[from] StoreError),
     #[error("identity provider: {0}")]
     Oidc(#[from] OidcError),
+    #[error("logout token rejected: {0}")]
+    LogoutTokenRejected(&'static str),
     #[error("token refresh is temporarily unavailable")]
     RefreshUnavailable,
     #[error("internal error: {0}")]
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::CsrfRejected => "csrf_header_missing",
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
+            ProxyError::LogoutTokenRejected(r) => r,
             ProxyError::Store(_) => "store_unavailable",
             ProxyError::Oidc(OidcError::NotReady) => "oidc_not_ready",
             ProxyError::Oidc(_) => "oidc_error",

@@ -94,19 +94,23 @@ impl Portcullis {
 
     async fn decide(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
-        let req = session.req_header();
-        let path = req.uri.path();
-        if is_refused_method(&req.method) {
+        if is_refused_method(&session.req_header().method) {
             return Err(ProxyError::MethodNotAllowed);
         }
+        let path = session.req_header().uri.path();
         if path == "/bff" || path.starts_with("/bff/") {
             ctx.label = "bff";
             let endpoint = Endpoint::from_path(path).ok_or(ProxyError::NoRoute)?;
-            return self.bff_endpoint(endpoint, req).await.map(Decision::Reply);
+            return self
+                .bff_endpoint(endpoint, session)
+                .await
+                .map(Decision::Reply);
         }
+        let req = session.req_header();
+        let path = req.uri.path();
         let index = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
         let kind = self.routes.kind(index).ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(index);

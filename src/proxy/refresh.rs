@@ -53,6 +53,7 @@ impl Portcullis {
                 self.sessions.unlock(&auth.secret, &owner).await?;
                 return result;
             }
+            self.metrics.refresh_lock_waits.inc();
             tokio::time::sleep(LOCK_POLL_INTERVAL).await;
             let Some(data) = self.sessions.load(&auth.secret).await? else {
                 return Ok(None);
@@ -84,7 +85,9 @@ impl Portcullis {
             reason = "access_token_expired_no_refresh_token",
             "ending session"
         );
-        self.sessions.delete(&auth.secret, "refresh_failed").await?;
+        self.sessions
+            .delete(&auth.secret, &auth.data, "refresh_failed")
+            .await?;
         Ok(None)
     }
 
@@ -138,7 +141,9 @@ impl Portcullis {
             Err(e) if e.is_fatal_for_refresh() => {
                 tracing::info!(reason = "refresh_rejected", error = %e, "ending session");
                 self.metrics.refreshes.with_label_values(&["fatal"]).inc();
-                self.sessions.delete(&auth.secret, "refresh_failed").await?;
+                self.sessions
+                    .delete(&auth.secret, &auth.data, "refresh_failed")
+                    .await?;
                 Ok(None)
             }
             Err(e) => {

@@ -121,6 +121,8 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n"),
         ProxyError::Unauthenticated => (401, "unauthorized", "Unauthorized\n"),
         ProxyError::BadRequest(_) => (400, "bad_request", "Bad request\n"),
+        // BCL §2.8: 400, optionally with an OAuth-style JSON error.
+        ProxyError::LogoutTokenRejected(_) => (400, "invalid_request", "Bad request\n"),
         ProxyError::LoginFailed(_) => (
             400,
             "login_failed",
@@ -133,7 +135,12 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::Oidc(_) => (502, "identity_provider_error", "Bad gateway\n"),
         ProxyError::Internal(_) => (500, "internal", "Internal error\n"),
     };
-    let mut reply = if kind == Some(RouteKind::Api) || status == 401 {
+    let json = kind == Some(RouteKind::Api)
+        || matches!(
+            e,
+            ProxyError::Unauthenticated | ProxyError::LogoutTokenRejected(_)
+        );
+    let mut reply = if json {
         Reply::json(status, format!("{{\"error\":\"{code}\"}}"))
     } else {
         Reply::text(status, text)

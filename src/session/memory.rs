@@ -1,7 +1,7 @@
 //! The embedded store: a map behind a mutex, for one replica and for local runs. Expired
 //! entries are invisible at once and swept periodically by `sweep`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,12 @@ use super::store::{SessionStore, StoreError};
 #[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, Entry>>,
+    indexes: Mutex<HashMap<String, Index>>,
+}
+
+struct Index {
+    members: HashSet<String>,
+    expires_at: Instant,
 }
 
 struct Entry {
@@ -31,14 +37,25 @@ impl MemoryStore {
         f(&mut guard)
     }
 
-    /// Drops expired entries; returns how many were removed.
+    fn with_indexes<R>(&self, f: impl FnOnce(&mut HashMap<String, Index>) -> R) -> R {
+        let mut guard = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Drops expired entries and indexes; returns how many were removed.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
-        self.with_entries(|m| {
+        let entries = self.with_entries(|m| {
             let before = m.len();
             m.retain(|_, e| e.expires_at > now);
             before - m.len()
-        })
+        });
+        let indexes = self.with_indexes(|m| {
+            let before = m.len();
+            m.retain(|_, i| i.expires_at > now);
+            before - m.len()
+        });
+        entries + indexes
     }
 
     pub fn len(&self) -> usize {
@@ -123,6 +140,42 @@ impl SessionStore for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.with_indexes(|m| {
+            let index = m.entry(key.to_string()).or_insert_with(|| Index {
+                members: HashSet::new(),
+                expires_at: now,
+            });
+            if index.expires_at <= now {
+                index.members.clear();
+            }
+            index.members.insert(member.to_string());
+            index.expires_at = now + ttl;
+        });
+        Ok(())
+    }
+
+    async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        self.with_indexes(|m| {
+            if let Some(index) = m.get_mut(key) {
+                index.members.remove(member);
+                if index.members.is_empty() {
+                    m.remove(key);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_indexes(|m| match m.get(key) {
+            Some(index) if index.expires_at > now => index.members.iter().cloned().collect(),
+            _ => Vec::new(),
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -64,6 +64,19 @@ pub fn unix_now() -> u64 {
 
 const SESSION_PURPOSE: &str = "session";
 
+/// A one-way id for an identity tuple such as (`iss`, `sub`): index keys name users without
+/// putting their identifiers in the store in clear. Length-prefixing keeps ("a","bc") and
+/// ("ab","c") apart.
+fn identity_id(parts: &[&str]) -> String {
+    use base64::Engine;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p.as_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..16])
+}
+
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
     cfg: SessionConfig,
@@ -159,8 +172,34 @@ impl Sessions {
     pub async fn create(&self, data: &SessionData) -> Result<CookieSecret, StoreError> {
         let secret = CookieSecret::generate();
         self.save(&secret, data).await?;
+        let id = secret.derive(SESSION_PURPOSE).id;
+        for index in self.indexes_of(data) {
+            self.timed(
+                "index",
+                self.store.index_add(&index, &id, self.cfg.absolute_timeout),
+            )
+            .await?;
+        }
         self.metrics.sessions_created.inc();
         Ok(secret)
+    }
+
+    /// The index keys a session is listed under: its user (`iss`, `sub`) and, when the OP
+    /// named one, its OP session (`iss`, `sid`), as back-channel logout needs both.
+    fn indexes_of(&self, data: &SessionData) -> Vec<String> {
+        let mut keys = vec![self.user_index(&data.iss, &data.sub)];
+        if let Some(sid) = &data.sid {
+            keys.push(self.sid_index(&data.iss, sid));
+        }
+        keys
+    }
+
+    fn user_index(&self, iss: &str, sub: &str) -> String {
+        self.key("user", &identity_id(&[iss, sub]))
+    }
+
+    fn sid_index(&self, iss: &str, sid: &str) -> String {
+        self.key("sid", &identity_id(&[iss, sid]))
     }
 
     /// Writes the record with a TTL of the idle timeout, capped by the absolute deadline.
@@ -176,13 +215,64 @@ impl Sessions {
             .await
     }
 
+    /// Ends one session and unlists it from its indexes.
     pub async fn delete(
         &self,
         secret: &CookieSecret,
+        data: &SessionData,
         reason: &'static str,
     ) -> Result<(), StoreError> {
-        let keys = secret.derive(SESSION_PURPOSE);
-        self.end(&self.key("s", &keys.id), reason).await
+        let id = secret.derive(SESSION_PURPOSE).id;
+        self.end(&self.key("s", &id), reason).await?;
+        for index in self.indexes_of(data) {
+            self.timed("index", self.store.index_remove(&index, &id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of a user (`iss`, `sub`); returns how many were listed.
+    pub async fn delete_user_sessions(
+        &self,
+        iss: &str,
+        sub: &str,
+        reason: &'static str,
+    ) -> Result<usize, StoreError> {
+        self.delete_indexed(&self.user_index(iss, sub), reason)
+            .await
+    }
+
+    /// Ends every session created under the OP session (`iss`, `sid`).
+    pub async fn delete_op_sessions(
+        &self,
+        iss: &str,
+        sid: &str,
+        reason: &'static str,
+    ) -> Result<usize, StoreError> {
+        self.delete_indexed(&self.sid_index(iss, sid), reason).await
+    }
+
+    /// Exact-match deletion through an index, never a key pattern, so a `*` in a claim is just
+    /// a character.
+    async fn delete_indexed(&self, index: &str, reason: &'static str) -> Result<usize, StoreError> {
+        let ids = self.timed("index", self.store.index_members(index)).await?;
+        for id in &ids {
+            self.end(&self.key("s", id), reason).await?;
+        }
+        self.timed("delete", self.store.delete(index)).await?;
+        Ok(ids.len())
+    }
+
+    /// Records a one-time value (a logout token's `jti`) for `ttl`; false when already seen.
+    pub async fn remember_once(
+        &self,
+        kind: &str,
+        parts: &[&str],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(kind, &identity_id(parts));
+        self.timed("lock", self.store.try_lock(&key, "1", ttl))
+            .await
     }
 
     /// Takes the per-session refresh lock; `owner` is a random token only this caller knows.

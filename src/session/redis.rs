@@ -13,6 +13,9 @@ use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 use super::store::{ttl_millis, SessionStore, StoreError};
 use crate::config::RedisConfig;
 
+/// SADD and PEXPIRE as one step, so an index never exists without a time to live.
+const INDEX_ADD_SCRIPT: &str =
+    "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
 /// Compare-and-delete: the lock is released only by its owner.
 const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -126,6 +129,25 @@ impl SessionStore for RedisStore {
             .eval::<(), _, _, _>(UNLOCK_SCRIPT, vec![key], vec![owner])
             .await
             .map_err(unavailable)
+    }
+
+    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let args: Vec<Value> = vec![member.into(), ttl_millis(ttl).into()];
+        self.client
+            .eval::<(), _, _, _>(INDEX_ADD_SCRIPT, vec![key], args)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        self.client
+            .srem::<(), _, _>(key, member)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        self.client.smembers(key).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -28,6 +28,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes `key` only if it still holds `owner`, so an expired lock taken over by another
     /// replica is never released by the first.
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+    /// Adds `member` to the set at `key` and sets the set's time to live, in one step.
+    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+    async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError>;
+    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
     /// A label for metrics and logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;

@@ -12,6 +12,16 @@
 //   AT_TTL         the OP's access-token lifetime in seconds                   (default 4)
 //   SECRETS_FILE   optional; if the file exists when the run ends, none of its lines (one
 //                  secret per line) may appear in a recorded response body or storage dump
+//   E2E_DEBUG      optional; 1 = also print which response bodies could not be read
+//
+// Outputs in OUT_DIR: responses.txt (every text response body the browser received, each under
+// a `### status method url [type]` line whose query values are elided), storage.json
+// (document.cookie, localStorage and sessionStorage of the app's origin, signed in and signed
+// out), logged-in.png, report.json (the checks and the navigations seen).
+//
+// "/" may be a `page` route (the usual setup: signed-out visits are sent to /bff/login, and so
+// is the post-logout return to "/") or a `public` one (the SPA shows "Signed out" and its
+// "Sign in" link is followed); both are accepted and the run says which it saw.
 //
 // Output: one line per check, `ok - <name>` or `not ok - <name>: <detail>`, lines starting
 // with `#` for information, and last `N passed, M failed` alone on a line. Exit status 0 only
@@ -136,6 +146,7 @@ const pathOf = (raw) => {
 
 const bodies = []; // { status, method, url (redacted), type, text }
 const pendingBodies = new Set();
+const pendingLabels = new Set();
 let bodyFailures = 0;
 const blocked = []; // non-loopback requests aborted
 const navRequests = []; // main-frame navigation requests: { t, url, method }
@@ -153,11 +164,16 @@ function captureBody(response) {
     const type = headers['content-type'] || '';
     if (!TEXT_TYPE_RE.test(type)) return;
     const request = response.request();
+    const label = `${status} ${redactUrl(response.url())}`;
+    pendingLabels.add(label);
     try {
-      const text = await withTimeout(response.text(), 5_000, 'response body');
+      const text = await withTimeout(response.text(), 3_000, 'response body');
       bodies.push({ status, method: request.method(), url: redactUrl(response.url()), type, text });
     } catch {
       bodyFailures += 1; // e.g. the page navigated away before the body could be read
+      if (process.env.E2E_DEBUG) info(`body not read: ${label}`);
+    } finally {
+      pendingLabels.delete(label);
     }
   })();
   pendingBodies.add(job);
@@ -356,13 +372,15 @@ async function main() {
 
   // 1. Open the app: a page route without a session goes through /bff/login to the OP.
   {
-    const name = 'open / -> redirected to the OP login page (cross-site)';
+    const name = 'open / -> via /bff/login to the OP login page (cross-site)';
     await page.goto(APP_HOME, { waitUntil: 'domcontentloaded' });
+    let clickedSignIn = false;
     const onLoginForm = await pollUntil(async () => {
       if (sameOrigin(page.url())) {
         // "/" served as a public route: the SPA offers a Sign in link instead of redirecting.
         const st = await statusText(page);
-        if (st === 'Signed out') {
+        if (st === 'Signed out' && !clickedSignIn) {
+          clickedSignIn = true;
           info('"/" is not a page route here: following the SPA\'s "Sign in" link');
           await page.locator('#sign-in').click();
         }
@@ -643,7 +661,9 @@ try {
 }
 
 // 5. Everything the browser received, checked for tokens.
-await withTimeout(Promise.allSettled([...pendingBodies]), 5_000, 'pending bodies').catch(() => {});
+const pendingStart = Date.now();
+await withTimeout(Promise.allSettled([...pendingBodies]), 3_000, 'pending bodies').catch(() => {});
+if (process.env.E2E_DEBUG) info(`waited ${Date.now() - pendingStart} ms for bodies; still pending: ${[...pendingLabels].join(', ')}`);
 {
   const withJwt = bodies.filter((b) => JWT_RE.test(b.text)).map((b) => `${b.status} ${b.url}`);
   record(

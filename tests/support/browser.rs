@@ -201,7 +201,47 @@ impl Browser {
         resp
     }
 
+    /// Logs out at the OP directly (its end-session page and confirmation form), as a user
+    /// would from another application; the OP then calls back-channel logout.
+    pub async fn logout_at_op(&mut self, issuer: &str) {
+        let start = format!("{issuer}/session/end?client_id={}", super::op::CLIENT_ID);
+        let page = self
+            .op
+            .get(&start)
+            .send()
+            .await
+            .expect("OP answers")
+            .text()
+            .await
+            .unwrap_or_default();
+        let xsrf = hidden_input(&page, "xsrf")
+            .unwrap_or_else(|| panic!("no xsrf field on the OP's logout page: {page}"));
+        let resp = self
+            .op
+            .post(format!("{issuer}/session/end/confirm"))
+            .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+            .send()
+            .await
+            .expect("OP confirms");
+        assert!(
+            resp.status().is_redirection(),
+            "the OP confirmed the logout: {}",
+            resp.status()
+        );
+    }
+
     pub async fn api(&mut self, path: &str) -> Response {
         self.get(path, &[("x-csrf", "1")]).await
     }
+}
+
+/// The value of `<input … name="NAME" … value="…">` in an HTML page, attribute order aside.
+fn hidden_input(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\"");
+    let at = page.find(&marker)?;
+    let tag_start = page[..at].rfind('<')?;
+    let tag_end = at + page[at..].find('>')?;
+    let tag = &page[tag_start..tag_end];
+    let value = tag.split("value=\"").nth(1)?;
+    Some(value.split('"').next()?.to_string())
 }

@@ -77,6 +77,7 @@ pub struct WorldOptions {
     pub redis: bool,
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
+    pub backchannel: bool,
     pub extra_config: String,
 }
 
@@ -86,6 +87,7 @@ impl Default for WorldOptions {
             redis: true,
             access_token_ttl: 300,
             refresh_delay_ms: 0,
+            backchannel: false,
             extra_config: String::new(),
         }
     }
@@ -100,6 +102,7 @@ impl World {
             app_origins: vec![proxy.origin()],
             access_token_ttl: opts.access_token_ttl,
             refresh_delay_ms: opts.refresh_delay_ms,
+            backchannel: opts.backchannel,
         });
         let store = match &redis {
             Some(r) => portcullis::Store::Redis(r.url()),

@@ -17,6 +17,8 @@ pub struct OpOptions {
     pub app_origins: Vec<String>,
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
+    /// Register `<first origin>/bff/backchannel-logout` as the client's back-channel URI.
+    pub backchannel: bool,
 }
 
 impl Default for OpOptions {
@@ -25,6 +27,7 @@ impl Default for OpOptions {
             app_origins: Vec::new(),
             access_token_ttl: 300,
             refresh_delay_ms: 0,
+            backchannel: false,
         }
     }
 }
@@ -49,8 +52,13 @@ impl Op {
             .map(|o| format!("{o}/bff/callback"))
             .collect();
         let post_logout: Vec<String> = opts.app_origins.iter().map(|o| format!("{o}/")).collect();
+        let backchannel = match (opts.backchannel, opts.app_origins.first()) {
+            (true, Some(o)) => format!("{o}/bff/backchannel-logout"),
+            _ => String::new(),
+        };
         let mut child = Command::new("node")
             .arg("op.mjs")
+            .env("BACKCHANNEL_LOGOUT_URI", backchannel)
             .current_dir(&dir)
             .env("OP_PORT", "0")
             .env("REDIRECT_URIS", redirects.join(","))
@@ -121,6 +129,21 @@ impl Op {
             body["authorization_code"].as_u64().unwrap_or(0),
             body["refresh_token"].as_u64().unwrap_or(0),
         )
+    }
+
+    /// A JWT signed with the OP's own key: `header` members override the defaults
+    /// (`alg: RS256`, the OP's `kid`, `typ: logout+jwt`).
+    pub async fn sign(&self, claims: serde_json::Value, header: serde_json::Value) -> String {
+        let body: serde_json::Value = Self::client()
+            .post(format!("{}/test/sign", self.issuer))
+            .json(&serde_json::json!({ "claims": claims, "header": header }))
+            .send()
+            .await
+            .expect("sign answers")
+            .json()
+            .await
+            .expect("sign is JSON");
+        body["jwt"].as_str().expect("a jwt").to_string()
     }
 
     pub async fn revoke_grants(&self, sub: &str) {

@@ -1,0 +1,165 @@
+//! Back-Channel Logout 1.0 §2.6: validating a `logout_token`. openidconnect has no type for
+//! it, so the JWS is checked here against the issuer's JWKS, with the same algorithm
+//! allow-list as ID tokens.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::CoreJwsSigningAlgorithm;
+use openidconnect::JsonWebKey;
+use serde_json::{Map, Value};
+
+use super::tokens::allowed_algs;
+use super::{Oidc, Provider};
+use crate::session::unix_now;
+
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// A logout token older than this is refused even if its `exp` is far off: they are meant to
+/// be delivered at once (BCL §4 recommends short lifetimes against replay).
+const MAX_AGE_SECS: u64 = 300;
+/// Header members that would let a token name its own key; keys come only from the issuer's
+/// JWKS (RFC 8725 §3.1).
+const FORBIDDEN_HEADERS: [&str; 4] = ["jku", "x5u", "jwk", "x5c"];
+
+/// A validated logout token: who to log out, and the replay-cache material.
+#[derive(Debug)]
+pub struct LogoutToken {
+    pub iss: String,
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    pub exp: u64,
+}
+
+/// Why a logout token was refused: a stable reason code for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+#[error("logout token rejected: {0}")]
+pub struct LogoutTokenRejected(pub &'static str);
+
+fn reject(reason: &'static str) -> LogoutTokenRejected {
+    LogoutTokenRejected(reason)
+}
+
+fn decode_json(part: &str) -> Result<Map<String, Value>, LogoutTokenRejected> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| reject("malformed"))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(reject("malformed")),
+    }
+}
+
+impl Oidc {
+    pub fn verify_logout_token(
+        &self,
+        provider: &Provider,
+        jwt: &str,
+    ) -> Result<LogoutToken, LogoutTokenRejected> {
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header_b64, payload_b64, signature_b64] = parts.as_slice() else {
+            return Err(reject("malformed"));
+        };
+        let header = decode_json(header_b64)?;
+        self.verify_signature(provider, &header, header_b64, payload_b64, signature_b64)?;
+        let claims = decode_json(payload_b64)?;
+        self.check_claims(&claims)
+    }
+
+    fn verify_signature(
+        &self,
+        provider: &Provider,
+        header: &Map<String, Value>,
+        header_b64: &str,
+        payload_b64: &str,
+        signature_b64: &str,
+    ) -> Result<(), LogoutTokenRejected> {
+        if FORBIDDEN_HEADERS.iter().any(|h| header.contains_key(*h)) {
+            return Err(reject("key_in_header"));
+        }
+        let alg: CoreJwsSigningAlgorithm =
+            serde_json::from_value(header.get("alg").cloned().unwrap_or(Value::Null))
+                .map_err(|_| reject("alg"))?;
+        if !allowed_algs().contains(&alg) {
+            return Err(reject("alg"));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        let keys = provider.jwks.keys();
+        let candidates: Vec<_> = match kid {
+            Some(kid) => keys
+                .iter()
+                .filter(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+                .collect(),
+            None => keys.iter().collect(),
+        };
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| reject("signature"))?;
+        let message = format!("{header_b64}.{payload_b64}");
+        let verified = candidates.iter().any(|k| {
+            k.verify_signature(&alg, message.as_bytes(), &signature)
+                .is_ok()
+        });
+        if verified {
+            Ok(())
+        } else {
+            Err(reject("signature"))
+        }
+    }
+
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<LogoutToken, LogoutTokenRejected> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+        let number = |name: &str| claims.get(name).and_then(Value::as_u64);
+        let now = unix_now();
+        let skew = self.cfg.clock_skew.as_secs();
+
+        if text("iss").as_deref() != Some(self.cfg.issuer.as_str()) {
+            return Err(reject("iss"));
+        }
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(a)) => *a == self.cfg.client_id,
+            Some(Value::Array(list)) => list
+                .iter()
+                .any(|a| a.as_str() == Some(self.cfg.client_id.as_str())),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(reject("aud"));
+        }
+        let iat = number("iat").ok_or(reject("iat"))?;
+        if iat > now + skew || iat + MAX_AGE_SECS + skew < now {
+            return Err(reject("iat"));
+        }
+        let exp = number("exp").ok_or(reject("exp"))?;
+        if exp + skew < now {
+            return Err(reject("exp"));
+        }
+        let jti = text("jti").filter(|j| !j.is_empty()).ok_or(reject("jti"))?;
+        // BCL §2.4: a nonce is forbidden, which is what tells a logout token from an ID token.
+        if claims.contains_key("nonce") {
+            return Err(reject("nonce"));
+        }
+        let event_ok = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|events| events.get(BACKCHANNEL_EVENT))
+            .is_some_and(Value::is_object);
+        if !event_ok {
+            return Err(reject("events"));
+        }
+        let sub = text("sub").filter(|s| !s.is_empty());
+        let sid = text("sid").filter(|s| !s.is_empty());
+        if sub.is_none() && sid.is_none() {
+            return Err(reject("sub_and_sid_missing"));
+        }
+        Ok(LogoutToken {
+            iss: self.cfg.issuer.clone(),
+            sub,
+            sid,
+            jti,
+            exp,
+        })
+    }
+}

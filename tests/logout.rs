@@ -1,0 +1,356 @@
+//! Logout in all its forms against the real OP: back-channel logout (driven by the OP and by
+//! crafted tokens signed with the OP's key), logout everywhere across replicas, and refresh-token
+//! revocation.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::browser::Browser;
+use support::{eventually, last_bearer, World, WorldOptions};
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn until_logged_out(b: &Browser) {
+    let origin = b.origin.clone();
+    let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+    eventually("the session to be gone", Duration::from_secs(10), || {
+        let (origin, cookie) = (origin.clone(), cookie.clone());
+        async move {
+            let resp = reqwest::Client::new()
+                .get(format!("{origin}/bff/user"))
+                .header("cookie", cookie)
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .ok()?;
+            (resp.status() == 401).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn backchannel_world() -> World {
+    World::start(WorldOptions {
+        backchannel: true,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn sid_of(b: &mut Browser) -> String {
+    let user: serde_json::Value = serde_json::from_str(&b.api("/bff/user").await.body).unwrap();
+    user["claims"]["sid"]
+        .as_str()
+        .expect("the OP issued a sid")
+        .to_string()
+}
+
+async fn post_logout_token(origin: &str, token: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{origin}/bff/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("portcullis answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn logout_claims(w: &World, sid: Option<&str>, sub: Option<&str>) -> serde_json::Value {
+    let mut c = json!({
+        "iss": w.op.issuer,
+        "aud": support::op::CLIENT_ID,
+        "iat": now(),
+        "exp": now() + 120,
+        "jti": format!("jti-{}", now()),
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    if let Some(sid) = sid {
+        c["sid"] = json!(sid);
+    }
+    if let Some(sub) = sub {
+        c["sub"] = json!(sub);
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logging_out_at_the_op_ends_the_session_here() {
+    let w = backchannel_world().await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    b.logout_at_op(&w.op.issuer).await;
+    until_logged_out(&b).await;
+    assert_eq!(b.api("/api/x").await.status, 401);
+    assert!(w.redis().keys("portcullis:s:*").is_empty());
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_backchannel_logouts_total{outcome=\"success\"}"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_valid_logout_token_works_once_and_only_for_its_sid() {
+    let w = backchannel_world().await;
+    let mut a = w.browser();
+    a.login("alice", "/").await;
+    let mut other = w.browser();
+    other.login("alice", "/").await;
+    let sid = sid_of(&mut a).await;
+    assert_ne!(sid, sid_of(&mut other).await, "two OP sessions");
+
+    let token =
+        w.op.sign(logout_claims(&w, Some(&sid), Some("alice")), json!({}))
+            .await;
+    let (status, body) = post_logout_token(&w.proxy.origin(), &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(a.api("/api/x").await.status, 401, "the sid's session ended");
+    assert_eq!(
+        other.api("/api/x").await.status,
+        200,
+        "the user's other session did not"
+    );
+
+    let (status, body) = post_logout_token(&w.proxy.origin(), &token).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "{\"error\":\"invalid_request\"}"),
+        "a replay is refused"
+    );
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_backchannel_logouts_total{outcome=\"replayed\"}"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_expired_and_confused_tokens_change_nothing() {
+    let w = backchannel_world().await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    let sid = sid_of(&mut b).await;
+    let base = logout_claims(&w, Some(&sid), Some("alice"));
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    let valid = w.op.sign(base.clone(), json!({})).await;
+    let mut parts: Vec<String> = valid.split('.').map(str::to_string).collect();
+    let sig = parts[2].clone();
+    let flipped = if sig.ends_with('A') {
+        format!("{}B", &sig[..sig.len() - 1])
+    } else {
+        format!("{}A", &sig[..sig.len() - 1])
+    };
+    parts[2] = flipped;
+    cases.push(("flipped signature", parts.join(".")));
+    let unsigned_header = base64_url(br#"{"alg":"none"}"#);
+    cases.push((
+        "alg none",
+        format!("{unsigned_header}.{}.", valid.split('.').nth(1).unwrap()),
+    ));
+    cases.push((
+        "expired",
+        w.op.sign(
+            with(&|c| {
+                c["exp"] = json!(now() - 600);
+                c["iat"] = json!(now() - 700);
+            }),
+            json!({}),
+        )
+        .await,
+    ));
+    cases.push((
+        "nonce",
+        w.op.sign(with(&|c| c["nonce"] = json!("n")), json!({}))
+            .await,
+    ));
+    cases.push((
+        "no events",
+        w.op.sign(
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("events");
+            }),
+            json!({}),
+        )
+        .await,
+    ));
+    cases.push((
+        "wrong aud",
+        w.op.sign(with(&|c| c["aud"] = json!("someone-else")), json!({}))
+            .await,
+    ));
+    cases.push((
+        "wrong iss",
+        w.op.sign(with(&|c| c["iss"] = json!("http://127.0.0.9:1")), json!({}))
+            .await,
+    ));
+    cases.push((
+        "no sub or sid",
+        w.op.sign(
+            with(&|c| {
+                let o = c.as_object_mut().unwrap();
+                o.remove("sid");
+                o.remove("sub");
+            }),
+            json!({}),
+        )
+        .await,
+    ));
+    cases.push((
+        "jku header",
+        w.op.sign(base.clone(), json!({"jku": "http://127.0.0.1:9/jwks"}))
+            .await,
+    ));
+    cases.push((
+        "unknown kid",
+        w.op.sign(base.clone(), json!({"kid": "nope"})).await,
+    ));
+    cases.push(("not a JWT", "abc".to_string()));
+    for (name, token) in &cases {
+        let (status, _) = post_logout_token(&w.proxy.origin(), token).await;
+        assert_eq!(status, 400, "{name}");
+        assert_eq!(
+            b.api("/api/x").await.status,
+            200,
+            "{name} ended the session"
+        );
+    }
+    let wildcard =
+        w.op.sign(
+            with(&|c| {
+                c["sid"] = json!("*");
+                c["sub"] = json!("*");
+            }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        post_logout_token(&w.proxy.origin(), &wildcard).await.0,
+        200,
+        "valid, but matches nobody"
+    );
+    assert_eq!(b.api("/api/x").await.status, 200, "no pattern matching");
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/bff/backchannel-logout", w.proxy.origin()))
+        .header(
+            "cookie",
+            format!("__Host-portcullis={}", b.session_cookie().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "a cookie alone does nothing");
+    assert_eq!(b.api("/api/x").await.status, 200);
+    assert!(
+        !w.proxy.logs().contains(&valid),
+        "a logout token reached the logs"
+    );
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sub_only_token_ends_every_session_of_the_user() {
+    let w = backchannel_world().await;
+    let mut a = w.browser();
+    a.login("alice", "/").await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    let mut bob = w.browser();
+    bob.login("bob", "/").await;
+    let token =
+        w.op.sign(logout_claims(&w, None, Some("alice")), json!({}))
+            .await;
+    assert_eq!(post_logout_token(&w.proxy.origin(), &token).await.0, 200);
+    assert_eq!(a.api("/api/x").await.status, 401);
+    assert_eq!(b.api("/api/x").await.status, 401);
+    assert_eq!(
+        bob.api("/api/x").await.status,
+        200,
+        "other users are untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_everywhere_ends_the_users_sessions_on_every_replica() {
+    let w = World::start(WorldOptions::default()).await;
+    let replica = w.replica("").await;
+    let mut laptop = w.browser();
+    laptop.login("alice", "/").await;
+    let mut phone = w.browser();
+    phone.login("alice", "/").await;
+    phone.origin = replica.origin();
+    let mut bob = w.browser();
+    bob.login("bob", "/").await;
+    assert_eq!(
+        phone.api("/api/x").await.status,
+        200,
+        "the session works on the other replica"
+    );
+
+    let user: serde_json::Value =
+        serde_json::from_str(&laptop.api("/bff/user").await.body).unwrap();
+    let url = format!("{}&everywhere=1", user["logout_url"].as_str().unwrap());
+    assert_eq!(laptop.get(&url, &[]).await.status, 302);
+    assert_eq!(
+        phone.api("/api/x").await.status,
+        401,
+        "logged out on the other device and replica"
+    );
+    assert_eq!(laptop.api("/api/x").await.status, 401);
+    assert_eq!(bob.api("/api/x").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_the_refresh_token_at_the_op() {
+    let w = World::start(WorldOptions::default()).await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let token = last_bearer(&w.upstream);
+    assert!(w.op.introspect_active(&token).await);
+    let user: serde_json::Value = serde_json::from_str(&b.api("/bff/user").await.body).unwrap();
+    assert_eq!(
+        b.get(user["logout_url"].as_str().unwrap(), &[])
+            .await
+            .status,
+        302
+    );
+    let op = &w.op;
+    let token = token.as_str();
+    eventually(
+        "the grant to be revoked at the OP",
+        Duration::from_secs(10),
+        || async move { (!op.introspect_active(token).await).then_some(()) },
+    )
+    .await;
+}
