@@ -78,6 +78,8 @@ pub struct WorldOptions {
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
     pub backchannel: bool,
+    /// Serve the `/` page route from this upstream instead of the recording one.
+    pub page_upstream: Option<String>,
     pub extra_config: String,
 }
 
@@ -88,6 +90,7 @@ impl Default for WorldOptions {
             access_token_ttl: 300,
             refresh_delay_ms: 0,
             backchannel: false,
+            page_upstream: None,
             extra_config: String::new(),
         }
     }
@@ -108,7 +111,17 @@ impl World {
             Some(r) => portcullis::Store::Redis(r.url()),
             None => portcullis::Store::Memory,
         };
-        let config = proxy.config(&op, &upstream, &store, &opts.extra_config);
+        let mut config = proxy.config(&op, &upstream, &store, &opts.extra_config);
+        if let Some(page) = &opts.page_upstream {
+            let page_route = format!(
+                "{{ path: \"/\", upstream: \"{}\", kind: page }}",
+                upstream.url()
+            );
+            config = config.replace(
+                &page_route,
+                &format!("{{ path: \"/\", upstream: \"{page}\", kind: page }}"),
+            );
+        }
         proxy.start(&config).await;
         World {
             op,

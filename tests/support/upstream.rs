@@ -154,7 +154,7 @@ async fn serve(mut stream: TcpStream, records: Arc<Mutex<Vec<Recorded>>>) -> std
             buf.extend_from_slice(&chunk[..n]);
         }
         let raw: Vec<u8> = buf.drain(..head_end + len).collect();
-        let response = respond_to(&path);
+        let response = respond_to(&path, &hdrs);
         records.lock().expect("records").push(Recorded {
             method,
             path,
@@ -165,15 +165,32 @@ async fn serve(mut stream: TcpStream, records: Arc<Mutex<Vec<Recorded>>>) -> std
     }
 }
 
-/// Scripted answers: `/…/set-cookie` tries to set portcullis's cookie (which must be dropped).
-fn respond_to(path: &str) -> String {
-    let (extra, body) = if path.ends_with("/set-cookie") {
-        (
-            "set-cookie: __Host-portcullis=planted; Path=/\r\nset-cookie: theme=dark; Path=/\r\n",
-            "{\"ok\":true}",
-        )
+/// Scripted answers: `/…/set-cookie` tries to set portcullis's cookie (which must be dropped);
+/// `/…/whoami` describes what arrived (as the demo upstream does) without echoing secrets.
+fn respond_to(path: &str, headers: &[(String, String)]) -> String {
+    let mut extra = "";
+    let body = if path.ends_with("/set-cookie") {
+        extra =
+            "set-cookie: __Host-portcullis=planted; Path=/\r\nset-cookie: theme=dark; Path=/\r\n";
+        "{\"ok\":true}".to_string()
+    } else if path.ends_with("/whoami") {
+        let find = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.as_str())
+        };
+        let authorization = find("authorization")
+            .map(|a| format!("Bearer ({} characters)", a.len().saturating_sub(7)));
+        let cookies: Vec<&str> = find("cookie")
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|c| c.split('=').next().map(str::trim))
+            .filter(|c| !c.is_empty())
+            .collect();
+        serde_json::json!({ "path": path, "authorization": authorization, "cookies_received": cookies }).to_string()
     } else {
-        ("", "{\"ok\":true}")
+        "{\"ok\":true}".to_string()
     };
     format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",

@@ -1,0 +1,127 @@
+//! The whole login in a real headless Chromium (Debian `chromium` driven by `playwright-core`,
+//! `tests/e2e/login.mjs`): OP pages, SameSite=Strict landing without a login loop, no token
+//! visible to the page, silent refresh, logout. The screenshot is kept in `target/e2e/`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use support::{repo_root, World, WorldOptions};
+
+/// The demo SPA (`deploy/demo/upstream.mjs`), which the scenario clicks through.
+struct DemoUpstream {
+    child: Child,
+    port: u16,
+}
+
+impl DemoUpstream {
+    fn start() -> DemoUpstream {
+        let mut child = Command::new("node")
+            .arg(repo_root().join("deploy/demo/upstream.mjs"))
+            .env("PORT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs the demo upstream");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let port = line
+            .trim()
+            .strip_prefix("UPSTREAM_READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected demo upstream output {line:?}"));
+        DemoUpstream { child, port }
+    }
+}
+
+impl Drop for DemoUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ACCESS_TOKEN_TTL: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_logs_in_uses_the_api_refreshes_silently_and_logs_out() {
+    let demo = DemoUpstream::start();
+    let w = World::start(WorldOptions {
+        access_token_ttl: ACCESS_TOKEN_TTL,
+        page_upstream: Some(format!("http://127.0.0.1:{}", demo.port)),
+        ..Default::default()
+    })
+    .await;
+    let out_dir = repo_root().join("target/e2e");
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let e2e = repo_root().join("tests/e2e");
+    assert!(
+        e2e.join("node_modules").exists(),
+        "tests/e2e/node_modules is missing: run `make test`"
+    );
+
+    let origin = w.proxy.origin();
+    let out = tokio::task::spawn_blocking({
+        let out_dir = out_dir.clone();
+        let profile = profile.path().to_path_buf();
+        move || {
+            Command::new("node")
+                .arg(e2e.join("login.mjs"))
+                .env("APP_URL", origin)
+                .env("OUT_DIR", out_dir)
+                .env("USER_DATA_DIR", profile)
+                .env("LOGIN", "alice")
+                .env("AT_TTL", ACCESS_TOKEN_TTL.to_string())
+                .output()
+                .expect("node runs the browser scenario")
+        }
+    })
+    .await
+    .expect("scenario thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(
+        out_dir.join("logged-in.png").exists(),
+        "the screenshot was saved"
+    );
+
+    // Every access token the upstream ever received, checked against everything the page saw.
+    let tokens: Vec<String> = w
+        .upstream
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.header("authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        tokens.len() >= 2,
+        "the scenario refreshed at least once: {} tokens",
+        tokens.len()
+    );
+    let seen = std::fs::read_to_string(out_dir.join("responses.txt")).expect("responses recorded")
+        + &std::fs::read_to_string(out_dir.join("storage.json")).expect("storage recorded");
+    let logs = w.proxy.logs();
+    for t in &tokens {
+        assert!(!seen.contains(t.as_str()), "the page saw an access token");
+        assert!(
+            !logs.contains(t.as_str()),
+            "a log line holds an access token"
+        );
+    }
+    let (codes, refreshes) = w.op.grant_counts().await;
+    assert_eq!(codes, 1, "one login");
+    assert!(refreshes >= 1, "silent refresh happened");
+}
