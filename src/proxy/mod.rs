@@ -73,7 +73,7 @@ impl Portcullis {
         oidc: Arc<Oidc>,
         metrics: Arc<Metrics>,
     ) -> Portcullis {
-        let peers = cfg.routes.iter().map(|r| build_peer(r, &cfg)).collect();
+        let peers = cfg.routes.iter().map(|r| build_peer(r, cfg)).collect();
         let public_host = cfg
             .public_origin
             .split_once("://")

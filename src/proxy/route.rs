@@ -10,7 +10,7 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> RouteTable {
         let mut routes: Vec<(usize, RouteConfig)> = routes.iter().cloned().enumerate().collect();
-        routes.sort_by(|a, b| b.1.prefix.len().cmp(&a.1.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
         RouteTable { routes }
     }
 
