@@ -162,3 +162,78 @@ async fn a_revoked_grant_ends_the_session_once() {
         "one attempt, no retry loop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_op_keeps_the_session_and_never_storms() {
+    let mut w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    w.op.stop();
+
+    let mut attempts = 0u32;
+    let resp = eventually(
+        "the token to expire with the OP down",
+        Duration::from_secs(20),
+        || {
+            attempts += 1;
+            let origin = b.origin.clone();
+            let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+            async move {
+                let resp = reqwest::Client::new()
+                    .get(format!("{origin}/api/poll"))
+                    .header("cookie", cookie)
+                    .header("x-csrf", "1")
+                    .send()
+                    .await
+                    .ok()?;
+                if resp.status() == 200 {
+                    return None;
+                }
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                Some((
+                    resp.status().as_u16(),
+                    retry_after,
+                    resp.text().await.unwrap_or_default(),
+                ))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        resp,
+        (
+            503,
+            Some("5".to_string()),
+            "{\"error\":\"unavailable\"}".to_string()
+        )
+    );
+    assert!(
+        !w.redis().keys("portcullis:s:*").is_empty(),
+        "an outage is not a logout"
+    );
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    let tries = metric(
+        &metrics,
+        "portcullis_token_refreshes_total{outcome=\"transient\"}",
+    );
+    assert!(tries >= 1, "a refresh was attempted");
+    assert!(
+        u64::from(attempts) > tries * 2 && tries <= 8,
+        "{tries} refresh attempts for {attempts} requests: the cool-down bounds them"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_token_refreshes_total{outcome=\"fatal\"}"
+        ),
+        0
+    );
+}

@@ -18,6 +18,18 @@ use crate::session::{unix_now, SessionData};
 /// takes one OP round trip (tens of ms), so 25 ms keeps the added wait small without hammering
 /// the store.
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// After a failed attempt to reach the OP, the lock is kept this long before anyone retries.
+const REFRESH_RETRY_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// What a refresh attempt under the lock came to.
+enum Refreshed {
+    /// The session with a usable token (refreshed now, or already by someone else).
+    Current(Authenticated),
+    /// The grant is gone; the session was deleted.
+    Ended,
+    /// The OP could not be reached or failed; the session is kept as it was.
+    OpUnavailable(Authenticated),
+}
 
 /// The skew actually applied to a token: the configured one, but never more than half the
 /// token's lifetime, so short-lived tokens are used for at least half their life.
@@ -27,6 +39,15 @@ pub fn effective_skew(configured: Duration, lifetime_secs: u64) -> u64 {
 
 pub fn needs_refresh(data: &SessionData, configured_skew: Duration, now: u64) -> bool {
     now + effective_skew(configured_skew, data.access_lifetime) >= data.access_expires_at
+}
+
+/// Whether a token can still be forwarded while another request refreshes it. The margin covers
+/// clock differences with the OP and the time the request spends upstream.
+fn usable_while_refreshing(data: &SessionData, configured_skew: Duration, now: u64) -> bool {
+    let margin = effective_skew(configured_skew, data.access_lifetime)
+        .div_ceil(2)
+        .max(1);
+    now + margin < data.access_expires_at
 }
 
 fn is_expired(data: &SessionData, now: u64) -> bool {
@@ -47,29 +68,28 @@ impl Portcullis {
         }
         let owner = random_token::<16>();
         let deadline = Instant::now() + self.sessions.config().refresh_wait_timeout;
+        let mut current = auth;
         loop {
-            if self.sessions.try_lock(&auth.secret, &owner).await? {
-                let result = self.refresh_locked(&auth).await;
-                self.sessions.unlock(&auth.secret, &owner).await?;
-                return result;
+            if self.sessions.try_lock(&current.secret, &owner).await? {
+                return self.refresh_locked(&current, &owner).await;
+            }
+            // Another request or replica is refreshing. A token with at least half of the skew
+            // window left still serves; only requests whose token is (nearly) dead wait.
+            if usable_while_refreshing(&current.data, skew, unix_now()) {
+                return Ok(Some(current));
             }
             self.metrics.refresh_lock_waits.inc();
             tokio::time::sleep(LOCK_POLL_INTERVAL).await;
-            let Some(data) = self.sessions.load(&auth.secret).await? else {
+            let Some(data) = self.sessions.load(&current.secret).await? else {
                 return Ok(None);
             };
-            if !needs_refresh(&data, skew, unix_now()) {
+            current.data = data;
+            if !needs_refresh(&current.data, skew, unix_now()) {
                 self.metrics.refreshes.with_label_values(&["waited"]).inc();
-                return Ok(Some(Authenticated {
-                    secret: auth.secret,
-                    data,
-                }));
+                return Ok(Some(current));
             }
             if Instant::now() >= deadline {
-                return self.keep_while_valid(Authenticated {
-                    secret: auth.secret,
-                    data,
-                });
+                return self.keep_while_valid(current);
             }
         }
     }
@@ -91,27 +111,47 @@ impl Portcullis {
         Ok(None)
     }
 
-    /// Holding the lock: re-read (another replica may have refreshed already), then refresh.
+    /// Holding the lock: refresh, then release the lock — or, when the OP could not be reached,
+    /// keep it for a cool-down, so that while the OP is down each session retries at most once
+    /// per cool-down across all replicas instead of on every request (no refresh storm).
     async fn refresh_locked(
         &self,
         auth: &Authenticated,
+        owner: &str,
     ) -> Result<Option<Authenticated>, ProxyError> {
+        match self.refresh_with_grant(auth).await? {
+            Refreshed::Current(current) => {
+                self.sessions.unlock(&auth.secret, owner).await?;
+                Ok(Some(current))
+            }
+            Refreshed::Ended => {
+                self.sessions.unlock(&auth.secret, owner).await?;
+                Ok(None)
+            }
+            Refreshed::OpUnavailable(current) => {
+                self.sessions
+                    .hold_lock(&auth.secret, REFRESH_RETRY_COOLDOWN)
+                    .await?;
+                self.keep_while_valid(current)
+            }
+        }
+    }
+
+    /// Re-reads the session (another replica may have refreshed it already), then runs the
+    /// refresh grant if it is still needed.
+    async fn refresh_with_grant(&self, auth: &Authenticated) -> Result<Refreshed, ProxyError> {
         let Some(mut data) = self.sessions.load(&auth.secret).await? else {
-            return Ok(None);
+            return Ok(Refreshed::Ended);
         };
+        let secret = auth.secret.clone();
         if !needs_refresh(&data, self.oidc.refresh_skew(), unix_now()) {
-            return Ok(Some(Authenticated {
-                secret: auth.secret.clone(),
-                data,
-            }));
+            return Ok(Refreshed::Current(Authenticated { secret, data }));
         }
         let Some(refresh_token) = data.refresh_token.clone() else {
-            return self
-                .without_refresh_token(Authenticated {
-                    secret: auth.secret.clone(),
-                    data,
-                })
-                .await;
+            let ended = self
+                .without_refresh_token(Authenticated { secret, data })
+                .await?;
+            return Ok(ended.map_or(Refreshed::Ended, Refreshed::Current));
         };
         let provider = self.oidc.provider()?;
         match self
@@ -131,20 +171,19 @@ impl Portcullis {
                     data.id_token = id_token;
                     data.claims = tokens.claims;
                 }
-                self.sessions.save(&auth.secret, &data).await?;
+                self.sessions.save(&secret, &data).await?;
                 self.metrics.refreshes.with_label_values(&["success"]).inc();
-                Ok(Some(Authenticated {
-                    secret: auth.secret.clone(),
-                    data,
-                }))
+                Ok(Refreshed::Current(Authenticated { secret, data }))
             }
+            // RFC 6749 §5.2: invalid_grant means the grant is gone; ending the session is the
+            // only outcome that does not loop.
             Err(e) if e.is_fatal_for_refresh() => {
                 tracing::info!(reason = "refresh_rejected", error = %e, "ending session");
                 self.metrics.refreshes.with_label_values(&["fatal"]).inc();
                 self.sessions
-                    .delete(&auth.secret, &auth.data, "refresh_failed")
+                    .delete(&secret, &data, "refresh_failed")
                     .await?;
-                Ok(None)
+                Ok(Refreshed::Ended)
             }
             Err(e) => {
                 tracing::warn!(reason = "refresh_transient", error = %e, "refresh failed; keeping the session");
@@ -152,10 +191,7 @@ impl Portcullis {
                     .refreshes
                     .with_label_values(&["transient"])
                     .inc();
-                self.keep_while_valid(Authenticated {
-                    secret: auth.secret.clone(),
-                    data,
-                })
+                Ok(Refreshed::OpUnavailable(Authenticated { secret, data }))
             }
         }
     }

@@ -287,6 +287,13 @@ impl Sessions {
         .await
     }
 
+    /// Keeps the refresh lock held for `ttl` more, as a cool-down after a failed refresh.
+    pub async fn hold_lock(&self, secret: &CookieSecret, ttl: Duration) -> Result<(), StoreError> {
+        let keys = secret.derive(SESSION_PURPOSE);
+        let key = self.key("lock", &keys.id);
+        self.timed("expire", self.store.expire(&key, ttl)).await
+    }
+
     pub async fn unlock(&self, secret: &CookieSecret, owner: &str) -> Result<(), StoreError> {
         let keys = secret.derive(SESSION_PURPOSE);
         let key = self.key("lock", &keys.id);

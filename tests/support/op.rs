@@ -161,9 +161,16 @@ pub fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-impl Drop for Op {
-    fn drop(&mut self) {
+impl Op {
+    /// Stops the OP: its endpoints refuse connections from now on.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
