@@ -6,8 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::config::RedisConfig;
-use portcullis::secret::Secret;
+use portcullis::config::{Config, StoreConfig};
 use portcullis::session::memory::MemoryStore;
 use portcullis::session::redis::RedisStore;
 use portcullis::session::SessionStore;
@@ -128,13 +127,19 @@ async fn memory_store_meets_the_contract() {
 }
 
 fn redis_store(url: String) -> RedisStore {
-    RedisStore::new(&RedisConfig {
-        url: Secret::new(url),
-        password: None,
-        command_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_secs(2),
-    })
-    .expect("client builds")
+    let cfg = Config::from_yaml(
+        &format!(
+            "public_url: \"http://127.0.0.1:1\"\noidc: {{issuer: \"http://127.0.0.1:2\", client_id: c, client_secret: s}}\n\
+             session: {{store: redis, redis_url: \"{url}\", redis_command_timeout: 500ms}}\n\
+             routes: [{{path: /, upstream: \"http://127.0.0.1:3\", kind: page}}]\n"
+        ),
+        std::path::Path::new("test.yaml"),
+    )
+    .expect("valid config");
+    let StoreConfig::Redis(redis) = cfg.session.store else {
+        panic!("a redis store")
+    };
+    RedisStore::new(&redis).expect("client builds")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 
 mod error;
 mod raw;
+mod redis_url;
 mod types;
 mod validate;
 
@@ -35,14 +36,14 @@ impl Config {
             file: origin.to_path_buf(),
             problems,
         };
-        let raw = parse(text).map_err(fail)?;
+        let raw = parse::<raw::RawConfig>(text).map_err(fail)?;
         validate::validate(raw, origin, read_file).map_err(fail)
     }
 }
 
-/// Parses YAML into the raw mirror. Every unknown key is reported (not only the first), and a
-/// type error names the key path where it happened.
-fn parse(text: &str) -> Result<raw::RawConfig, Vec<Problem>> {
+/// Parses YAML into a raw mirror (this file's or the webhook's). Every unknown key is reported
+/// (not only the first), and a type error names the key path where it happened.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
     if text.trim().is_empty() {
         return Err(vec![Problem::new(
             "(file)",
@@ -53,7 +54,7 @@ fn parse(text: &str) -> Result<raw::RawConfig, Vec<Problem>> {
     let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(key_path(&path));
     let de = serde_yaml::Deserializer::from_str(text);
     let tracked = serde_ignored::Deserializer::new(de, &mut record_unknown);
-    let parsed: Result<raw::RawConfig, _> = serde_path_to_error::deserialize(tracked);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(tracked);
     let mut problems: Vec<Problem> = unknown
         .into_iter()
         .map(|key| {

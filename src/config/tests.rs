@@ -74,7 +74,8 @@ fn redis_urls_of_every_topology_are_accepted() {
         "redis://127.0.0.1:6379",
         "rediss://redis.example:6380",
         "redis-cluster://h1:7000,h2:7001",
-        "redis-sentinel://s1:26379/0?sentinelServiceName=mymaster",
+        "redis-sentinel://s1:26379,s2:26379/mymaster",
+        "redis-sentinel://s1:26379?sentinelServiceName=mymaster",
     ] {
         let text = MINIMAL.replace(
             "routes:",
@@ -116,7 +117,9 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
         ("routes:", "session:\n  store: redis\nroutes:",
          "session.redis_url: is required when session.store is redis (e.g. \"redis://127.0.0.1:6379\")"),
         ("routes:", "session:\n  store: redis\n  redis_url: \"http://x\"\nroutes:",
-         "session.redis_url: is not a Redis URL (use redis://, rediss://, redis-cluster://h1:p1,h2:p2 or redis-sentinel://…)"),
+         "session.redis_url: has an unknown scheme (use redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://)"),
+        ("routes:", "session:\n  store: redis\n  redis_url: \"redis-sentinel://:pw@s1:26379\"\nroutes:",
+         "session.redis_url: needs the monitored service name as its path (e.g. redis-sentinel://s1:26379,s2:26379/mymaster)"),
         ("routes:", "session:\n  store: dynamo\nroutes:",
          "session.store: \"dynamo\" is not a store (use memory or redis)"),
         ("routes:", "oidc_extra: 1\nroutes:",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use super::redis_url::RedisTopology;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -53,8 +54,9 @@ pub enum StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Kept secret because a `redis://user:password@host` URL carries a password.
-    pub url: Secret<String>,
+    pub topology: RedisTopology,
+    pub tls: bool,
+    pub username: Option<String>,
     pub password: Option<Secret<String>>,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::error::Problem;
 use super::raw::{RawConfig, RawOidc, RawRoute, RawSession};
+use super::redis_url::parse_redis_url;
 use super::types::*;
 use crate::secret::Secret;
 
@@ -452,17 +453,20 @@ impl Checker<'_> {
     }
 
     fn redis(&mut self, raw: &RawSession) -> Option<StoreConfig> {
+        // The budget a request may wait for the store: long enough to ride out a failover
+        // (about twice cluster-node-timeout / down-after-milliseconds), short enough that a
+        // dead store fails closed quickly.
         let command_timeout = self.duration(
             "session.redis_command_timeout",
             raw.redis_command_timeout.as_deref(),
-            "500ms",
+            "6s",
         );
         let connect_timeout = self.duration(
             "session.redis_connect_timeout",
             raw.redis_connect_timeout.as_deref(),
             "2s",
         );
-        let password = match raw.redis_password_file.as_deref() {
+        let file_password = match raw.redis_password_file.as_deref() {
             Some(path) => Some(self.secret_file("session.redis_password_file", path)?),
             None => None,
         };
@@ -473,27 +477,25 @@ impl Checker<'_> {
             );
             return None;
         };
-        const SCHEMES: [&str; 5] = [
-            "redis",
-            "rediss",
-            "redis-cluster",
-            "rediss-cluster",
-            "redis-sentinel",
-        ];
-        match url.split_once("://") {
-            Some((scheme, rest)) if SCHEMES.contains(&scheme) && !rest.is_empty() => {}
-            _ => {
-                // The value may hold a password, so it is not echoed.
-                self.problem(
-                    "session.redis_url",
-                    "is not a Redis URL (use redis://, rediss://, redis-cluster://h1:p1,h2:p2 or redis-sentinel://…)",
-                );
+        // The URL may hold a password, so messages describe it without echoing it.
+        let parsed = match parse_redis_url(url) {
+            Ok(p) => p,
+            Err(message) => {
+                self.problem("session.redis_url", message);
                 return None;
             }
+        };
+        if file_password.is_some() && parsed.password.is_some() {
+            self.problem(
+                "session.redis_password_file",
+                "is set but session.redis_url carries a password too (keep one of them)",
+            );
         }
         Some(StoreConfig::Redis(RedisConfig {
-            url: Secret::new(url.to_string()),
-            password,
+            topology: parsed.topology,
+            tls: parsed.tls,
+            username: parsed.username,
+            password: file_password.or(parsed.password),
             command_timeout,
             connect_timeout,
         }))

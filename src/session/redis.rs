@@ -11,7 +11,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 
 use super::store::{ttl_millis, SessionStore, StoreError};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisTopology};
 
 /// SADD and PEXPIRE as one step, so an index never exists without a time to live.
 const INDEX_ADD_SCRIPT: &str =
@@ -21,6 +21,36 @@ const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 
 pub struct RedisStore {
     client: Client,
+    label: &'static str,
+}
+
+fn server_config(topology: &RedisTopology) -> ServerConfig {
+    match topology {
+        RedisTopology::Standalone { host, port, .. } => {
+            ServerConfig::new_centralized(host.clone(), *port)
+        }
+        RedisTopology::Cluster { nodes } => ServerConfig::new_clustered(nodes.clone()),
+        RedisTopology::Sentinel {
+            sentinels,
+            service_name,
+            ..
+        } => ServerConfig::new_sentinel(sentinels.clone(), service_name.clone()),
+    }
+}
+
+fn database(topology: &RedisTopology) -> Option<u8> {
+    match topology {
+        RedisTopology::Standalone { database, .. } | RedisTopology::Sentinel { database, .. } => {
+            *database
+        }
+        RedisTopology::Cluster { .. } => None,
+    }
+}
+
+/// TLS with the system's trust store (rustls on ring, the process's only crypto provider).
+fn default_tls() -> Result<fred::types::config::TlsConfig, StoreError> {
+    let connector = fred::types::config::TlsConnector::default_rustls().map_err(unavailable)?;
+    Ok(connector.into())
 }
 
 fn unavailable(e: Error) -> StoreError {
@@ -30,24 +60,35 @@ fn unavailable(e: Error) -> StoreError {
 impl RedisStore {
     /// Builds the client; nothing is dialled until `connect`.
     pub fn new(cfg: &RedisConfig) -> Result<RedisStore, StoreError> {
-        let mut config = Config::from_url(cfg.url.expose()).map_err(unavailable)?;
-        config.fail_fast = false;
-        if let Some(pw) = &cfg.password {
-            config.password = Some(pw.expose().clone());
-        }
+        let config = Config {
+            server: server_config(&cfg.topology),
+            username: cfg.username.clone(),
+            password: cfg.password.as_ref().map(|p| p.expose().clone()),
+            database: database(&cfg.topology),
+            // fail_fast would tear the client down when the first connection fails, and it
+            // would never reconnect once Redis appears.
+            fail_fast: false,
+            tls: if cfg.tls { Some(default_tls()?) } else { None },
+            ..Config::default()
+        };
         let command_timeout = cfg.command_timeout;
         let connect_timeout = cfg.connect_timeout;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = connect_timeout;
                 c.internal_command_timeout = connect_timeout;
-                c.max_command_attempts = 2;
+                // Retries happen inside the command timeout; during a failover a command is
+                // re-sent to the promoted replica after the cluster map is refreshed.
+                c.max_command_attempts = 10;
             })
             .with_performance_config(|p| p.default_command_timeout = command_timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2))
             .build()
             .map_err(unavailable)?;
-        Ok(RedisStore { client })
+        Ok(RedisStore {
+            client,
+            label: cfg.topology.label(),
+        })
     }
 
     /// Starts the connection task on the current runtime and waits up to `wait` for the first
@@ -155,6 +196,6 @@ impl SessionStore for RedisStore {
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        self.label
     }
 }
