@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use crate::proxy::Portcullis;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{SessionStore, Sessions, StoreError};
+use crate::shutdown::{DrainOnTerm, InFlight};
 
 /// How long start-up waits for the first Redis connection before serving anyway (requests
 /// that need a session get 503 until it connects).
@@ -87,7 +88,14 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     );
     let background = server.add_service(background);
 
-    let app = Portcullis::new(&cfg, sessions.clone(), oidc.clone(), metrics.clone());
+    let in_flight = InFlight::default();
+    let app = Portcullis::new(
+        &cfg,
+        sessions.clone(),
+        oidc.clone(),
+        metrics.clone(),
+        in_flight.clone(),
+    );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         app,
@@ -110,7 +118,9 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     server.add_service(admin);
 
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting");
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnTerm { in_flight }),
+    });
     Ok(())
 }
 

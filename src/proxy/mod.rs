@@ -34,6 +34,7 @@ use crate::metrics::{status_class, Metrics};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
 use crate::session::Sessions;
+use crate::shutdown::{InFlight, InFlightGuard};
 use bff::Endpoint;
 use respond::SecurityHeaders;
 use route::RouteTable;
@@ -46,6 +47,7 @@ pub struct RequestCtx {
     label: &'static str,
     bearer: Option<HeaderValue>,
     websocket: bool,
+    _in_flight: InFlightGuard,
 }
 
 pub struct Portcullis {
@@ -58,6 +60,7 @@ pub struct Portcullis {
     security: SecurityHeaders,
     public_host: String,
     public_proto: &'static str,
+    in_flight: InFlight,
 }
 
 /// What `request_filter` decided.
@@ -72,6 +75,7 @@ impl Portcullis {
         sessions: Arc<Sessions>,
         oidc: Arc<Oidc>,
         metrics: Arc<Metrics>,
+        in_flight: InFlight,
     ) -> Portcullis {
         let peers = cfg.routes.iter().map(|r| build_peer(r, cfg)).collect();
         let public_host = cfg
@@ -89,6 +93,7 @@ impl Portcullis {
             sessions,
             oidc,
             metrics,
+            in_flight,
         }
     }
 
@@ -179,6 +184,7 @@ impl ProxyHttp for Portcullis {
             label: "none",
             bearer: None,
             websocket: false,
+            _in_flight: self.in_flight.enter(),
         }
     }
 

@@ -118,6 +118,28 @@ impl Portcullis {
         }
     }
 
+    /// Sends SIGTERM, as Kubernetes does before it kills a pod.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits for the process to exit; returns its exit code and how long that took.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> (Option<i32>, Duration) {
+        let started = std::time::Instant::now();
+        let mut child = self.child.take().expect("running");
+        let code = eventually("portcullis to exit", deadline, || {
+            let exited = child.try_wait().expect("try_wait");
+            async move { exited.map(|s| s.code()) }
+        })
+        .await;
+        (code, started.elapsed())
+    }
+
     pub async fn restart(&mut self) {
         self.stop();
         self.restarts += 1;

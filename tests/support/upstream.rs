@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// How long `/…/slow` paths take to answer.
+pub const SLOW_RESPONSE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -155,12 +158,17 @@ async fn serve(mut stream: TcpStream, records: Arc<Mutex<Vec<Recorded>>>) -> std
         }
         let raw: Vec<u8> = buf.drain(..head_end + len).collect();
         let response = respond_to(&path, &hdrs);
+        let slow = path.contains("/slow");
         records.lock().expect("records").push(Recorded {
             method,
             path,
             headers: hdrs,
             raw,
         });
+        if slow {
+            // Stands in for an upstream doing real work, so shutdown tests have requests in flight.
+            tokio::time::sleep(SLOW_RESPONSE).await;
+        }
         stream.write_all(response.as_bytes()).await?;
     }
 }
