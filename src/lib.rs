@@ -4,7 +4,8 @@
 //! `config` (file → validated types) → `server` (Pingora wiring) → `proxy` (the `ProxyHttp`
 //! phases: route, authenticate, refresh, inject) → `session` (cookie crypto and the store
 //! trait with its `memory` and `redis` implementations) → `oidc` (discovery, login, callback,
-//! refresh, logout) → `admin` (health, readiness, metrics).
+//! refresh, logout) → `admin` (health, readiness, metrics). `webhook` is the separate
+//! `portcullis webhook` server that injects the sidecar into Kubernetes pods.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -19,3 +20,4 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhook;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Webhook { config } => run_webhook(&config),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -44,6 +45,24 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_RUNTIME)
                 }
             }
+        }
+    }
+}
+
+fn run_webhook(path: &std::path::Path) -> ExitCode {
+    let config = match portcullis::webhook::WebhookConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    portcullis::telemetry::init(&config.log);
+    match portcullis::webhook::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis webhook: {e}");
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }
