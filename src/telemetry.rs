@@ -30,3 +30,10 @@ pub fn sanitize(input: &str) -> String {
     }
     out
 }
+
+/// One line per security-relevant event (login, logout, refresh failure, back-channel logout)
+/// under the `audit` target, with a stable outcome and reason code. The subject is an OP
+/// identifier, not a secret; tokens, cookies and codes are never among the fields.
+pub fn audit(event: &'static str, outcome: &'static str, reason: &str, sub: Option<&str>) {
+    tracing::info!(target: "audit", event, outcome, reason, sub = sub.unwrap_or("-"), "audit");
+}

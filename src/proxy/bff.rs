@@ -16,6 +16,7 @@ use crate::oidc::{tokens_expiry, Provider};
 use crate::session::cookie::Presented;
 use crate::session::crypto::random_token;
 use crate::session::{unix_now, CookieSecret, LoginTransaction, SessionData};
+use crate::telemetry::audit;
 
 /// Longest `returnTo` accepted; real in-app paths are far shorter.
 const MAX_RETURN_TO: usize = 2048;
@@ -208,16 +209,21 @@ impl Portcullis {
     /// validates the ID token, and creates a brand-new session.
     async fn callback(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
         let result = self.finish_login(req).await;
-        let outcome = if result.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
-        };
-        self.metrics.logins.with_label_values(&[outcome]).inc();
-        result
+        match &result {
+            Ok((_, sub)) => {
+                self.metrics.logins.with_label_values(&["succeeded"]).inc();
+                audit("login", "success", "-", Some(sub));
+            }
+            Err(e) => {
+                self.metrics.logins.with_label_values(&["failed"]).inc();
+                audit("login", "failure", e.reason(), None);
+            }
+        }
+        result.map(|(reply, _)| reply)
     }
 
-    async fn finish_login(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+    /// The landing reply and the new session's subject.
+    async fn finish_login(&self, req: &RequestHeader) -> Result<(Reply, String), ProxyError> {
         let query = Query::parse(&req.uri)?;
         let Presented::Valid(browser) = self.cookies.transaction(&req.headers) else {
             return Err(ProxyError::LoginFailed("missing_transaction"));
@@ -295,10 +301,10 @@ impl Portcullis {
             logout_id: random_token::<16>(),
         };
         let secret = self.sessions.create(&data).await?;
-        tracing::info!(event = "login", outcome = "success", "session created");
-        Ok(self
+        let landing = self
             .land_on(&txn.return_to)
-            .header("set-cookie", self.cookies.set_session(&secret)))
+            .header("set-cookie", self.cookies.set_session(&secret));
+        Ok((landing, data.sub))
     }
 
     /// The response that takes the browser to `returnTo` after login. With SameSite=Strict the
@@ -367,20 +373,15 @@ impl Portcullis {
             .delete(&auth.secret, &auth.data, "logout")
             .await?;
         let everywhere = query.get("everywhere") == Some("1");
-        if everywhere {
-            let ended = self
-                .sessions
+        let scope = if everywhere {
+            self.sessions
                 .delete_user_sessions(&auth.data.iss, &auth.data.sub, "logout")
                 .await?;
-            tracing::info!(
-                event = "logout",
-                scope = "everywhere",
-                sessions = ended,
-                "sessions ended"
-            );
+            "everywhere"
         } else {
-            tracing::info!(event = "logout", scope = "session", "session ended");
-        }
+            "session"
+        };
+        audit("logout", "success", scope, Some(&auth.data.sub));
         let provider = self.oidc.provider().ok();
         self.revoke_in_background(provider.clone(), &auth.data);
         let target = self
@@ -412,6 +413,8 @@ impl Portcullis {
             .backchannel_logouts
             .with_label_values(&[outcome])
             .inc();
+        let reason = result.as_ref().err().map_or("-", ProxyError::reason);
+        audit("backchannel_logout", outcome, reason, None);
         result
     }
 
@@ -464,12 +467,7 @@ impl Portcullis {
             }
             (None, None) => return Err(ProxyError::LogoutTokenRejected("sub_and_sid_missing")),
         };
-        tracing::info!(
-            event = "backchannel_logout",
-            outcome = "success",
-            sessions = ended,
-            "sessions ended"
-        );
+        tracing::info!(sessions = ended, "back-channel logout ended sessions");
         Ok(Reply::new(200))
     }
 

@@ -33,11 +33,13 @@ use crate::config::{Config, RouteKind};
 use crate::metrics::{status_class, Metrics};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
+use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use bff::Endpoint;
 use respond::SecurityHeaders;
 use route::RouteTable;
+use tracing::Instrument;
 
 /// Per-request state carried between phases.
 pub struct RequestCtx {
@@ -47,6 +49,8 @@ pub struct RequestCtx {
     label: &'static str,
     bearer: Option<HeaderValue>,
     websocket: bool,
+    /// Correlates portcullis's log lines with the upstream's; sent both ways as `X-Request-Id`.
+    request_id: String,
     _in_flight: InFlightGuard,
 }
 
@@ -184,6 +188,7 @@ impl ProxyHttp for Portcullis {
             label: "none",
             bearer: None,
             websocket: false,
+            request_id: String::new(),
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -195,14 +200,17 @@ impl ProxyHttp for Portcullis {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        let reply = match self.decide(session, ctx).await {
+        ctx.request_id = request_id_for(session.req_header());
+        let span = tracing::info_span!("request", request_id = %ctx.request_id);
+        let reply = match self.decide(session, ctx).instrument(span).await {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
-                log_rejection(&e);
+                log_rejection(&e, &ctx.request_id);
                 respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)))
             }
         };
+        let reply = reply.header("x-request-id", ctx.request_id.clone());
         respond::write_reply(session, reply, &self.security).await?;
         Ok(true)
     }
@@ -239,7 +247,8 @@ impl ProxyHttp for Portcullis {
             public_host: &self.public_host,
             websocket: ctx.websocket,
         };
-        inject::prepare_upstream_request(upstream_request, &self.cookies, add)
+        inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
+        upstream_request.insert_header("x-request-id", &ctx.request_id)
     }
 
     /// Drop any `Set-Cookie` by which an upstream would set or clear portcullis's cookies.
@@ -247,8 +256,9 @@ impl ProxyHttp for Portcullis {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        resp.insert_header("x-request-id", &ctx.request_id)?;
         let set_cookies: Vec<HeaderValue> = resp
             .headers
             .get_all(http::header::SET_COOKIE)
@@ -324,14 +334,29 @@ impl ProxyHttp for Portcullis {
     }
 }
 
-fn log_rejection(e: &ProxyError) {
+/// The client's `X-Request-Id` when it is a plausible id, else a fresh random one.
+fn request_id_for(req: &pingora::http::RequestHeader) -> String {
+    const MAX_LEN: usize = 128;
+    req.headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_LEN
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(random_token::<12>, str::to_string)
+}
+
+fn log_rejection(e: &ProxyError, request_id: &str) {
     match e {
         ProxyError::Store(_)
         | ProxyError::Oidc(_)
         | ProxyError::Internal(_)
         | ProxyError::RefreshUnavailable => {
-            tracing::warn!(reason = e.reason(), error = %e, "request rejected")
+            tracing::warn!(request_id, reason = e.reason(), error = %e, "request rejected")
         }
-        _ => tracing::info!(reason = e.reason(), "request rejected"),
+        _ => tracing::info!(request_id, reason = e.reason(), "request rejected"),
     }
 }

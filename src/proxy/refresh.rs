@@ -13,6 +13,7 @@ use super::Portcullis;
 use crate::oidc::tokens_expiry;
 use crate::session::crypto::random_token;
 use crate::session::{unix_now, SessionData};
+use crate::telemetry::audit;
 
 /// How often a request waiting on another replica's refresh re-reads the session. A refresh
 /// takes one OP round trip (tens of ms), so 25 ms keeps the added wait small without hammering
@@ -101,9 +102,11 @@ impl Portcullis {
         if !is_expired(&auth.data, unix_now()) {
             return Ok(Some(auth));
         }
-        tracing::info!(
-            reason = "access_token_expired_no_refresh_token",
-            "ending session"
+        audit(
+            "token_refresh",
+            "failure",
+            "expired_without_refresh_token",
+            Some(&auth.data.sub),
         );
         self.sessions
             .delete(&auth.secret, &auth.data, "refresh_failed")
@@ -178,7 +181,13 @@ impl Portcullis {
             // RFC 6749 §5.2: invalid_grant means the grant is gone; ending the session is the
             // only outcome that does not loop.
             Err(e) if e.is_fatal_for_refresh() => {
-                tracing::info!(reason = "refresh_rejected", error = %e, "ending session");
+                tracing::info!(error = %e, "refresh rejected; ending the session");
+                audit(
+                    "token_refresh",
+                    "failure",
+                    "grant_rejected",
+                    Some(&data.sub),
+                );
                 self.metrics.refreshes.with_label_values(&["fatal"]).inc();
                 self.sessions
                     .delete(&secret, &data, "refresh_failed")
@@ -186,7 +195,13 @@ impl Portcullis {
                 Ok(Refreshed::Ended)
             }
             Err(e) => {
-                tracing::warn!(reason = "refresh_transient", error = %e, "refresh failed; keeping the session");
+                tracing::warn!(error = %e, "refresh failed; keeping the session");
+                audit(
+                    "token_refresh",
+                    "failure",
+                    "op_unavailable",
+                    Some(&data.sub),
+                );
                 self.metrics
                     .refreshes
                     .with_label_values(&["transient"])

@@ -71,6 +71,7 @@ pub struct World {
     pub upstream: upstream::Upstream,
     pub redis: Option<redis::RedisServer>,
     pub proxy: portcullis::Portcullis,
+    store: portcullis::Store,
 }
 
 pub struct WorldOptions {
@@ -78,6 +79,9 @@ pub struct WorldOptions {
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
     pub backchannel: bool,
+    /// Use this session store URL (a Cluster or Sentinel the test started) instead of a
+    /// standalone redis-server or memory.
+    pub store_url: Option<String>,
     /// Serve the `/` page route from this upstream instead of the recording one.
     pub page_upstream: Option<String>,
     pub extra_config: String,
@@ -90,6 +94,7 @@ impl Default for WorldOptions {
             access_token_ttl: 300,
             refresh_delay_ms: 0,
             backchannel: false,
+            store_url: None,
             page_upstream: None,
             extra_config: String::new(),
         }
@@ -98,7 +103,7 @@ impl Default for WorldOptions {
 
 impl World {
     pub async fn start(opts: WorldOptions) -> World {
-        let redis = opts.redis.then(redis::RedisServer::start);
+        let redis = (opts.redis && opts.store_url.is_none()).then(redis::RedisServer::start);
         let upstream = upstream::Upstream::start();
         let mut proxy = portcullis::Portcullis::reserve();
         let op = op::Op::start(op::OpOptions {
@@ -107,9 +112,10 @@ impl World {
             refresh_delay_ms: opts.refresh_delay_ms,
             backchannel: opts.backchannel,
         });
-        let store = match &redis {
-            Some(r) => portcullis::Store::Redis(r.url()),
-            None => portcullis::Store::Memory,
+        let store = match (&opts.store_url, &redis) {
+            (Some(url), _) => portcullis::Store::Redis(url.clone()),
+            (None, Some(r)) => portcullis::Store::Redis(r.url()),
+            (None, None) => portcullis::Store::Memory,
         };
         let mut config = proxy.config(&op, &upstream, &store, &opts.extra_config);
         if let Some(page) = &opts.page_upstream {
@@ -128,6 +134,7 @@ impl World {
             upstream,
             redis,
             proxy,
+            store,
         }
     }
 
@@ -138,11 +145,7 @@ impl World {
     /// Another portcullis process with the same configuration (and so the same store).
     pub async fn replica(&self, extra_config: &str) -> portcullis::Portcullis {
         let mut replica = portcullis::Portcullis::reserve();
-        let store = match &self.redis {
-            Some(r) => portcullis::Store::Redis(r.url()),
-            None => portcullis::Store::Memory,
-        };
-        let config = replica.config(&self.op, &self.upstream, &store, extra_config);
+        let config = replica.config(&self.op, &self.upstream, &self.store, extra_config);
         replica.start(&config).await;
         replica
     }

@@ -1,0 +1,253 @@
+//! portcullis on a real 3-master/3-replica Redis Cluster and a real Sentinel set: sessions
+//! shared between replicas, a master killed under load, and a store that goes away entirely.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::browser::Browser;
+use support::redis::Resp;
+use support::redis_topologies::{RedisCluster, RedisSentinel};
+use support::{eventually, World, WorldOptions};
+
+fn session_keys_on(cluster: &RedisCluster, master: u16) -> usize {
+    match cluster.command_on(master, &["KEYS", "portcullis:s:*"]) {
+        Resp::Array(keys) => keys.len(),
+        other => panic!("KEYS answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_sessions_through_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let w = World::start(WorldOptions {
+        store_url: Some(cluster.url()),
+        ..Default::default()
+    })
+    .await;
+    let second = w.replica("").await;
+    let mut first = w.browser();
+    first.login("alice", "/").await;
+    assert_eq!(first.api("/api/x").await.status, 200);
+
+    let mut other = Browser::new(&second.origin());
+    other.cookies = first.cookies.clone();
+    assert_eq!(
+        other.api("/api/x").await.status,
+        200,
+        "the second replica knows the session"
+    );
+    let user: serde_json::Value = serde_json::from_str(&other.api("/bff/user").await.body).unwrap();
+    assert_eq!(
+        other
+            .get(user["logout_url"].as_str().unwrap(), &[])
+            .await
+            .status,
+        302
+    );
+    assert_eq!(
+        first.api("/api/x").await.status,
+        401,
+        "logged out through the second, gone on the first"
+    );
+    assert!(cluster.keys_matching("portcullis:s:*").is_empty());
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("store=\"redis-cluster\""),
+        "store metrics name the topology"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_cluster_master_loses_no_session() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let w = World::start(WorldOptions {
+        store_url: Some(cluster.url()),
+        ..Default::default()
+    })
+    .await;
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        let mut b = w.browser();
+        b.login(&format!("user{i}"), "/").await;
+        browsers.push(b);
+    }
+    cluster.wait_replicas_synced();
+    let victim = cluster
+        .master_ports()
+        .into_iter()
+        .max_by_key(|m| session_keys_on(&cluster, *m))
+        .unwrap();
+    let on_victim = session_keys_on(&cluster, victim);
+    assert!(on_victim > 0, "some sessions live on the master to kill");
+
+    // A steady stream of authenticated requests, round robin over the sessions.
+    let cookies: Vec<String> = browsers
+        .iter()
+        .map(|b| format!("__Host-portcullis={}", b.session_cookie().unwrap()))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = tokio::spawn({
+        let (stop, sent, failed, origin) =
+            (stop.clone(), sent.clone(), failed.clone(), w.proxy.origin());
+        async move {
+            let client = reqwest::Client::new();
+            // Bounded: stops when told to, and never runs past this many requests.
+            for i in 0..20_000usize {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let resp = client
+                    .get(format!("{origin}/api/load/{i}"))
+                    .header("cookie", &cookies[i % cookies.len()])
+                    .header("x-csrf", "1")
+                    .send()
+                    .await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                if !matches!(resp, Ok(ref r) if r.status() == 200) {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let counter = sent.clone();
+    eventually("load to be flowing", Duration::from_secs(10), || {
+        let n = counter.load(Ordering::SeqCst);
+        async move { (n >= 50).then_some(()) }
+    })
+    .await;
+
+    let killed_at = Instant::now();
+    cluster.kill_master(victim);
+    let (cluster, promoted) = tokio::task::spawn_blocking(move || {
+        let promoted = cluster.wait_failover(victim);
+        (cluster, promoted)
+    })
+    .await
+    .unwrap();
+    let failover = killed_at.elapsed();
+    let before = sent.load(Ordering::SeqCst);
+    let counter = sent.clone();
+    eventually(
+        "load to continue after the failover",
+        Duration::from_secs(20),
+        || {
+            let n = counter.load(Ordering::SeqCst);
+            async move { (n >= before + 50).then_some(()) }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+
+    let (total, lost) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    println!(
+        "failover: master :{victim} (holding {on_victim} of 12 sessions) killed, replica :{promoted} promoted after {failover:?}; {total} requests, {lost} failed"
+    );
+    for (i, b) in browsers.iter_mut().enumerate() {
+        assert_eq!(
+            b.api("/api/after").await.status,
+            200,
+            "session {i} was lost"
+        );
+    }
+    assert_eq!(lost, 0, "requests failed during the failover window");
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_survive_a_sentinel_failover() {
+    let mut sentinel = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .unwrap();
+    let w = World::start(WorldOptions {
+        store_url: Some(sentinel.url()),
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    assert_eq!(sentinel.keys("portcullis:s:*").len(), 1);
+    let old = sentinel.kill_master();
+    let sentinel = tokio::task::spawn_blocking(move || {
+        sentinel.wait_failover(old);
+        sentinel
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        b.api("/api/x").await.status,
+        200,
+        "the session lives on the promoted replica"
+    );
+    let user = b.api("/bff/user").await;
+    assert_eq!(user.status, 200);
+    let (status, _) = w.proxy.admin_get("/readyz").await;
+    assert_eq!(status, 200);
+    drop(sentinel);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_store_fails_closed_and_recovers_without_a_restart() {
+    let mut w = World::start(WorldOptions {
+        extra_config: String::new(),
+        ..Default::default()
+    })
+    .await;
+    // A short store budget keeps this test quick; the default rides out failovers.
+    let config = std::fs::read_to_string(w.proxy.config_path())
+        .unwrap()
+        .replace(
+            "  store: redis\n",
+            "  store: redis\n  redis_command_timeout: \"800ms\"\n",
+        );
+    w.proxy.stop();
+    w.proxy.start(&config).await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let forwarded = w.upstream.count();
+
+    w.redis.as_mut().unwrap().stop();
+    let resp = b.api("/api/x").await;
+    assert_eq!((resp.status, resp.header("retry-after")), (503, Some("5")));
+    assert_eq!(
+        b.get("/reports", &[]).await.status,
+        503,
+        "page routes fail closed too"
+    );
+    assert_eq!(
+        w.upstream.count(),
+        forwarded,
+        "nothing reached the upstream"
+    );
+    let proxy = &w.proxy;
+    eventually(
+        "/readyz to report the store down",
+        Duration::from_secs(10),
+        || async move { (proxy.admin_get("/readyz").await.0 == 503).then_some(()) },
+    )
+    .await;
+
+    w.redis.as_mut().unwrap().restart();
+    let proxy = &w.proxy;
+    eventually(
+        "/readyz to recover",
+        Duration::from_secs(15),
+        || async move { (proxy.admin_get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    // The restarted server is empty (no persistence in tests): the old session is gone, and a
+    // new login works without restarting portcullis.
+    assert_eq!(b.api("/api/x").await.status, 401);
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+}
