@@ -1,0 +1,123 @@
+//! Shared by the Kubernetes tests (`webhook`, `webhook_e2e`, `chart`): the pinned tools that
+//! `make k8s-tools` installs into `.tools/` (helm, kubernetes-validate), chart rendering, strict
+//! schema validation, and an RFC 6902 `add` applier standing in for the API server's.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Kubernetes minors the chart and the injected pods are validated against.
+pub const KUBE_VERSIONS: [&str; 4] = ["1.29.0", "1.31.0", "1.33.0", "1.35.0"];
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(relative: &str) -> PathBuf {
+    let path = repo().join(".tools").join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make k8s-tools` (make test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn helm() -> Command {
+    let mut cmd = Command::new(tool("helm/helm"));
+    // Keep helm's caches and config out of $HOME, so tests neither read nor write a user's setup.
+    let home = repo().join(".tools/helm-home");
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
+}
+
+pub fn chart_dir() -> PathBuf {
+    repo().join("charts/portcullis")
+}
+
+/// `helm template` of the chart with the given values files and extra arguments.
+pub fn render(values: &[&Path], extra: &[&str]) -> Result<String, String> {
+    let mut cmd = helm();
+    cmd.args(["template", "portcullis"]).arg(chart_dir());
+    cmd.args(["--namespace", "portcullis"]);
+    for v in values {
+        cmd.arg("-f").arg(v);
+    }
+    cmd.args(extra);
+    run(cmd)
+}
+
+/// The rendered YAML stream as JSON values, empty documents dropped.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("YAML that does not parse"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+pub fn kinds(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .map(|d| d["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// `kubernetes-validate --strict` (unknown fields rejected) against one Kubernetes version.
+pub fn validate_strict(kube_version: &str, files: &[PathBuf]) -> Result<String, String> {
+    let mut cmd = Command::new(tool("venv/bin/kubernetes-validate"));
+    cmd.args(["--strict", "--quiet", "-k", kube_version])
+        .args(files);
+    run(cmd)
+}
+
+fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match out.status.success() {
+        true => Ok(text(&out.stdout)),
+        false => Err(format!("{}{}", text(&out.stdout), text(&out.stderr))),
+    }
+}
+
+/// Applies JSON-patch `add` operations as RFC 6902 §4.1 defines them (the only op the webhook
+/// emits); anything else, or a path whose parent is missing, is an error, as in the API server.
+pub fn apply_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
+    for op in ops.as_array().ok_or("the patch is not an array")? {
+        if op["op"] != "add" {
+            return Err(format!("unexpected op {op}"));
+        }
+        let path = op["path"].as_str().ok_or("path is not a string")?;
+        let (parent, last) = path.rsplit_once('/').ok_or("path has no '/'")?;
+        let last = last.replace("~1", "/").replace("~0", "~");
+        let target = doc
+            .pointer_mut(parent)
+            .ok_or_else(|| format!("parent of {path} does not exist"))?;
+        match target {
+            Value::Object(m) => {
+                m.insert(last, op["value"].clone());
+            }
+            Value::Array(a) if last == "-" => a.push(op["value"].clone()),
+            Value::Array(a) => {
+                let i: usize = last.parse().map_err(|_| format!("bad index in {path}"))?;
+                if i > a.len() {
+                    return Err(format!("index out of range in {path}"));
+                }
+                a.insert(i, op["value"].clone());
+            }
+            _ => return Err(format!("parent of {path} is not a container")),
+        }
+    }
+    Ok(())
+}
