@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES_BUILD := cmake build-essential
-APT_PACKAGES_TEST := redis-server redis-tools chromium
+APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
 APT_PACKAGES_BENCH := wrk nginx-light
 
 .PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench clean
