@@ -121,3 +121,43 @@ pub fn apply_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Every values file under `helm/`, plus `None` for the chart's defaults.
+pub fn values_files() -> Vec<Option<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("helm"))
+        .expect("helm/ values dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "values files are missing from helm/");
+    std::iter::once(None)
+        .chain(files.into_iter().map(Some))
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+pub fn eventually<T>(
+    what: &str,
+    deadline: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,101 @@
+{{/* Names, labels and shared fragments. */}}
+
+{{- define "portcullis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "portcullis.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.injector.fullname" -}}
+{{- printf "%s-injector" (include "portcullis.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "portcullis.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "portcullis.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "portcullis.injector.tlsSecret" -}}
+{{- if eq .Values.injector.webhook.tls.mode "existingSecret" -}}
+{{- required "injector.webhook.tls.existingSecret.name is required with tls.mode existingSecret" .Values.injector.webhook.tls.existingSecret.name -}}
+{{- else -}}
+{{- printf "%s-tls" (include "portcullis.injector.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Standard labels; call with (dict "root" $ "component" "injector"). */}}
+{{- define "portcullis.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "portcullis.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: portcullis
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "portcullis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "portcullis.image" -}}
+{{- $i := .Values.image -}}
+{{- if $i.digest -}}
+{{- printf "%s/%s@%s" $i.registry $i.repository $i.digest -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $i.registry $i.repository (default .Chart.AppVersion $i.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The portcullis probes: startup and liveness ask "is the process serving", readiness
+     adds the IdP discovery and the session store. */}}
+{{- define "portcullis.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: {{ .port }}}
+  periodSeconds: 1
+  failureThreshold: 60
+readinessProbe:
+  httpGet: {path: /readyz, port: {{ .port }}}
+  periodSeconds: 5
+livenessProbe:
+  httpGet: {path: /healthz, port: {{ .port }}}
+  periodSeconds: 10
+  failureThreshold: 3
+{{- end -}}
+
+{{/* Same labels for every pod template: selector labels plus any common labels. */}}
+{{- define "portcullis.podLabels" -}}
+{{ include "portcullis.selectorLabels" . }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The scheduling block shared by the workloads; call with the component's values. */}}
+{{- define "portcullis.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
