@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! API server ──TLS POST /mutate──▶ http::MutateApp ─▶ review::answer ─▶ inject::sidecar_patch
+//!                                                                          (sidecar: the container)
 //!                                   (tls::ReloadingCert serves the mounted, hot-reloaded cert)
 //! kubelet, Prometheus ──HTTP──▶ http::AdminApp: /healthz /readyz /metrics
 //! ```
@@ -16,6 +17,7 @@ pub mod error;
 mod http;
 pub mod inject;
 pub mod review;
+mod sidecar;
 mod tls;
 
 use std::sync::Arc;
