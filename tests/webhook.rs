@@ -292,3 +292,14 @@ fn malformed_requests_are_refused_without_an_answer() {
     assert_eq!(a.body["response"]["uid"], "u1");
     assert_eq!(a.body["response"]["allowed"], false);
 }
+
+#[test]
+fn a_dry_run_gets_the_same_answer() {
+    // `kubectl apply --dry-run=server` calls the webhook with dryRun: true; with no side
+    // effects (sideEffects: None) the answer must be the real one.
+    for (name, review) in fixtures() {
+        let mut dry = review.clone();
+        dry["request"]["dryRun"] = json!(true);
+        assert_eq!(answer(&dry).body, answer(&review).body, "{name}");
+    }
+}
