@@ -354,3 +354,38 @@ fn a_rotated_certificate_is_served_without_a_restart() {
         webhook.log()
     );
 }
+
+#[test]
+fn a_bad_config_exits_2_and_a_missing_certificate_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |yaml: &str| {
+        let path = dir.path().join("webhook.yaml");
+        fs::write(&path, yaml).expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["webhook", "--config"])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run("sidecar: {mode: sideways}\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    let file = dir.path().join("webhook.yaml");
+    assert!(
+        stderr.contains(&format!(
+            "{}: sidecar.mode: \"sideways\" is not a mode",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        run("tls: {cert_file: none.crt, key_file: none.key}\nsidecar: {image: \"img:1\"}\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot load the TLS certificate"),
+        "{stderr}"
+    );
+}
