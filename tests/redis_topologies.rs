@@ -94,29 +94,32 @@ async fn a_killed_cluster_master_loses_no_session() {
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = tokio::spawn({
-        let (stop, sent, failed, origin) =
-            (stop.clone(), sent.clone(), failed.clone(), w.proxy.origin());
-        async move {
-            let client = reqwest::Client::new();
-            // Bounded: stops when told to, and never runs past this many requests.
-            for i in 0..20_000usize {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+    // Four concurrent clients, each a bounded loop that stops when told to.
+    let load: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stop, sent, failed, origin) =
+                (stop.clone(), sent.clone(), failed.clone(), w.proxy.origin());
+            let cookies = cookies.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for i in 0..5_000usize {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let resp = client
+                        .get(format!("{origin}/api/load/{worker}/{i}"))
+                        .header("cookie", &cookies[(i + worker) % cookies.len()])
+                        .header("x-csrf", "1")
+                        .send()
+                        .await;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if !matches!(resp, Ok(ref r) if r.status() == 200) {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
-                let resp = client
-                    .get(format!("{origin}/api/load/{i}"))
-                    .header("cookie", &cookies[i % cookies.len()])
-                    .header("x-csrf", "1")
-                    .send()
-                    .await;
-                sent.fetch_add(1, Ordering::SeqCst);
-                if !matches!(resp, Ok(ref r) if r.status() == 200) {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-    });
+            })
+        })
+        .collect();
     let counter = sent.clone();
     eventually("load to be flowing", Duration::from_secs(10), || {
         let n = counter.load(Ordering::SeqCst);
@@ -145,7 +148,9 @@ async fn a_killed_cluster_master_loses_no_session() {
     )
     .await;
     stop.store(true, Ordering::SeqCst);
-    load.await.unwrap();
+    for worker in load {
+        worker.await.unwrap();
+    }
 
     let (total, lost) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     println!(

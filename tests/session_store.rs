@@ -177,3 +177,25 @@ async fn redis_store_fails_fast_while_down_and_recovers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_store_meets_the_contract() {
+    let cluster = tokio::task::spawn_blocking(support::redis_topologies::RedisCluster::start)
+        .await
+        .unwrap();
+    let store = redis_store(cluster.url());
+    store.connect(Duration::from_secs(10)).await;
+    assert_eq!(store.kind(), "redis-cluster");
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sentinel_store_meets_the_contract() {
+    let sentinel = tokio::task::spawn_blocking(support::redis_topologies::RedisSentinel::start)
+        .await
+        .unwrap();
+    let store = redis_store(sentinel.url());
+    store.connect(Duration::from_secs(10)).await;
+    assert_eq!(store.kind(), "redis-sentinel");
+    contract(Arc::new(store)).await;
+}

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod op;
 pub mod portcullis;
 pub mod redis;
+pub mod redis_topologies;
 pub mod upstream;
 
 use std::future::Future;

@@ -161,7 +161,7 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
     Ok(line.trim_end_matches("\r\n").to_string())
 }
 
-fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
+pub(crate) fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
     let line = read_line(r)?;
     let (kind, rest) = line.split_at(1.min(line.len()));
     let bad = || {
