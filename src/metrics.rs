@@ -23,6 +23,7 @@ pub const STORE_OPS: [&str; 8] = [
 ];
 pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed", "invalid"];
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
+pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
 
 pub struct Metrics {
@@ -37,6 +38,7 @@ pub struct Metrics {
     pub refreshes: IntCounterVec,
     pub refresh_lock_waits: IntCounter,
     pub backchannel_logouts: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -116,6 +118,10 @@ impl Metrics {
                 Opts::new("portcullis_backchannel_logouts_total", "Back-channel logout requests, by outcome"),
                 &["outcome"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new("portcullis_rate_limited_total", "Requests refused by a rate limit, by endpoint and limit"),
+                &["endpoint", "limit"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -142,6 +148,7 @@ impl Metrics {
         r.register(Box::new(self.refreshes.clone()))?;
         r.register(Box::new(self.refresh_lock_waits.clone()))?;
         r.register(Box::new(self.backchannel_logouts.clone()))?;
+        r.register(Box::new(self.rate_limited.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -165,6 +172,11 @@ impl Metrics {
         }
         for o in REFRESH_OUTCOMES {
             self.refreshes.with_label_values(&[o]);
+        }
+        for endpoint in RATE_LIMITED_ENDPOINTS {
+            for limit in ["client", "global"] {
+                self.rate_limited.with_label_values(&[endpoint, limit]);
+            }
         }
         for o in BACKCHANNEL_OUTCOMES {
             self.backchannel_logouts.with_label_values(&[o]);

@@ -19,6 +19,20 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub security: RawSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSecurity {
+    pub max_uri_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_header_count: Option<usize>,
+    pub max_cookie_bytes: Option<usize>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub content_security_policy: Option<String>,
+    pub rate_limit_per_client: Option<String>,
+    pub rate_limit_global: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +77,11 @@ pub struct RawRoute {
     pub kind: Option<String>,
     #[serde(default)]
     pub allow_plaintext_http: bool,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub websocket: bool,
+    #[serde(default)]
+    pub allow_ambiguous_paths: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

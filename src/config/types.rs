@@ -23,6 +23,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub server: ServerSettings,
     pub log: LogConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,32 @@ pub struct RouteConfig {
     pub prefix: String,
     pub upstream: Upstream,
     pub kind: RouteKind,
+    /// Allowed methods; `None` allows every method except TRACE, TRACK and CONNECT.
+    pub methods: Option<Vec<http::Method>>,
+    /// WebSocket upgrades are accepted on this route (only with a session and a trusted Origin).
+    pub websocket: bool,
+    /// Skip the ambiguous-path check for this route's (unusual) upstream API.
+    pub allow_ambiguous_paths: bool,
+}
+
+/// A token-bucket rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub max_cookie_bytes: usize,
+    /// Origins besides `public_url` trusted for CORS and Origin/Fetch-Metadata checks (exact).
+    pub allowed_origins: Vec<String>,
+    pub content_security_policy: Option<String>,
+    pub rate_limit_per_client: Rate,
+    pub rate_limit_global: Rate,
 }
 
 #[derive(Debug, Clone)]

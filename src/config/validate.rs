@@ -80,13 +80,21 @@ pub fn validate(
     let routes = c.routes(raw.routes);
     let server = c.server(&raw.server);
     let log = c.log(&raw.log);
+    let security = c.security(raw.security);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
     // Every Option below is Some: a None would have recorded a problem above.
-    let (Some(public), Some(oidc), Some(session), Some(routes), Some(server), Some(log)) =
-        (public, oidc, session, routes, server, log)
+    let (
+        Some(public),
+        Some(oidc),
+        Some(session),
+        Some(routes),
+        Some(server),
+        Some(log),
+        Some(security),
+    ) = (public, oidc, session, routes, server, log, security)
     else {
         return Err(vec![Problem::new("", "invalid configuration")]);
     };
@@ -111,6 +119,7 @@ pub fn validate(
         routes,
         server,
         log,
+        security,
     })
 }
 
@@ -577,10 +586,17 @@ impl Checker<'_> {
                 None
             }
         };
+        let methods = raw
+            .methods
+            .as_ref()
+            .map(|m| self.methods(&key("methods"), m));
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
             kind: kind?,
+            methods,
+            websocket: raw.websocket,
+            allow_ambiguous_paths: raw.allow_ambiguous_paths,
         })
     }
 
@@ -615,6 +631,104 @@ impl Checker<'_> {
             .port_or_known_default()
             .unwrap_or(if tls { 443 } else { 80 });
         Some(Upstream { host, port, tls })
+    }
+
+    fn methods(&mut self, key: &str, names: &[String]) -> Vec<http::Method> {
+        let mut out = Vec::new();
+        for name in names {
+            match http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if matches!(m.as_str(), "TRACE" | "TRACK" | "CONNECT") => {
+                    self.problem(key, format!("{name:?} is never proxied (remove it)"))
+                }
+                Ok(m) => out.push(m),
+                Err(_) => self.problem(key, format!("{name:?} is not an HTTP method")),
+            }
+        }
+        if out.is_empty() && names.is_empty() {
+            self.problem(
+                key,
+                "must list at least one method (or be left out to allow all)",
+            );
+        }
+        out
+    }
+
+    fn security(&mut self, raw: super::raw::RawSecurity) -> Option<SecurityConfig> {
+        let mut size = |key: &str, value: Option<usize>, default: usize| {
+            let v = value.unwrap_or(default);
+            if v < 256 {
+                self.problem(key, "must be at least 256 bytes");
+            }
+            v
+        };
+        let max_uri_bytes = size("security.max_uri_bytes", raw.max_uri_bytes, 8 * 1024);
+        let max_header_bytes = size("security.max_header_bytes", raw.max_header_bytes, 32 * 1024);
+        let max_cookie_bytes = size("security.max_cookie_bytes", raw.max_cookie_bytes, 8 * 1024);
+        let max_header_count = raw.max_header_count.unwrap_or(100);
+        if !(8..=1000).contains(&max_header_count) {
+            self.problem("security.max_header_count", "must be between 8 and 1000");
+        }
+        let mut allowed_origins = Vec::new();
+        for (i, origin) in raw.allowed_origins.unwrap_or_default().iter().enumerate() {
+            let key = format!("security.allowed_origins[{i}]");
+            match Url::parse(origin) {
+                Ok(u) if origin_of(&u) == origin.trim_end_matches('/') && u.scheme().starts_with("http") => {
+                    allowed_origins.push(origin_of(&u))
+                }
+                _ => self.problem(key, format!("{origin:?} is not an origin (write scheme://host[:port], exactly; no wildcards)")),
+            }
+        }
+        let content_security_policy = raw.content_security_policy.filter(|c| !c.trim().is_empty());
+        if content_security_policy
+            .as_deref()
+            .is_some_and(|c| c.contains(['\r', '\n']))
+        {
+            self.problem("security.content_security_policy", "must be a single line");
+        }
+        let rate_limit_per_client = self.rate(
+            "security.rate_limit_per_client",
+            raw.rate_limit_per_client.as_deref(),
+            "60/min",
+        );
+        let rate_limit_global = self.rate(
+            "security.rate_limit_global",
+            raw.rate_limit_global.as_deref(),
+            "1200/min",
+        );
+        Some(SecurityConfig {
+            max_uri_bytes,
+            max_header_bytes,
+            max_header_count,
+            max_cookie_bytes,
+            allowed_origins,
+            content_security_policy,
+            rate_limit_per_client,
+            rate_limit_global,
+        })
+    }
+
+    fn rate(&mut self, key: &str, value: Option<&str>, default: &str) -> Rate {
+        let text = value.unwrap_or(default);
+        let parsed = text.split_once('/').and_then(|(n, unit)| {
+            let count: u32 = n.trim().parse().ok().filter(|c| *c > 0)?;
+            let per = match unit.trim() {
+                "s" | "sec" | "second" => Duration::from_secs(1),
+                "min" | "minute" => Duration::from_secs(60),
+                "h" | "hour" => Duration::from_secs(3600),
+                _ => return None,
+            };
+            Some(Rate { count, per })
+        });
+        parsed.unwrap_or_else(|| {
+            self.problem(
+                key,
+                format!("{text:?} is not a rate (write e.g. \"60/min\", \"5/s\", \"1000/h\")"),
+            );
+            Rate {
+                count: 1,
+                per: Duration::from_secs(1),
+            }
+        })
     }
 
     fn server(&mut self, raw: &super::raw::RawServer) -> Option<ServerSettings> {

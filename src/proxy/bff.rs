@@ -7,7 +7,9 @@ use pingora::proxy::Session;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::browser_checks;
 use super::error::ProxyError;
+use super::rate_limit::Limited;
 use super::respond::Reply;
 use super::Portcullis;
 use std::sync::Arc;
@@ -162,6 +164,7 @@ impl Portcullis {
         session: &mut Session,
     ) -> Result<Reply, ProxyError> {
         let method = session.req_header().method.clone();
+        self.rate_limit(&endpoint, session)?;
         match (endpoint, method) {
             (Endpoint::Login, Method::GET) => self.login(session.req_header()).await,
             (Endpoint::Callback, Method::GET) => self.callback(session.req_header()).await,
@@ -174,8 +177,42 @@ impl Portcullis {
         }
     }
 
+    /// Login, callback and back-channel logout can be hit without a session; each is rate
+    /// limited per client address and globally.
+    fn rate_limit(&self, endpoint: &Endpoint, session: &Session) -> Result<(), ProxyError> {
+        let name = match endpoint {
+            Endpoint::Login => "login",
+            Endpoint::Callback => "callback",
+            Endpoint::BackchannelLogout => "backchannel_logout",
+            Endpoint::User | Endpoint::Logout => return Ok(()),
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match self.rate_limiter.check(client) {
+            Ok(()) => Ok(()),
+            Err(limited) => {
+                let limit = match limited {
+                    Limited::Client => "client",
+                    Limited::Global => "global",
+                };
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[name, limit])
+                    .inc();
+                Err(ProxyError::RateLimited(if limit == "client" {
+                    "rate_limited_client"
+                } else {
+                    "rate_limited_global"
+                }))
+            }
+        }
+    }
+
     /// `GET /bff/login?returnTo=/path`: starts the code + PKCE flow.
     async fn login(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        browser_checks::check_top_level_navigation(req)?;
         let query = Query::parse(&req.uri)?;
         let return_to = validate_return_to(query.get("returnTo").unwrap_or("/"))?.to_string();
         let extra: Vec<(String, String)> = query
@@ -351,6 +388,7 @@ impl Portcullis {
         let query = Query::parse(&req.uri)?;
         let presented_sid = if req.method == Method::POST {
             require_csrf_header(req)?;
+            self.origins.check_request_origin(req)?;
             None
         } else {
             Some(

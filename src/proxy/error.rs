@@ -25,6 +25,14 @@ pub enum ProxyError {
     Store(#[from] StoreError),
     #[error("identity provider: {0}")]
     Oidc(#[from] OidcError),
+    #[error("ambiguous request target: {0}")]
+    AmbiguousPath(&'static str),
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(&'static str),
+    #[error("rate limited: {0}")]
+    RateLimited(&'static str),
     #[error("logout token rejected: {0}")]
     LogoutTokenRejected(&'static str),
     #[error("token refresh is temporarily unavailable")]
@@ -43,6 +51,10 @@ impl ProxyError {
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
             ProxyError::LogoutTokenRejected(r) => r,
+            ProxyError::AmbiguousPath(r)
+            | ProxyError::HeadersTooLarge(r)
+            | ProxyError::RateLimited(r) => r,
+            ProxyError::UriTooLong => "uri_too_long",
             ProxyError::Store(_) => "store_unavailable",
             ProxyError::Oidc(OidcError::NotReady) => "oidc_not_ready",
             ProxyError::Oidc(_) => "oidc_error",

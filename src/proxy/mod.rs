@@ -7,8 +7,11 @@
 
 mod authenticate;
 mod bff;
+mod browser_checks;
+pub mod canonical;
 mod error;
 mod inject;
+mod rate_limit;
 mod refresh;
 mod respond;
 mod route;
@@ -29,7 +32,7 @@ pub use error::ProxyError;
 pub use refresh::{effective_skew, needs_refresh};
 pub use respond::Reply;
 
-use crate::config::{Config, RouteKind};
+use crate::config::{Config, RouteConfig, RouteKind, SecurityConfig};
 use crate::metrics::{status_class, Metrics};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
@@ -37,6 +40,8 @@ use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use bff::Endpoint;
+use browser_checks::TrustedOrigins;
+use rate_limit::RateLimiter;
 use respond::SecurityHeaders;
 use route::RouteTable;
 use tracing::Instrument;
@@ -49,6 +54,8 @@ pub struct RequestCtx {
     label: &'static str,
     bearer: Option<HeaderValue>,
     websocket: bool,
+    /// A configured CORS origin this `api` request came from; echoed on the response.
+    cors_origin: Option<String>,
     /// Correlates portcullis's log lines with the upstream's; sent both ways as `X-Request-Id`.
     request_id: String,
     _in_flight: InFlightGuard,
@@ -65,6 +72,10 @@ pub struct Portcullis {
     public_host: String,
     public_proto: &'static str,
     in_flight: InFlight,
+    limits: SecurityConfig,
+    origins: TrustedOrigins,
+    rate_limiter: RateLimiter,
+    page_csp: Option<HeaderValue>,
 }
 
 /// What `request_filter` decided.
@@ -98,6 +109,17 @@ impl Portcullis {
             oidc,
             metrics,
             in_flight,
+            limits: cfg.security.clone(),
+            origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
+            rate_limiter: RateLimiter::new(
+                cfg.security.rate_limit_per_client,
+                cfg.security.rate_limit_global,
+            ),
+            page_csp: cfg
+                .security
+                .content_security_policy
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok()),
         }
     }
 
@@ -106,10 +128,21 @@ impl Portcullis {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
-        if is_refused_method(&session.req_header().method) {
+        let req = session.req_header();
+        if is_refused_method(&req.method) {
             return Err(ProxyError::MethodNotAllowed);
         }
-        let path = session.req_header().uri.path();
+        browser_checks::check_sizes(req, &self.limits)?;
+        let route = self.routes.find(req.uri.path());
+        if let Err(rejection) = canonical::check_target(req.raw_path()) {
+            let opted_out = route
+                .and_then(|i| self.routes.get(i))
+                .is_some_and(|r| r.allow_ambiguous_paths);
+            if !opted_out {
+                return Err(ProxyError::AmbiguousPath(rejection.reason()));
+            }
+        }
+        let path = req.uri.path();
         if path == "/bff" || path.starts_with("/bff/") {
             ctx.label = "bff";
             let endpoint = Endpoint::from_path(path).ok_or(ProxyError::NoRoute)?;
@@ -118,18 +151,39 @@ impl Portcullis {
                 .await
                 .map(Decision::Reply);
         }
-        let req = session.req_header();
-        let path = req.uri.path();
-        let index = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
-        let kind = self.routes.kind(index).ok_or(ProxyError::NoRoute)?;
+        let index = route.ok_or(ProxyError::NoRoute)?;
+        let route = self.routes.get(index).ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(index);
-        ctx.label = kind.as_str();
-        ctx.websocket = inject::is_websocket_upgrade(req);
-        match kind {
+        ctx.label = route.kind.as_str();
+        if route.kind == RouteKind::Api {
+            if let (true, Some(origin)) = (
+                browser_checks::is_preflight(req),
+                self.origins.cors_origin(req),
+            ) {
+                return Ok(Decision::Reply(preflight_reply(origin, route)));
+            }
+        }
+        if route
+            .methods
+            .as_ref()
+            .is_some_and(|m| !m.contains(&req.method))
+        {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        ctx.websocket = websocket_upgrade(req, route)?;
+        if ctx.websocket {
+            // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
+            self.origins.check_upgrade_origin(req)?;
+        }
+        match route.kind {
             RouteKind::Public => Ok(Decision::Forward),
             RouteKind::Api => {
-                // CSRF first: a forged request learns nothing, not even whether a session exists.
-                bff::require_csrf_header(req)?;
+                if !ctx.websocket {
+                    // CSRF first: a forged request learns nothing, not even whether a session exists.
+                    bff::require_csrf_header(req)?;
+                    self.origins.check_request_origin(req)?;
+                }
+                ctx.cors_origin = self.origins.cors_origin(req).map(str::to_string);
                 let auth = self
                     .authenticate(&req.headers)
                     .await?
@@ -142,7 +196,9 @@ impl Portcullis {
                     ctx.bearer = Some(bearer_header(auth.data.access_token.expose())?);
                     Ok(Decision::Forward)
                 }
-                None if req.method == Method::GET || req.method == Method::HEAD => {
+                None if !ctx.websocket
+                    && (req.method == Method::GET || req.method == Method::HEAD) =>
+                {
                     Ok(Decision::Reply(self.login_redirect(req)))
                 }
                 None => Err(ProxyError::Unauthenticated),
@@ -156,6 +212,37 @@ impl Portcullis {
         let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
         Reply::redirect(format!("/bff/login?returnTo={encoded}"))
     }
+}
+
+/// Whether the request is an accepted WebSocket upgrade. Any other upgrade (h2c, or WebSocket
+/// on a route not configured for it) is refused rather than silently downgraded (R46).
+fn websocket_upgrade(
+    req: &pingora::http::RequestHeader,
+    route: &RouteConfig,
+) -> Result<bool, ProxyError> {
+    if req.headers.get(http::header::UPGRADE).is_none() {
+        return Ok(false);
+    }
+    if route.websocket && inject::is_websocket_upgrade(req) {
+        Ok(true)
+    } else {
+        Err(ProxyError::Forbidden("upgrade_not_allowed"))
+    }
+}
+
+/// The answer to a CORS preflight from a configured origin: exact echo, credentials, never `*`.
+fn preflight_reply(origin: &str, route: &RouteConfig) -> Reply {
+    let methods = route.methods.as_ref().map_or_else(
+        || "GET, HEAD, POST, PUT, PATCH, DELETE".to_string(),
+        |m| m.iter().map(Method::as_str).collect::<Vec<_>>().join(", "),
+    );
+    Reply::new(204)
+        .header("access-control-allow-origin", origin)
+        .header("access-control-allow-credentials", "true")
+        .header("access-control-allow-methods", methods)
+        .header("access-control-allow-headers", "x-csrf, content-type")
+        .header("access-control-max-age", "600")
+        .header("vary", "Origin")
 }
 
 fn is_refused_method(m: &Method) -> bool {
@@ -188,6 +275,7 @@ impl ProxyHttp for Portcullis {
             label: "none",
             bearer: None,
             websocket: false,
+            cors_origin: None,
             request_id: String::new(),
             _in_flight: self.in_flight.enter(),
         }
@@ -259,6 +347,17 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         resp.insert_header("x-request-id", &ctx.request_id)?;
+        if let Some(origin) = &ctx.cors_origin {
+            resp.insert_header("access-control-allow-origin", origin)?;
+            resp.insert_header("access-control-allow-credentials", "true")?;
+            resp.append_header("vary", "Origin")?;
+        }
+        if let (Some(csp), "page") = (&self.page_csp, ctx.label) {
+            // The upstream's own policy wins; portcullis fills in when there is none.
+            if resp.headers.get("content-security-policy").is_none() {
+                resp.insert_header("content-security-policy", csp.clone())?;
+            }
+        }
         let set_cookies: Vec<HeaderValue> = resp
             .headers
             .get_all(http::header::SET_COOKIE)

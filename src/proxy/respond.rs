@@ -120,7 +120,16 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n"),
         ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n"),
         ProxyError::Unauthenticated => (401, "unauthorized", "Unauthorized\n"),
-        ProxyError::BadRequest(_) => (400, "bad_request", "Bad request\n"),
+        ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
+            (400, "bad_request", "Bad request\n")
+        }
+        ProxyError::UriTooLong => (414, "uri_too_long", "URI too long\n"),
+        ProxyError::HeadersTooLarge(_) => (
+            431,
+            "headers_too_large",
+            "Request header fields too large\n",
+        ),
+        ProxyError::RateLimited(_) => (429, "rate_limited", "Too many requests\n"),
         // BCL §2.8: 400, optionally with an OAuth-style JSON error.
         ProxyError::LogoutTokenRejected(_) => (400, "invalid_request", "Bad request\n"),
         ProxyError::LoginFailed(_) => (
@@ -145,7 +154,7 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
     } else {
         Reply::text(status, text)
     };
-    if status == 503 {
+    if status == 503 || status == 429 {
         reply = reply.header("retry-after", "5");
     }
     reply

@@ -23,10 +23,14 @@ impl RouteTable {
     }
 
     pub fn kind(&self, index: usize) -> Option<RouteKind> {
+        self.get(index).map(|r| r.kind)
+    }
+
+    pub fn get(&self, index: usize) -> Option<&RouteConfig> {
         self.routes
             .iter()
             .find(|(i, _)| *i == index)
-            .map(|(_, r)| r.kind)
+            .map(|(_, r)| r)
     }
 }
 
@@ -53,6 +57,9 @@ mod tests {
                 tls: false,
             },
             kind,
+            methods: None,
+            websocket: false,
+            allow_ambiguous_paths: false,
         }
     }
 

@@ -1,0 +1,179 @@
+//! The request target portcullis routes, authorises and forwards. portcullis never rewrites a
+//! path; it refuses the ones that different parsers could read differently (R39), so the path
+//! that chose the route, the path the auth decision saw and the path the upstream receives are
+//! one and the same. A route may opt out (`allow_ambiguous_paths`) for unusual upstream APIs.
+
+/// Why a request target was refused; `reason()` is the log/metric code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRejection {
+    /// Not origin-form: no leading `/` (`*`, `api/x`, absolute-form).
+    NotOriginForm,
+    /// Control characters or NUL, raw or percent-encoded.
+    ControlCharacter,
+    /// A raw backslash, which some servers treat as `/`.
+    Backslash,
+    /// `%2F`, `%5C` or `%2E`: a separator or dot hidden from the router.
+    EncodedSeparator,
+    /// `.` or `..` segments (also with `;params`), which would escape the matched prefix.
+    DotSegment,
+    /// `//`: servers disagree on whether it is one segment or two.
+    EmptySegment,
+    /// `%25` followed by an encoded separator or dot: decoded twice it becomes one.
+    DoubleEncoding,
+    /// `%` not followed by two hex digits.
+    MalformedEscape,
+    /// Percent-decoding yields invalid UTF-8 (e.g. overlong `%C0%AE`).
+    InvalidUtf8,
+    /// A raw `#`: fragments are never part of a request target.
+    Fragment,
+}
+
+impl PathRejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathRejection::NotOriginForm => "path_not_origin_form",
+            PathRejection::ControlCharacter => "path_control_character",
+            PathRejection::Backslash => "path_backslash",
+            PathRejection::EncodedSeparator => "path_encoded_separator",
+            PathRejection::DotSegment => "path_dot_segment",
+            PathRejection::EmptySegment => "path_empty_segment",
+            PathRejection::DoubleEncoding => "path_double_encoding",
+            PathRejection::MalformedEscape => "path_malformed_escape",
+            PathRejection::InvalidUtf8 => "path_invalid_utf8",
+            PathRejection::Fragment => "path_fragment",
+        }
+    }
+}
+
+/// Checks the raw request target (path and query as received).
+pub fn check_target(raw: &[u8]) -> Result<(), PathRejection> {
+    let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
+    if path.first() != Some(&b'/') {
+        return Err(PathRejection::NotOriginForm);
+    }
+    if raw.iter().any(|b| b.is_ascii_control()) {
+        return Err(PathRejection::ControlCharacter);
+    }
+    if raw.contains(&b'#') {
+        return Err(PathRejection::Fragment);
+    }
+    if path.contains(&b'\\') {
+        return Err(PathRejection::Backslash);
+    }
+    let decoded = decode_checked(path)?;
+    std::str::from_utf8(&decoded).map_err(|_| PathRejection::InvalidUtf8)?;
+    check_segments(path)
+}
+
+/// Percent-decodes, refusing escapes that hide separators, dots, controls or a second layer.
+fn decode_checked(path: &[u8]) -> Result<Vec<u8>, PathRejection> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] != b'%' {
+            out.push(path[i]);
+            i += 1;
+            continue;
+        }
+        let byte = hex_pair(path.get(i + 1..i + 3)).ok_or(PathRejection::MalformedEscape)?;
+        match byte {
+            b'/' | b'\\' | b'.' => return Err(PathRejection::EncodedSeparator),
+            b'%' if hex_pair(path.get(i + 3..i + 5))
+                .is_some_and(|b| matches!(b, b'/' | b'\\' | b'.' | b'%')) =>
+            {
+                return Err(PathRejection::DoubleEncoding)
+            }
+            b if b.is_ascii_control() => return Err(PathRejection::ControlCharacter),
+            b => out.push(b),
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+    let pair = pair?;
+    let text = std::str::from_utf8(pair).ok()?;
+    u8::from_str_radix(text, 16)
+        .ok()
+        .filter(|_| pair.iter().all(u8::is_ascii_hexdigit))
+}
+
+fn check_segments(path: &[u8]) -> Result<(), PathRejection> {
+    let segments: Vec<&[u8]> = path[1..].split(|b| *b == b'/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        // `;params` do not change what a segment is to servers that strip them.
+        let name = segment.split(|b| *b == b';').next().unwrap_or(segment);
+        if name == b"." || name == b".." {
+            return Err(PathRejection::DotSegment);
+        }
+        // A trailing slash leaves one empty last segment; any other empty segment is `//`.
+        if segment.is_empty() && i + 1 < segments.len() {
+            return Err(PathRejection::EmptySegment);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PathRejection::*;
+
+    #[test]
+    fn plain_paths_pass() {
+        for ok in [
+            "/",
+            "/api/x",
+            "/api/x/",
+            "/a%20b",
+            "/caf%C3%A9",
+            "/api/secret;jsessionid=1",
+            "/x?next=/../..&a=%2F",
+            "/a.b/c..d/.e",
+        ] {
+            assert_eq!(check_target(ok.as_bytes()), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_targets_are_refused_with_their_reason() {
+        let cases: &[(&[u8], PathRejection)] = &[
+            (b"*", NotOriginForm),
+            (b"api/secret", NotOriginForm),
+            (b"http://evil.test/api", NotOriginForm),
+            (b"/public/../api/secret", DotSegment),
+            (b"/public/./x", DotSegment),
+            (b"/public;/../api/secret", DotSegment),
+            (b"/api/..;/admin", DotSegment),
+            (b"/public/..", DotSegment),
+            (b"/public%2F..%2Fapi/secret", EncodedSeparator),
+            (b"/public/..%2fapi/secret", EncodedSeparator),
+            (b"/api%2Fsecret", EncodedSeparator),
+            (b"/public/%2e%2e/api", EncodedSeparator),
+            (b"/x%5Cy", EncodedSeparator),
+            (b"/public/%252e%252e/api/secret", DoubleEncoding),
+            (b"/public/%252fapi", DoubleEncoding),
+            (b"/public%00/../api/secret", ControlCharacter),
+            (b"/api/secret%00.png", ControlCharacter),
+            (b"/a\x01b", ControlCharacter),
+            (b"/public/%c0%ae%c0%ae/api/secret", InvalidUtf8),
+            (b"/public/%u002e%u002e/api", MalformedEscape),
+            (b"/public/%zz", MalformedEscape),
+            (b"/public/%<script>", MalformedEscape),
+            (b"/public/%", MalformedEscape),
+            (b"/api/secret#/public/", Fragment),
+            (b"/public\\..\\api", Backslash),
+            (b"//evil.test/x", EmptySegment),
+            (b"/api//secret", EmptySegment),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(
+                check_target(target),
+                Err(*expected),
+                "{}",
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
+}
