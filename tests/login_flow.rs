@@ -9,7 +9,16 @@ use support::{last_bearer, World, WorldOptions};
 async fn login_injects_an_active_bearer_and_exposes_no_token() {
     let w = World::start(WorldOptions::default()).await;
     let mut b = w.browser();
-    let landing = b.login("alice", "/app?x=1").await;
+    let auth = b.start_login("/app?x=1").await;
+    let callback = b.authorize_at_op(auth, "alice").await;
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("an authorization code");
+    let landing = b.get(&callback, &[]).await;
+    assert_eq!(landing.status, 200);
     assert!(
         landing.body.contains("url=/app?x=1"),
         "bounce page targets returnTo: {}",
@@ -60,15 +69,21 @@ async fn login_injects_an_active_bearer_and_exposes_no_token() {
         !b.transcript.contains("eyJ"),
         "a response to the browser contained a JWT"
     );
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
     let logs = w.proxy.logs();
-    assert!(
-        !logs.contains(&token) && !logs.contains(&cookie),
-        "a log line contained a token or the cookie"
-    );
-    assert!(
-        !logs.contains(support::op::CLIENT_SECRET),
-        "a log line contained the client secret"
-    );
+    for (what, secret) in [
+        ("access token", token.as_str()),
+        ("session cookie", cookie.as_str()),
+        ("authorization code", code.as_str()),
+        ("client secret", support::op::CLIENT_SECRET),
+    ] {
+        assert!(!logs.contains(secret), "a log line contained the {what}");
+        assert!(
+            !metrics.contains(secret),
+            "the metrics contained the {what}"
+        );
+    }
+    assert!(!b.transcript.contains(support::op::CLIENT_SECRET));
 }
 
 #[tokio::test(flavor = "multi_thread")]
