@@ -14,7 +14,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::ServiceReadyNotifier;
 
 use crate::admin::Admin;
-use crate::config::{Config, StoreConfig};
+use crate::config::{is_loopback_name, Config, StoreConfig};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::Portcullis;
@@ -134,14 +134,22 @@ fn server_conf(cfg: &Config) -> ServerConf {
     }
 }
 
+/// Plain http to a non-loopback host passed validation only through an explicit opt-in; say so
+/// loudly at every start.
 fn warn_about_risky_settings(cfg: &Config) {
-    if cfg.oidc.issuer.starts_with("http://") {
-        tracing::warn!(
-            "oidc.issuer uses plain http: discovery, keys and tokens travel unencrypted"
-        );
+    let issuer_host = url::Url::parse(&cfg.oidc.issuer)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    if cfg.oidc.issuer.starts_with("http://") && !is_loopback_name(&issuer_host) {
+        tracing::warn!("oidc.issuer uses plain http (oidc.allow_plaintext_http): discovery, keys and tokens travel unencrypted");
     }
-    for r in cfg.routes.iter().filter(|r| !r.upstream.tls) {
-        tracing::warn!(route = %r.prefix, "route upstream uses plain http: bearer tokens travel unencrypted");
+    for r in cfg
+        .routes
+        .iter()
+        .filter(|r| !r.upstream.tls && !is_loopback_name(&r.upstream.host))
+    {
+        tracing::warn!(route = %r.prefix, "route upstream uses plain http (allow_plaintext_http): bearer tokens travel unencrypted");
     }
 }
 
