@@ -49,6 +49,7 @@ pub struct RawOidc {
     pub clock_skew: Option<String>,
     pub http_timeout: Option<String>,
     pub discovery_refresh: Option<String>,
+    pub send_id_token_hint: Option<bool>,
     #[serde(default)]
     pub allow_plaintext_http: bool,
 }

@@ -45,6 +45,9 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     pub http_timeout: Duration,
     pub discovery_refresh: Duration,
+    /// Put the ID token in the RP-initiated logout URL (`id_token_hint`). Off by default: that
+    /// URL passes through the browser, and tokens never should; some OPs (Okta) require it.
+    pub send_id_token_hint: bool,
 }
 
 #[derive(Debug, Clone)]

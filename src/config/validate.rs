@@ -306,6 +306,7 @@ impl Checker<'_> {
             clock_skew,
             http_timeout,
             discovery_refresh,
+            send_id_token_hint: raw.send_id_token_hint.unwrap_or(false),
         })
     }
 

@@ -198,8 +198,11 @@ impl Oidc {
         let Some(mut url) = provider.and_then(|p| p.extra.end_session_endpoint.clone()) else {
             return self.cfg.post_logout_redirect_uri.clone();
         };
+        if self.cfg.send_id_token_hint {
+            url.query_pairs_mut()
+                .append_pair("id_token_hint", id_token_hint);
+        }
         url.query_pairs_mut()
-            .append_pair("id_token_hint", id_token_hint)
             .append_pair("client_id", &self.cfg.client_id)
             .append_pair(
                 "post_logout_redirect_uri",

@@ -146,6 +146,26 @@ impl Op {
         body["jwt"].as_str().expect("a jwt").to_string()
     }
 
+    /// Every authorization code, PKCE verifier and token that crossed the OP's token endpoint.
+    pub async fn issued_secrets(&self) -> Vec<String> {
+        let body: serde_json::Value = Self::client()
+            .get(format!("{}/test/secrets", self.issuer))
+            .send()
+            .await
+            .expect("secrets answer")
+            .json()
+            .await
+            .expect("secrets are JSON");
+        body["secrets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn revoke_grants(&self, sub: &str) {
         let status = Self::client()
             .post(format!("{}/test/revoke-grants?sub={sub}", self.issuer))

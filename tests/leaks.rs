@@ -1,0 +1,82 @@
+//! A whole run (login, API calls, a silent refresh, back-channel and local logout), then one scan:
+//! no authorization code, PKCE verifier, access, refresh or ID token, client secret or session
+//! cookie in any log line, metric, response the browser got, or value the store holds.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{eventually, last_bearer, World, WorldOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_escapes_anywhere_during_a_whole_run() {
+    let w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        backchannel: true,
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let first = last_bearer(&w.upstream);
+    let op = &w.op;
+    let first_token = first.as_str();
+    eventually(
+        "the access token to expire",
+        Duration::from_secs(20),
+        || async move { (!op.introspect_active(first_token).await).then_some(()) },
+    )
+    .await;
+    assert_eq!(b.api("/api/x").await.status, 200, "refreshed");
+    assert_ne!(last_bearer(&w.upstream), first);
+    assert_eq!(b.api("/bff/user").await.status, 200);
+    let cookie = b.session_cookie().unwrap().to_string();
+    let store_dump: Vec<String> = w
+        .redis()
+        .dump()
+        .into_iter()
+        .map(|(k, v)| format!("{k} {}", String::from_utf8_lossy(&v)))
+        .collect();
+
+    let mut other = w.browser();
+    other.login("bob", "/").await;
+    other.logout_at_op(&w.op.issuer).await;
+    let user: serde_json::Value = serde_json::from_str(&b.api("/bff/user").await.body).unwrap();
+    assert_eq!(
+        b.get(user["logout_url"].as_str().unwrap(), &[])
+            .await
+            .status,
+        302
+    );
+
+    let mut secrets = w.op.issued_secrets().await;
+    assert!(
+        secrets.len() >= 8,
+        "codes, verifiers and tokens were recorded: {}",
+        secrets.len()
+    );
+    secrets.push(support::op::CLIENT_SECRET.to_string());
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    let logs = w.proxy.logs();
+    let responses = format!("{}\n{}", b.transcript, other.transcript);
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a log line holds a secret");
+        assert!(
+            !metrics.contains(secret.as_str()),
+            "a metric holds a secret"
+        );
+        assert!(
+            !store_dump.iter().any(|e| e.contains(secret.as_str())),
+            "the store holds a secret in clear"
+        );
+        assert!(
+            !responses.contains(secret.as_str()),
+            "a response to the browser holds a secret"
+        );
+    }
+    assert!(
+        !logs.contains(&cookie) && !metrics.contains(&cookie),
+        "the session cookie leaked"
+    );
+}
