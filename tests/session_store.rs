@@ -199,3 +199,144 @@ async fn redis_sentinel_store_meets_the_contract() {
     assert_eq!(store.kind(), "redis-sentinel");
     contract(Arc::new(store)).await;
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=portcullis test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_a_configured_ca_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let port = support::free_port();
+    let _server = KillOnDrop(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+                "--tls-ca-cert-file",
+                "ca.pem",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server with TLS"),
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = dir.path().join("ca.pem");
+    let cfg = Config::from_yaml(
+        &format!(
+            "public_url: \"http://127.0.0.1:1\"\noidc: {{issuer: \"http://127.0.0.1:2\", client_id: c, client_secret: s}}\n\
+             session: {{store: redis, redis_url: \"{url}\", redis_tls_ca_file: \"{}\", redis_command_timeout: 2s}}\n\
+             routes: [{{path: /, upstream: \"http://127.0.0.1:3\", kind: page}}]\n",
+            ca.display()
+        ),
+        std::path::Path::new("test.yaml"),
+    )
+    .expect("valid config");
+    let StoreConfig::Redis(redis) = cfg.session.store else {
+        panic!("a redis store")
+    };
+    let store = Arc::new(RedisStore::new(&redis).expect("client builds"));
+    store.connect(Duration::from_secs(10)).await;
+    let s = store.clone();
+    eventually("the TLS connection", Duration::from_secs(10), || {
+        let s = s.clone();
+        async move { s.ping().await.ok() }
+    })
+    .await;
+    contract(store).await;
+
+    // The system trust store does not know the test CA: the same server must be refused.
+    let untrusting = redis_store(url);
+    untrusting.connect(Duration::from_millis(500)).await;
+    assert!(
+        untrusting.ping().await.is_err(),
+        "a certificate from an unknown CA was accepted"
+    );
+}
+
+/// Stops a child process even when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

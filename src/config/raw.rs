@@ -59,6 +59,8 @@ pub struct RawSession {
     pub store: Option<String>,
     pub redis_url: Option<String>,
     pub redis_password_file: Option<String>,
+    pub redis_tls_ca_file: Option<String>,
+    pub redis_reconnect_max_delay: Option<String>,
     pub redis_command_timeout: Option<String>,
     pub redis_connect_timeout: Option<String>,
     pub key_prefix: Option<String>,

@@ -60,6 +60,10 @@ pub enum StoreConfig {
 pub struct RedisConfig {
     pub topology: RedisTopology,
     pub tls: bool,
+    /// PEM bundle of the CAs a `rediss` server certificate must chain to; `None` uses the
+    /// system trust store.
+    pub tls_ca_pem: Option<String>,
+    pub reconnect_max_delay: Duration,
     pub username: Option<String>,
     pub password: Option<Secret<String>>,
     pub command_timeout: Duration,

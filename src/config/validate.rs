@@ -387,6 +387,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A file that is configuration, not a secret: its content may appear nowhere, but its
+    /// path may be named.
+    fn text_file(&mut self, key: &str, path: &str) -> Option<String> {
+        let full = self.base_dir.join(path);
+        match (self.read_file)(&full) {
+            Ok(text) if !text.trim().is_empty() => Some(text),
+            Ok(_) => {
+                self.problem(key, format!("{} is empty", full.display()));
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!(
+                        "cannot read {}: {e} (check the path and its permissions)",
+                        full.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
         let store = match raw.store.as_deref().unwrap_or("memory") {
             // The contract's own example sets redis_url beside store: memory, so it is accepted
@@ -510,9 +533,26 @@ impl Checker<'_> {
                 "is set but session.redis_url carries a password too (keep one of them)",
             );
         }
+        let tls_ca_pem = match raw.redis_tls_ca_file.as_deref() {
+            Some(path) => Some(self.text_file("session.redis_tls_ca_file", path)?),
+            None => None,
+        };
+        if tls_ca_pem.is_some() && !parsed.tls {
+            self.problem(
+                "session.redis_tls_ca_file",
+                "is set but session.redis_url is not TLS (use rediss://, rediss-cluster:// or rediss-sentinel://)",
+            );
+        }
+        let reconnect_max_delay = self.duration(
+            "session.redis_reconnect_max_delay",
+            raw.redis_reconnect_max_delay.as_deref(),
+            "1s",
+        );
         Some(StoreConfig::Redis(RedisConfig {
             topology: parsed.topology,
             tls: parsed.tls,
+            tls_ca_pem,
+            reconnect_max_delay,
             username: parsed.username,
             password: file_password.or(parsed.password),
             command_timeout,

@@ -47,10 +47,32 @@ fn database(topology: &RedisTopology) -> Option<u8> {
     }
 }
 
-/// TLS with the system's trust store (rustls on ring, the process's only crypto provider).
-fn default_tls() -> Result<fred::types::config::TlsConfig, StoreError> {
-    let connector = fred::types::config::TlsConnector::default_rustls().map_err(unavailable)?;
-    Ok(connector.into())
+/// TLS on rustls with ring (the process's only crypto provider), trusting either the system
+/// store or exactly the configured CA bundle.
+fn tls_config(ca_pem: Option<&str>) -> Result<fred::types::config::TlsConfig, StoreError> {
+    let Some(pem) = ca_pem else {
+        let connector = fred::types::config::TlsConnector::default_rustls().map_err(unavailable)?;
+        return Ok(connector.into());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+        let cert = cert.map_err(|e| StoreError::Unavailable(format!("redis CA bundle: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Unavailable(format!("redis CA bundle: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Unavailable(
+            "redis CA bundle holds no certificate".into(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Unavailable(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(fred::types::config::TlsConnector::from(config).into())
 }
 
 fn unavailable(e: Error) -> StoreError {
@@ -68,7 +90,11 @@ impl RedisStore {
             // fail_fast would tear the client down when the first connection fails, and it
             // would never reconnect once Redis appears.
             fail_fast: false,
-            tls: if cfg.tls { Some(default_tls()?) } else { None },
+            tls: if cfg.tls {
+                Some(tls_config(cfg.tls_ca_pem.as_deref())?)
+            } else {
+                None
+            },
             ..Config::default()
         };
         let command_timeout = cfg.command_timeout;
@@ -82,7 +108,12 @@ impl RedisStore {
                 c.max_command_attempts = 10;
             })
             .with_performance_config(|p| p.default_command_timeout = command_timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                u32::try_from(cfg.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX),
+                2,
+            ))
             .build()
             .map_err(unavailable)?;
         Ok(RedisStore {
