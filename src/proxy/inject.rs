@@ -107,22 +107,7 @@ pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SameSite, SessionConfig, StoreConfig};
-    use std::time::Duration;
-
-    fn policy() -> CookiePolicy {
-        CookiePolicy::new(&SessionConfig {
-            store: StoreConfig::Memory,
-            key_prefix: "p".into(),
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(3600),
-            login_timeout: Duration::from_secs(600),
-            refresh_lock_timeout: Duration::from_secs(10),
-            refresh_wait_timeout: Duration::from_secs(5),
-            cookie_name: "__Host-portcullis".into(),
-            same_site: SameSite::Strict,
-        })
-    }
+    use crate::session::cookie::test_policy as policy;
 
     #[test]
     fn strips_client_credentials_forwarding_and_hop_by_hop_then_injects() {

@@ -149,25 +149,31 @@ fn presented(headers: &HeaderMap, name: &str) -> Presented {
     }
 }
 
+/// The default cookie policy, for unit tests of code that strips or reads cookies.
+#[cfg(test)]
+pub(crate) fn test_policy() -> CookiePolicy {
+    use crate::config::{SameSite, StoreConfig};
+    use std::time::Duration;
+    CookiePolicy::new(&SessionConfig {
+        store: StoreConfig::Memory,
+        key_prefix: "p".into(),
+        idle_timeout: Duration::from_secs(60),
+        absolute_timeout: Duration::from_secs(3600),
+        login_timeout: Duration::from_secs(600),
+        refresh_lock_timeout: Duration::from_secs(10),
+        refresh_wait_timeout: Duration::from_secs(5),
+        cookie_name: "__Host-portcullis".into(),
+        same_site: SameSite::Strict,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SameSite, StoreConfig};
     use http::HeaderValue;
-    use std::time::Duration;
 
     fn policy() -> CookiePolicy {
-        CookiePolicy::new(&SessionConfig {
-            store: StoreConfig::Memory,
-            key_prefix: "p".into(),
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(3600),
-            login_timeout: Duration::from_secs(600),
-            refresh_lock_timeout: Duration::from_secs(10),
-            refresh_wait_timeout: Duration::from_secs(5),
-            cookie_name: "__Host-portcullis".into(),
-            same_site: SameSite::Strict,
-        })
+        test_policy()
     }
 
     fn headers(lines: &[&str]) -> HeaderMap {
