@@ -3,7 +3,9 @@
 //! `request_filter` routes the request, answers `/bff/*` itself, and for proxied routes
 //! authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
 //! route's upstream; `upstream_request_filter` strips and injects headers; `response_filter`
-//! drops upstream attempts to set portcullis's cookies; `logging` records metrics.
+//! adds the request id, CORS and CSP headers and drops upstream attempts to set portcullis's
+//! cookies; `fail_to_proxy` turns upstream failures into generic 502/504; `logging` records
+//! metrics.
 
 mod authenticate;
 mod bff;
@@ -28,9 +30,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 pub use bff::validate_return_to;
-pub use error::ProxyError;
-pub use refresh::{effective_skew, needs_refresh};
-pub use respond::Reply;
+use error::ProxyError;
+use respond::Reply;
 
 use crate::config::{Config, RouteConfig, RouteKind, SecurityConfig};
 use crate::metrics::{status_class, Metrics};
