@@ -39,6 +39,7 @@ pub struct Metrics {
     pub refresh_lock_waits: IntCounter,
     pub backchannel_logouts: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub session_cache: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -122,6 +123,10 @@ impl Metrics {
                 Opts::new("portcullis_rate_limited_total", "Requests refused by a rate limit, by endpoint and limit"),
                 &["endpoint", "limit"],
             )?,
+            session_cache: IntCounterVec::new(
+                Opts::new("portcullis_session_cache_events_total", "In-process session cache hits, misses, invalidations and flushes"),
+                &["event"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -149,6 +154,7 @@ impl Metrics {
         r.register(Box::new(self.refresh_lock_waits.clone()))?;
         r.register(Box::new(self.backchannel_logouts.clone()))?;
         r.register(Box::new(self.rate_limited.clone()))?;
+        r.register(Box::new(self.session_cache.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -177,6 +183,9 @@ impl Metrics {
             for limit in ["client", "global"] {
                 self.rate_limited.with_label_values(&[endpoint, limit]);
             }
+        }
+        for e in ["hit", "miss", "invalidation", "flush"] {
+            self.session_cache.with_label_values(&[e]);
         }
         for o in BACKCHANNEL_OUTCOMES {
             self.backchannel_logouts.with_label_values(&[o]);

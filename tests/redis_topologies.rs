@@ -222,6 +222,15 @@ async fn a_stopped_store_fails_closed_and_recovers_without_a_restart() {
     let forwarded = w.upstream.count();
 
     w.redis.as_mut().unwrap().stop();
+    let proxy = &w.proxy;
+    eventually(
+        "/readyz to report the store down",
+        Duration::from_secs(10),
+        || async move { (proxy.admin_get("/readyz").await.0 == 503).then_some(()) },
+    )
+    .await;
+
+    // The session was just used (and cached); with the store gone it must not serve.
     let resp = b.api("/api/x").await;
     assert_eq!((resp.status, resp.header("retry-after")), (503, Some("5")));
     assert_eq!(
@@ -234,14 +243,6 @@ async fn a_stopped_store_fails_closed_and_recovers_without_a_restart() {
         forwarded,
         "nothing reached the upstream"
     );
-    let proxy = &w.proxy;
-    eventually(
-        "/readyz to report the store down",
-        Duration::from_secs(10),
-        || async move { (proxy.admin_get("/readyz").await.0 == 503).then_some(()) },
-    )
-    .await;
-
     w.redis.as_mut().unwrap().restart();
     let proxy = &w.proxy;
     eventually(

@@ -70,6 +70,7 @@ pub struct RawSession {
     pub refresh_lock_timeout: Option<String>,
     pub refresh_wait_timeout: Option<String>,
     pub cookie_name: Option<String>,
+    pub cache_max_entries: Option<usize>,
     pub same_site: Option<String>,
 }
 

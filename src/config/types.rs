@@ -56,6 +56,16 @@ pub enum StoreConfig {
     Redis(RedisConfig),
 }
 
+impl StoreConfig {
+    /// The metrics label of the store: `memory`, `redis`, `redis-cluster` or `redis-sentinel`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreConfig::Memory => "memory",
+            StoreConfig::Redis(r) => r.topology.label(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub topology: RedisTopology,
@@ -96,6 +106,8 @@ pub struct SessionConfig {
     pub refresh_wait_timeout: Duration,
     pub cookie_name: String,
     pub same_site: SameSite,
+    /// Sessions kept in process in front of Redis (0: no cache).
+    pub cache_max_entries: usize,
 }
 
 impl SessionConfig {

@@ -491,6 +491,7 @@ impl Checker<'_> {
             refresh_wait_timeout,
             cookie_name,
             same_site,
+            cache_max_entries: raw.cache_max_entries.unwrap_or(10_000),
         })
     }
 

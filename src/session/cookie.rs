@@ -163,6 +163,7 @@ pub(crate) fn test_policy() -> CookiePolicy {
         refresh_lock_timeout: Duration::from_secs(10),
         refresh_wait_timeout: Duration::from_secs(5),
         cookie_name: "__Host-portcullis".into(),
+        cache_max_entries: 0,
         same_site: SameSite::Strict,
     })
 }

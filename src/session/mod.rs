@@ -5,6 +5,7 @@
 //! opens them after, enforces the idle and absolute timeouts, and times every store call.
 //! The store itself (`memory` or `redis`) only sees opaque keys and ciphertext.
 
+pub mod cache;
 pub mod cookie;
 pub mod crypto;
 pub mod memory;
@@ -98,6 +99,11 @@ impl Sessions {
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// The prefix every session record's key starts with (what the Redis cache tracks).
+    pub fn session_key_prefix(cfg: &SessionConfig) -> String {
+        format!("{}:s:", cfg.key_prefix)
     }
 
     fn key(&self, kind: &str, id: &str) -> String {

@@ -11,6 +11,11 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 
 use super::store::{ttl_millis, SessionStore, StoreError};
+use std::sync::Arc;
+
+use fred::types::RespVersion;
+
+use super::cache::{Lookup, SessionCache};
 use crate::config::{RedisConfig, RedisTopology};
 
 /// SADD and PEXPIRE as one step, so an index never exists without a time to live.
@@ -22,6 +27,8 @@ const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 pub struct RedisStore {
     client: Client,
     label: &'static str,
+    /// The in-process cache and the key prefix its tracking covers; `None` when disabled.
+    cache: Option<(Arc<SessionCache>, String)>,
 }
 
 fn server_config(topology: &RedisTopology) -> ServerConfig {
@@ -81,8 +88,17 @@ fn unavailable(e: Error) -> StoreError {
 
 impl RedisStore {
     /// Builds the client; nothing is dialled until `connect`.
-    pub fn new(cfg: &RedisConfig) -> Result<RedisStore, StoreError> {
+    /// `cache` (with the session-key prefix it covers) turns on RESP3 client tracking.
+    pub fn new(
+        cfg: &RedisConfig,
+        cache: Option<(Arc<SessionCache>, String)>,
+    ) -> Result<RedisStore, StoreError> {
         let config = Config {
+            version: if cache.is_some() {
+                RespVersion::RESP3
+            } else {
+                RespVersion::RESP2
+            },
             server: server_config(&cfg.topology),
             username: cfg.username.clone(),
             password: cfg.password.as_ref().map(|p| p.expose().clone()),
@@ -119,12 +135,16 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             label: cfg.topology.label(),
+            cache,
         })
     }
 
     /// Starts the connection task on the current runtime and waits up to `wait` for the first
     /// connection; later reconnections happen in the background.
     pub async fn connect(&self, wait: Duration) {
+        if let Some((cache, prefix)) = &self.cache {
+            self.watch_tracking(cache.clone(), prefix.clone());
+        }
         let _task = self.client.connect();
         if tokio::time::timeout(wait, self.client.wait_for_connect())
             .await
@@ -135,13 +155,64 @@ impl RedisStore {
             );
         }
     }
-}
 
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError> {
-        let value: Option<Vec<u8>> = match touch {
-            // GETEX (Redis ≥ 6.2) reads and extends in one round trip.
+    /// Keeps the cache honest: invalidations evict, errors and reconnects empty and suspend
+    /// it until tracking is re-established on the new connections.
+    fn watch_tracking(&self, cache: Arc<SessionCache>, prefix: String) {
+        let mut invalidations = self.client.invalidation_rx();
+        let on_invalidation = cache.clone();
+        tokio::spawn(async move {
+            loop {
+                match invalidations.recv().await {
+                    Ok(inv) => inv
+                        .keys
+                        .iter()
+                        .filter_map(|k| k.as_str())
+                        .for_each(|k| on_invalidation.invalidate(k)),
+                    // Missed invalidations: nothing cached can be trusted any more.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        on_invalidation.resume()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        on_invalidation.suspend();
+                        return;
+                    }
+                }
+            }
+        });
+        let on_error = cache.clone();
+        let _ = self.client.on_error(move |_| {
+            on_error.suspend();
+            async { Ok(()) }
+        });
+        let on_unresponsive = cache.clone();
+        let _ = self.client.on_unresponsive(move |_| {
+            on_unresponsive.suspend();
+            async { Ok(()) }
+        });
+        // fred announces every connection, the first included, as a reconnect: tracking is set
+        // up there and only there, one setup at a time so a stop never lands after a start.
+        let client = self.client.clone();
+        let setup = Arc::new(tokio::sync::Mutex::new(()));
+        let _ = self.client.on_reconnect(move |_| {
+            let (client, cache, prefix, setup) =
+                (client.clone(), cache.clone(), prefix.clone(), setup.clone());
+            cache.suspend();
+            tokio::spawn(async move {
+                let _one_at_a_time = setup.lock().await;
+                start_tracking(&client, &cache, &prefix).await
+            });
+            async { Ok(()) }
+        });
+    }
+
+    /// GET, or GETEX (Redis ≥ 6.2) when the TTL is to be extended: one round trip either way.
+    async fn read(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match touch {
             Some(ttl) => {
                 let cmd = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
                 let args: Vec<Value> = vec![key.into(), "PX".into(), ttl_millis(ttl).into()];
@@ -149,11 +220,10 @@ impl SessionStore for RedisStore {
             }
             None => self.client.get(key).await,
         }
-        .map_err(unavailable)?;
-        Ok(value)
+        .map_err(unavailable)
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    async fn write_set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         self.client
             .set::<(), _, _>(
                 key,
@@ -166,11 +236,70 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
+    fn invalidate_cached(&self, key: &str) {
+        if let Some((cache, _)) = &self.cache {
+            cache.forget(key);
+        }
+    }
+}
+
+/// Broadcast-mode tracking of every session key (`NOLOOP`: this client's own writes update
+/// its cache directly). Re-issued from scratch, since a reconnect of one Cluster node leaves
+/// the other nodes' tracking in place and a second registration of the prefix is refused.
+async fn start_tracking(client: &Client, cache: &SessionCache, prefix: &str) {
+    let _ = client.stop_tracking().await;
+    match client
+        .start_tracking(vec![prefix.to_string()], true, false, false, true)
+        .await
+    {
+        Ok(()) => cache.resume(),
+        Err(e) => {
+            cache.suspend();
+            tracing::warn!(error = %e.details(), "redis client tracking unavailable; the session cache is off");
+        }
+    }
+}
+
+impl RedisStore {}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError> {
+        let (Some((cache, _)), Some(ttl)) = (&self.cache, touch) else {
+            return self.read(key, touch).await;
+        };
+        // A store that is down fails closed, cached copy or not.
+        if !self.client.is_connected() {
+            cache.suspend();
+            return self.read(key, touch).await;
+        }
+        // Extending the idle TTL at most every tenth of it keeps most requests off the store;
+        // the idle timeout is then enforced to within a tenth.
+        match cache.lookup(key, ttl / 10) {
+            Lookup::Hit(value) => Ok(Some(value)),
+            Lookup::Miss { epoch, touch } => {
+                let value = self.read(key, touch.then_some(ttl)).await?;
+                match &value {
+                    Some(v) => cache.insert(key, v.clone(), epoch, touch),
+                    None => cache.forget(key),
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.invalidate_cached(key);
+        self.write_set(key, value, ttl).await
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.invalidate_cached(key);
         self.client.getdel(key).await.map_err(unavailable)
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.invalidate_cached(key);
         self.client
             .pexpire::<(), _>(key, ttl_millis(ttl), None)
             .await
@@ -178,6 +307,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.invalidate_cached(key);
         self.client.del::<(), _>(key).await.map_err(unavailable)
     }
 
