@@ -181,27 +181,28 @@ impl RedisStore {
             }
         });
         let on_error = cache.clone();
-        let _ = self.client.on_error(move |_| {
+        // The listener tasks live as long as the client; their handles are not needed.
+        drop(self.client.on_error(move |_| {
             on_error.suspend();
             async { Ok(()) }
-        });
+        }));
         let on_unresponsive = cache.clone();
-        let _ = self.client.on_unresponsive(move |_| {
+        drop(self.client.on_unresponsive(move |_| {
             on_unresponsive.suspend();
             async { Ok(()) }
-        });
+        }));
         // fred announces every connection, the first included, as a reconnect: tracking is set
         // up there and only there, one setup at a time so a stop never lands after a start.
         let client = self.client.clone();
         let setup = Arc::new(tokio::sync::Mutex::new(()));
-        let _ = self.client.on_reconnect(move |_| {
+        drop(self.client.on_reconnect(move |_| {
             let (client, cache, prefix, setup) =
                 (client.clone(), cache.clone(), prefix.clone(), setup.clone());
             cache.suspend();
             tokio::spawn(async move {
                 let _one_at_a_time = setup.lock().await;
                 start_tracking(&client, &cache, &prefix).await
-            });
+            }));
             async { Ok(()) }
         });
     }
