@@ -202,9 +202,9 @@ impl RedisStore {
             tokio::spawn(async move {
                 let _one_at_a_time = setup.lock().await;
                 start_tracking(&client, &cache, &prefix).await
-            }));
+            });
             async { Ok(()) }
-        });
+        }));
     }
 
     /// GET, or GETEX (Redis ≥ 6.2) when the TTL is to be extended: one round trip either way.
