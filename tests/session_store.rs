@@ -139,7 +139,7 @@ fn redis_store(url: String) -> RedisStore {
     let StoreConfig::Redis(redis) = cfg.session.store else {
         panic!("a redis store")
     };
-    RedisStore::new(&redis).expect("client builds")
+    RedisStore::new(&redis, None).expect("client builds")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -312,7 +312,7 @@ async fn rediss_with_a_configured_ca_meets_the_contract() {
     let StoreConfig::Redis(redis) = cfg.session.store else {
         panic!("a redis store")
     };
-    let store = Arc::new(RedisStore::new(&redis).expect("client builds"));
+    let store = Arc::new(RedisStore::new(&redis, None).expect("client builds"));
     store.connect(Duration::from_secs(10)).await;
     let s = store.clone();
     eventually("the TLS connection", Duration::from_secs(10), || {
