@@ -8,7 +8,7 @@ APT_PACKAGES_BUILD := cmake build-essential
 APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench clean
+.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench clean fuzz fuzz-deps
 
 all: build
 
@@ -89,6 +89,25 @@ bench: build-deps tests/fixtures/op/node_modules
 	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH))
 	$(CARGO) build --release
 	./deploy/bench/run.sh
+
+## Fuzzing (cargo-fuzz, nightly Rust; not part of `make test`): each target in fuzz/fuzz_targets
+## runs FUZZ_SECONDS on its corpus in fuzz/corpus/, seeded from fuzz/seeds/. Fails when any target
+## finds a crash (the input is in fuzz/artifacts/<target>/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := cookie_secret return_to request_target config
+
+fuzz-deps: build-deps
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-deps
+	@failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t && cp fuzz/seeds/$$t/* fuzz/corpus/$$t/ || exit 1; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS)) \
+	    || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crash found by:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
 
 clean:
 	$(CARGO) clean
