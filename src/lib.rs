@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod oidc;
+pub mod percent;
 pub mod proxy;
 pub mod secret;
 pub mod server;

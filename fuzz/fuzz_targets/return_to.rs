@@ -3,7 +3,7 @@
 //! Properties of an accepted value (it must be a local path, also once decoded):
 //! - it is returned unchanged;
 //! - it starts with `/` but not with `//` or `/\`, and holds no `\`, no control character and no
-//!   whitespace;
+//!   whitespace (a decoded layer may hold a plain space, from `%20`);
 //! - neither does any of its first three percent-decodings (`%XX` → byte, `+` left alone), and
 //!   none of them is `/bff` or under `/bff/`;
 //! - resolved against `https://app.test`, it stays on `https://app.test`.
@@ -51,8 +51,9 @@ fn check_local_path(value: &str, layer: usize, bytes: &[u8]) {
         !bytes.iter().any(u8::is_ascii_control),
         "{what}: holds a control character"
     );
+    // An encoded plain space is allowed in a decoded layer; other whitespace is not.
     assert!(
-        !bytes.iter().any(u8::is_ascii_whitespace),
+        !bytes.iter().any(|b| b.is_ascii_whitespace() && *b != b' '),
         "{what}: holds whitespace"
     );
     assert!(

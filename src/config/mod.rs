@@ -87,9 +87,11 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
     match path {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        // Unknown keys come from the user: escape control characters so a key cannot fake
+        // extra lines in `check`'s output.
         Path::Map { parent, key } => match key_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
+            p if p.is_empty() => crate::telemetry::sanitize(key),
+            p => format!("{p}.{}", crate::telemetry::sanitize(key)),
         },
         Path::Some { parent }
         | Path::NewtypeStruct { parent }

@@ -122,7 +122,7 @@ pub fn parse_redis_url(url: &str) -> Result<ParsedRedisUrl, String> {
 }
 
 fn parse_userinfo(userinfo: Option<&str>) -> (Option<String>, Option<Secret<String>>) {
-    let decode = |s: &str| percent_decode(s);
+    let decode = crate::percent::decode_str;
     match userinfo {
         None => (None, None),
         Some(u) => match u.split_once(':') {
@@ -133,13 +133,6 @@ fn parse_userinfo(userinfo: Option<&str>) -> (Option<String>, Option<Secret<Stri
             None => (Some(decode(u)).filter(|u| !u.is_empty()), None),
         },
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 fn parse_hosts(list: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {

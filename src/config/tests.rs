@@ -217,3 +217,10 @@ fn secrets_never_appear_in_messages() {
     .unwrap();
     assert!(!format!("{cfg:?}").contains("TOPSECRET"));
 }
+
+#[test]
+fn unknown_keys_cannot_forge_lines() {
+    let got = messages(&MINIMAL.replace("routes:", "\"a\\nFILE: evil\": 1\nroutes:"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0], "/etc/portcullis/config.yaml: a\\nFILE: evil: is not a known key (check its spelling and indentation)");
+}

@@ -62,6 +62,7 @@ pub fn check_target(raw: &[u8]) -> Result<(), PathRejection> {
     }
     let decoded = decode_checked(path)?;
     std::str::from_utf8(&decoded).map_err(|_| PathRejection::InvalidUtf8)?;
+    check_second_layer(&decoded)?;
     check_segments(path)
 }
 
@@ -89,6 +90,23 @@ fn decode_checked(path: &[u8]) -> Result<Vec<u8>, PathRejection> {
         i += 3;
     }
     Ok(out)
+}
+
+/// An upstream that decodes twice sees what a second decoding of the once-decoded path yields
+/// (`%25%32%65` → `%2e` → `.`); a separator, dot or control appearing there is refused. A `%`
+/// that is not an escape after the first decoding (`100%25 off`) is ordinary text.
+fn check_second_layer(decoded: &[u8]) -> Result<(), PathRejection> {
+    if !decoded.contains(&b'%') {
+        return Ok(());
+    }
+    match decode_checked(decoded) {
+        Err(
+            PathRejection::EncodedSeparator
+            | PathRejection::ControlCharacter
+            | PathRejection::DoubleEncoding,
+        ) => Err(PathRejection::DoubleEncoding),
+        _ => Ok(()),
+    }
 }
 
 fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
@@ -131,6 +149,7 @@ mod tests {
             "/api/secret;jsessionid=1",
             "/x?next=/../..&a=%2F",
             "/a.b/c..d/.e",
+            "/100%25%20off",
         ] {
             assert_eq!(check_target(ok.as_bytes()), Ok(()), "{ok}");
         }
@@ -154,6 +173,8 @@ mod tests {
             (b"/x%5Cy", EncodedSeparator),
             (b"/public/%252e%252e/api/secret", DoubleEncoding),
             (b"/public/%252fapi", DoubleEncoding),
+            (b"/%25%32%65%25%32%65/x", DoubleEncoding),
+            (b"/a%25%30%30b", DoubleEncoding),
             (b"/public%00/../api/secret", ControlCharacter),
             (b"/api/secret%00.png", ControlCharacter),
             (b"/a\x01b", ControlCharacter),
