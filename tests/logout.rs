@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::browser::Browser;
-use support::{eventually, last_bearer, World, WorldOptions};
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
+use support::{eventually, last_bearer, metric, World, WorldOptions};
 
 async fn until_logged_out(b: &Browser) {
     let origin = b.origin.clone();

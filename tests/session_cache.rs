@@ -4,13 +4,7 @@
 mod support;
 
 use support::browser::Browser;
-use support::{World, WorldOptions};
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
+use support::{metric, World, WorldOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cached_sessions_follow_changes_made_on_another_replica() {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, last_bearer, World, WorldOptions};
+use support::{eventually, last_bearer, metric, World, WorldOptions};
 
 async fn wait_until_inactive(w: &World, token: &str) {
     let op = &w.op;
@@ -15,12 +15,6 @@ async fn wait_until_inactive(w: &World, token: &str) {
         || async move { (!op.introspect_active(token).await).then_some(()) },
     )
     .await;
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,3 +166,10 @@ pub fn last_bearer(upstream: &upstream::Upstream) -> String {
         .expect("a Bearer token")
         .to_string()
 }
+
+/// The value of one series in Prometheus text output (0 when absent).
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
