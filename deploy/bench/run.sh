@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: an authenticated GET through portcullis (redis store) against the same nginx
-# upstream hit directly, measured with wrk in one run on loopback. Records numbers; asserts
-# nothing. Results go to target/bench/results.md and stdout.
+# upstream hit directly and through nginx proxy_pass, measured with wrk in one run on loopback.
+# Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
@@ -32,7 +32,7 @@ wait_http() {
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-redis_port=$(free_port); nginx_port=$(free_port); port=$(free_port); admin_port=$(free_port)
+redis_port=$(free_port); nginx_port=$(free_port); nginx_proxy_port=$(free_port); port=$(free_port); admin_port=$(free_port)
 origin="http://127.0.0.1:$port"
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
@@ -50,6 +50,17 @@ http {
   uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$nginx_port; location / { default_type application/json; return 200 '{"ok":true}'; } }
+  # The baseline for a proxy hop: nginx proxy_pass with upstream keep-alive, injecting a header.
+  upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_proxy_port;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer static-benchmark-token";
+    }
+  }
 }
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
@@ -125,17 +136,19 @@ run_wrk() { # name url [header...]
   p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
   local hz; hz=$(getconf CLK_TCK)
   local cpu_us="-"
-  if [ "$name" != direct ]; then cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}'); fi
+  case $name in direct | nginx*) ;; *) cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') ;; esac
   printf '| %-28s | %10s | %8s | %8s | %10s |\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" >>"$work/table"
   echo "$rps" >"$work/$name.rps"
 }
 
 : >"$work/table"
 run_wrk direct "http://127.0.0.1:$nginx_port/api/bench"
+run_wrk "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench"
 run_wrk "portcullis public" "$origin/public/bench"
 run_wrk "portcullis api (redis)" "$origin/api/bench" "Cookie: $session" "X-CSRF: 1"
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$ppid/status")
 ratio=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/direct.rps")" 'BEGIN {printf "%.2f", a / d}')
+ratio_nginx=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/nginx proxy_pass.rps")" 'BEGIN {printf "%.2f", a / d}')
 ratio_public=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/portcullis public.rps")" 'BEGIN {printf "%.2f", a / d}')
 non2xx=$(grep -h "Non-2xx" "$work"/*.wrk || true)
 
@@ -148,6 +161,7 @@ non2xx=$(grep -h "Non-2xx" "$work"/*.wrk || true)
   echo
   echo "- authenticated api / direct upstream: **$ratio**"
   echo "- authenticated api / public route:    **$ratio_public**"
+  echo "- authenticated api / nginx proxy_pass:  **$ratio_nginx**"
   echo "- portcullis RSS after the runs: $((rss_kb / 1024)) MiB"
   echo "- one login round trip (curl through the OP's forms, OP time included): ${login_ms} ms"
   [ -z "$non2xx" ] || echo "- non-2xx responses: $non2xx"
