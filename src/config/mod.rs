@@ -13,7 +13,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem};
 pub use types::*;
-pub use validate::is_loopback_name;
+pub use validate::{is_loopback_name, validate_log};
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

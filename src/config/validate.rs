@@ -358,22 +358,11 @@ impl Checker<'_> {
         }
     }
 
-    fn secret_file(&mut self, key: &str, path: &str) -> Option<Secret<String>> {
+    /// Reads a file named by `key` (relative to the config file), reporting a failure under it.
+    fn read_named_file(&mut self, key: &str, path: &str) -> Option<(String, PathBuf)> {
         let full = self.base_dir.join(path);
         match (self.read_file)(&full) {
-            Ok(text) => {
-                // Files written by `echo` or Kubernetes tooling often end in a newline that is no part of the secret.
-                let trimmed = text.trim_end_matches(['\r', '\n']).to_string();
-                if trimmed.is_empty() {
-                    self.problem(
-                        key,
-                        format!("{} is empty (write the secret into it)", full.display()),
-                    );
-                    None
-                } else {
-                    Some(Secret::new(trimmed))
-                }
-            }
+            Ok(text) => Some((text, full)),
             Err(e) => {
                 self.problem(
                     key,
@@ -387,27 +376,29 @@ impl Checker<'_> {
         }
     }
 
+    fn secret_file(&mut self, key: &str, path: &str) -> Option<Secret<String>> {
+        let (text, full) = self.read_named_file(key, path)?;
+        // Files written by `echo` or Kubernetes tooling often end in a newline that is no part of the secret.
+        let trimmed = text.trim_end_matches(['\r', '\n']).to_string();
+        if trimmed.is_empty() {
+            self.problem(
+                key,
+                format!("{} is empty (write the secret into it)", full.display()),
+            );
+            return None;
+        }
+        Some(Secret::new(trimmed))
+    }
+
     /// A file that is configuration, not a secret: its content may appear nowhere, but its
     /// path may be named.
     fn text_file(&mut self, key: &str, path: &str) -> Option<String> {
-        let full = self.base_dir.join(path);
-        match (self.read_file)(&full) {
-            Ok(text) if !text.trim().is_empty() => Some(text),
-            Ok(_) => {
-                self.problem(key, format!("{} is empty", full.display()));
-                None
-            }
-            Err(e) => {
-                self.problem(
-                    key,
-                    format!(
-                        "cannot read {}: {e} (check the path and its permissions)",
-                        full.display()
-                    ),
-                );
-                None
-            }
+        let (text, full) = self.read_named_file(key, path)?;
+        if text.trim().is_empty() {
+            self.problem(key, format!("{} is empty", full.display()));
+            return None;
         }
+        Some(text)
     }
 
     fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
@@ -808,26 +799,34 @@ impl Checker<'_> {
     }
 
     fn log(&mut self, raw: &super::raw::RawLog) -> Option<LogConfig> {
-        let format = match raw.format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                self.problem(
-                    "log.format",
-                    format!("{other:?} is not a format (use text or json)"),
-                );
-                LogFormat::Text
-            }
-        };
-        let level = raw.level.clone().unwrap_or_else(|| "info".to_string());
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.problem(
-                "log.level",
-                format!("{level:?} is not a level (use error, warn, info, debug or trace)"),
-            );
-        }
-        Some(LogConfig { format, level })
+        let (log, problems) = validate_log(raw.format.as_deref(), raw.level.as_deref());
+        self.problems.extend(problems);
+        Some(log)
     }
+}
+
+/// `log.format` and `log.level`, for the proxy's and the webhook's configuration alike.
+pub fn validate_log(format: Option<&str>, level: Option<&str>) -> (LogConfig, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let format = match format.unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(Problem::new(
+                "log.format",
+                format!("{other:?} is not a format (use text or json)"),
+            ));
+            LogFormat::Text
+        }
+    };
+    let level = level.unwrap_or("info").to_string();
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        problems.push(Problem::new(
+            "log.level",
+            format!("{level:?} is not a level (use error, warn, info, debug or trace)"),
+        ));
+    }
+    (LogConfig { format, level }, problems)
 }
 
 fn is_cookie_name_byte(b: u8) -> bool {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
-use crate::config::{ConfigError, LogConfig, LogFormat, Problem};
+use crate::config::{validate_log, ConfigError, LogConfig, Problem};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8081";
@@ -318,25 +318,9 @@ impl Checker {
     }
 
     fn log(&mut self, raw: RawLog) -> LogConfig {
-        let format = match raw.format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                self.problem(
-                    "log.format",
-                    format!("{other:?} is not a format (use text or json)"),
-                );
-                LogFormat::Text
-            }
-        };
-        let level = raw.level.unwrap_or_else(|| "info".to_string());
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.problem(
-                "log.level",
-                format!("{level:?} is not a level (use error, warn, info, debug or trace)"),
-            );
-        }
-        LogConfig { format, level }
+        let (log, problems) = validate_log(raw.format.as_deref(), raw.level.as_deref());
+        self.problems.extend(problems);
+        log
     }
 }
 
