@@ -49,20 +49,38 @@ enum StoreHandle {
 }
 
 impl StoreHandle {
-    fn from_config(cfg: &SessionConfig, metrics: &Metrics) -> Result<StoreHandle, StoreError> {
+    /// The store, and the session cache in front of it when one can be kept coherent.
+    fn from_config(
+        cfg: &SessionConfig,
+        metrics: &Metrics,
+    ) -> Result<(StoreHandle, Option<Arc<SessionCache>>), StoreError> {
+        let cache = (cfg.cache_max_entries > 0).then(|| {
+            Arc::new(SessionCache::new(
+                cfg.cache_max_entries,
+                metrics.session_cache.clone(),
+            ))
+        });
         Ok(match &cfg.store {
-            StoreConfig::Memory => StoreHandle::Memory(Arc::new(MemoryStore::new())),
+            StoreConfig::Memory => {
+                // Every write passes through this process, so the cache is coherent from the
+                // start.
+                if let Some(cache) = &cache {
+                    cache.resume();
+                }
+                (StoreHandle::Memory(Arc::new(MemoryStore::new())), cache)
+            }
             StoreConfig::Redis(rc) => {
-                // The memory store is in-process already; only Redis gets a cache in front. Cross-
-                // replica invalidation is proven for one server only so far (a Cluster test saw
-                // a logout missed), so Cluster and Sentinel run uncached.
+                // Cross-replica invalidation is proven for one server only so far (a Cluster
+                // test saw a logout missed), so Cluster and Sentinel run uncached.
                 let standalone = matches!(rc.topology, RedisTopology::Standalone { .. });
-                let cache = (cfg.cache_max_entries > 0 && standalone).then(|| {
-                    let cache =
-                        SessionCache::new(cfg.cache_max_entries, metrics.session_cache.clone());
-                    (Arc::new(cache), Sessions::session_key_prefix(cfg))
-                });
-                StoreHandle::Redis(Arc::new(RedisStore::new(rc, cache)?))
+                let cache = cache.filter(|_| standalone);
+                let tracking = cache
+                    .clone()
+                    .map(|c| (c, Sessions::session_key_prefix(cfg)));
+                (
+                    StoreHandle::Redis(Arc::new(RedisStore::new(rc, tracking)?)),
+                    cache,
+                )
             }
         })
     }
@@ -78,9 +96,10 @@ impl StoreHandle {
 pub fn run(cfg: Config) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new(cfg.session.store.label())?);
-    let store = StoreHandle::from_config(&cfg.session, &metrics)?;
+    let (store, cache) = StoreHandle::from_config(&cfg.session, &metrics)?;
     let sessions = Arc::new(Sessions::new(
         store.as_store(),
+        cache,
         cfg.session.clone(),
         metrics.clone(),
     ));

@@ -1,10 +1,19 @@
-//! The in-process session cache in front of Redis: requests are served without a store round
-//! trip, and a change on one replica is seen by another before its next request.
+//! The in-process session cache: requests are served without a store round trip or a
+//! decryption, and a change on one replica is seen by another before its next request.
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use support::browser::Browser;
-use support::{metric, World, WorldOptions};
+use support::{last_bearer, metric, World, WorldOptions};
+
+fn cache_events(metrics: &str, event: &str) -> u64 {
+    metric(
+        metrics,
+        &format!("portcullis_session_cache_events_total{{event=\"{event}\"}}"),
+    )
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cached_sessions_follow_changes_made_on_another_replica() {
@@ -20,18 +29,12 @@ async fn cached_sessions_follow_changes_made_on_another_replica() {
         assert_eq!(there.api("/api/x").await.status, 200);
     }
     let (_, metrics) = w.proxy.admin_get("/metrics").await;
-    let hits = metric(
-        &metrics,
-        "portcullis_session_cache_events_total{event=\"hit\"}",
-    );
+    let hits = cache_events(&metrics, "hit");
     assert!(
         hits >= 15,
         "most requests were served from the cache: {hits} hits"
     );
-    let misses = metric(
-        &metrics,
-        "portcullis_session_cache_events_total{event=\"miss\"}",
-    );
+    let misses = cache_events(&metrics, "miss");
     assert!(misses <= 8, "{misses} store reads for 20 requests");
 
     // Logout through the other replica: this one must not serve its cached copy even once.
@@ -49,12 +52,7 @@ async fn cached_sessions_follow_changes_made_on_another_replica() {
         "the logout on the other replica is visible here"
     );
     let (_, metrics) = w.proxy.admin_get("/metrics").await;
-    assert!(
-        metric(
-            &metrics,
-            "portcullis_session_cache_events_total{event=\"invalidation\"}"
-        ) >= 1
-    );
+    assert!(cache_events(&metrics, "invalidation") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,11 +72,95 @@ async fn the_cache_can_be_turned_off() {
         assert_eq!(b.api("/api/x").await.status, 200);
     }
     let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(cache_events(&metrics, "hit"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_on_one_replica_is_forwarded_by_the_other_at_once() {
+    // Tokens live 10 s. `there` refreshes with 5 s left (half the lifetime caps its skew);
+    // `here`, with a 1 s skew, would keep forwarding the old token for 4 s more if it trusted
+    // its cached copy after the refresh.
+    let w = World::start(WorldOptions {
+        access_token_ttl: 10,
+        ..WorldOptions::default()
+    })
+    .await;
+    let with_skew = |skew: &'static str| {
+        move |config: String| {
+            config.replacen(
+                "  client_id:",
+                &format!("  refresh_skew: \"{skew}\"\n  client_id:"),
+                1,
+            )
+        }
+    };
+    let here_proxy = w.replica_edited(with_skew("1s")).await;
+    let there_proxy = w.replica_edited(with_skew("60s")).await;
+    let mut login = w.browser();
+    login.login("alice", "/").await;
+    let mut here = Browser::new(&here_proxy.origin());
+    here.cookies = login.cookies.clone();
+    let mut there = Browser::new(&there_proxy.origin());
+    there.cookies = login.cookies.clone();
+
+    for _ in 0..3 {
+        assert_eq!(here.api("/api/x").await.status, 200);
+    }
+    let first = last_bearer(&w.upstream);
+    let (_, metrics) = here_proxy.admin_get("/metrics").await;
+    assert!(
+        cache_events(&metrics, "hit") >= 1,
+        "here serves from its cache"
+    );
+
+    // Polled by hand: the browser is borrowed mutably, which `eventually`'s closure cannot do.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        assert_eq!(there.api("/api/x").await.status, 200);
+        let bearer = last_bearer(&w.upstream);
+        if bearer != first {
+            break bearer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other replica never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(here.api("/api/x").await.status, 200);
     assert_eq!(
-        metric(
-            &metrics,
-            "portcullis_session_cache_events_total{event=\"hit\"}"
-        ),
-        0
+        last_bearer(&w.upstream),
+        second,
+        "the refreshed token is forwarded by the replica that did not refresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_store_serves_from_the_cache_and_sees_its_own_logout() {
+    let w = World::start(WorldOptions {
+        redis: false,
+        ..WorldOptions::default()
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    for _ in 0..10 {
+        assert_eq!(b.api("/api/x").await.status, 200);
+    }
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert!(cache_events(&metrics, "hit") >= 8, "{metrics}");
+    let user: serde_json::Value = serde_json::from_str(&b.api("/bff/user").await.body).unwrap();
+    let mut stale = Browser::new(&w.proxy.origin());
+    stale.cookies = b.cookies.clone();
+    assert_eq!(
+        b.get(user["logout_url"].as_str().unwrap(), &[])
+            .await
+            .status,
+        302
+    );
+    assert_eq!(
+        stale.api("/api/x").await.status,
+        401,
+        "a cached session is gone once logged out"
     );
 }

@@ -1,11 +1,13 @@
 //! Cookie → session: the lookup every `api` and `page` request makes, and `/bff/user` too.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::error::ProxyError;
+use super::refresh::needs_refresh;
 use super::Portcullis;
+use crate::session::cache::bearer_value;
 use crate::session::cookie::Presented;
-use crate::session::{CookieSecret, SessionData};
+use crate::session::{unix_now, CookieSecret, SessionData};
 
 /// A request's session, with the secret that addresses it (needed to save a refresh).
 pub struct Authenticated {
@@ -14,32 +16,41 @@ pub struct Authenticated {
 }
 
 impl Portcullis {
-    /// The session named by the request's cookie, without refreshing. Malformed or duplicated
-    /// cookies count as no session (R23) and are logged with a reason code.
-    pub(super) async fn load_session(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<Authenticated>, ProxyError> {
+    /// The cookie secret a request presents. Malformed or duplicated cookies count as no
+    /// session (R23) and are logged with a reason code.
+    fn presented_secret(&self, headers: &HeaderMap) -> Option<CookieSecret> {
         match self.cookies.session(headers) {
-            Presented::Valid(secret) => Ok(self
-                .sessions
-                .load(&secret)
-                .await?
-                .map(|data| Authenticated { secret, data })),
-            Presented::Absent => Ok(None),
+            Presented::Valid(secret) => Some(secret),
+            Presented::Absent => None,
             Presented::Malformed => {
                 tracing::info!(reason = "cookie_malformed", "session cookie rejected");
-                Ok(None)
+                None
             }
             Presented::Duplicated => {
                 tracing::info!(reason = "cookie_duplicated", "session cookie rejected");
-                Ok(None)
+                None
             }
         }
     }
 
-    /// The session with an access token fresh enough to forward, or `None` when there is no
-    /// session or it just ended because its grant is gone.
+    /// The whole session named by the request's cookie, read from the store, without
+    /// refreshing.
+    pub(super) async fn load_session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, ProxyError> {
+        let Some(secret) = self.presented_secret(headers) else {
+            return Ok(None);
+        };
+        Ok(self
+            .sessions
+            .load(&secret)
+            .await?
+            .map(|data| Authenticated { secret, data }))
+    }
+
+    /// The whole session with an access token fresh enough to forward (refreshed if it was
+    /// due), or `None` when there is no session or it just ended because its grant is gone.
     pub(super) async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -49,4 +60,31 @@ impl Portcullis {
             None => Ok(None),
         }
     }
+
+    /// The `Authorization` value for a request's session, as `authenticate` would give it; a
+    /// session whose token is not due for refresh is served from the session cache.
+    pub(super) async fn bearer(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        let Some(secret) = self.presented_secret(headers) else {
+            return Ok(None);
+        };
+        let Some(hot) = self.sessions.load_hot(&secret).await? else {
+            return Ok(None);
+        };
+        let skew = self.oidc.refresh_skew();
+        if !needs_refresh(hot.access_expires_at, hot.access_lifetime, skew, unix_now()) {
+            return hot.bearer.map(Some).ok_or(NOT_A_HEADER_VALUE);
+        }
+        match self.authenticate(headers).await? {
+            Some(auth) => bearer_value(auth.data.access_token.expose())
+                .map(Some)
+                .ok_or(NOT_A_HEADER_VALUE),
+            None => Ok(None),
+        }
+    }
 }
+
+/// A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.
+const NOT_A_HEADER_VALUE: ProxyError = ProxyError::Internal("access_token_not_a_header_value");

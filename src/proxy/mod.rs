@@ -18,6 +18,7 @@ mod refresh;
 mod respond;
 mod route;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ use error::ProxyError;
 use respond::Reply;
 
 use crate::config::{Config, RouteConfig, RouteKind, SecurityConfig};
-use crate::metrics::{status_class, Metrics};
+use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
 use crate::session::crypto::random_token;
@@ -69,6 +70,8 @@ pub struct Portcullis {
     cookies: CookiePolicy,
     oidc: Arc<Oidc>,
     metrics: Arc<Metrics>,
+    request_series: RequestSeries,
+    request_ids: RequestIds,
     security: SecurityHeaders,
     public_host: String,
     public_proto: &'static str,
@@ -108,7 +111,9 @@ impl Portcullis {
             public_host,
             sessions,
             oidc,
+            request_series: RequestSeries::new(&metrics),
             metrics,
+            request_ids: RequestIds::new(),
             in_flight,
             limits: cfg.security.clone(),
             origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
@@ -185,16 +190,16 @@ impl Portcullis {
                     self.origins.check_request_origin(req)?;
                 }
                 ctx.cors_origin = self.origins.cors_origin(req).map(str::to_string);
-                let auth = self
-                    .authenticate(&req.headers)
+                let bearer = self
+                    .bearer(&req.headers)
                     .await?
                     .ok_or(ProxyError::Unauthenticated)?;
-                ctx.bearer = Some(bearer_header(auth.data.access_token.expose())?);
+                ctx.bearer = Some(bearer);
                 Ok(Decision::Forward)
             }
-            RouteKind::Page => match self.authenticate(&req.headers).await? {
-                Some(auth) => {
-                    ctx.bearer = Some(bearer_header(auth.data.access_token.expose())?);
+            RouteKind::Page => match self.bearer(&req.headers).await? {
+                Some(bearer) => {
+                    ctx.bearer = Some(bearer);
                     Ok(Decision::Forward)
                 }
                 None if !ctx.websocket
@@ -250,12 +255,6 @@ fn is_refused_method(m: &Method) -> bool {
     m == Method::TRACE || m == Method::CONNECT || m.as_str() == "TRACK"
 }
 
-fn bearer_header(token: &str) -> Result<HeaderValue, ProxyError> {
-    // A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.
-    HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| ProxyError::Internal("access_token_not_a_header_value"))
-}
-
 fn build_peer(route: &crate::config::RouteConfig, cfg: &Config) -> HttpPeer {
     let up = &route.upstream;
     let mut peer = HttpPeer::new(up.address(), up.tls, up.host.clone());
@@ -289,7 +288,7 @@ impl ProxyHttp for Portcullis {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        ctx.request_id = request_id_for(session.req_header());
+        ctx.request_id = self.request_ids.for_request(session.req_header());
         let span = tracing::info_span!("request", request_id = %ctx.request_id);
         let reply = match self.decide(session, ctx).instrument(span).await {
             Ok(Decision::Forward) => return Ok(false),
@@ -423,30 +422,44 @@ impl ProxyHttp for Portcullis {
     /// Counts the request by route kind and status class (never by user, session or path).
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        self.metrics
-            .requests
-            .with_label_values(&[ctx.label, status_class(status)])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[ctx.label])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        self.request_series
+            .observe(ctx.label, status, ctx.started.elapsed().as_secs_f64());
     }
 }
 
-/// The client's `X-Request-Id` when it is a plausible id, else a fresh random one.
-fn request_id_for(req: &pingora::http::RequestHeader) -> String {
-    const MAX_LEN: usize = 128;
-    req.headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_LEN
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map_or_else(random_token::<12>, str::to_string)
+/// Request ids: the client's `X-Request-Id` when it is a plausible id, else a fresh one made of
+/// a random per-process prefix and a counter, so minting one costs no system call.
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds {
+            prefix: random_token::<9>(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn for_request(&self, req: &pingora::http::RequestHeader) -> String {
+        const MAX_LEN: usize = 128;
+        req.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= MAX_LEN
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            })
+            .map_or_else(|| self.mint(), str::to_string)
+    }
+
+    fn mint(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.prefix)
+    }
 }
 
 fn log_rejection(e: &ProxyError, request_id: &str) {

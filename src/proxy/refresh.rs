@@ -38,8 +38,18 @@ pub fn effective_skew(configured: Duration, lifetime_secs: u64) -> u64 {
     configured.as_secs().min(lifetime_secs / 2)
 }
 
-pub fn needs_refresh(data: &SessionData, configured_skew: Duration, now: u64) -> bool {
-    now + effective_skew(configured_skew, data.access_lifetime) >= data.access_expires_at
+/// Whether a token expiring at `expires_at` (unix seconds) after a `lifetime` is due for refresh.
+pub fn needs_refresh(expires_at: u64, lifetime: u64, configured_skew: Duration, now: u64) -> bool {
+    now + effective_skew(configured_skew, lifetime) >= expires_at
+}
+
+fn session_needs_refresh(data: &SessionData, configured_skew: Duration, now: u64) -> bool {
+    needs_refresh(
+        data.access_expires_at,
+        data.access_lifetime,
+        configured_skew,
+        now,
+    )
 }
 
 /// Whether a token can still be forwarded while another request refreshes it. The margin covers
@@ -61,7 +71,7 @@ impl Portcullis {
         auth: Authenticated,
     ) -> Result<Option<Authenticated>, ProxyError> {
         let skew = self.oidc.refresh_skew();
-        if !needs_refresh(&auth.data, skew, unix_now()) {
+        if !session_needs_refresh(&auth.data, skew, unix_now()) {
             return Ok(Some(auth));
         }
         if auth.data.refresh_token.is_none() {
@@ -85,7 +95,7 @@ impl Portcullis {
                 return Ok(None);
             };
             current.data = data;
-            if !needs_refresh(&current.data, skew, unix_now()) {
+            if !session_needs_refresh(&current.data, skew, unix_now()) {
                 self.metrics.refreshes.with_label_values(&["waited"]).inc();
                 return Ok(Some(current));
             }
@@ -147,7 +157,7 @@ impl Portcullis {
             return Ok(Refreshed::Ended);
         };
         let secret = auth.secret.clone();
-        if !needs_refresh(&data, self.oidc.refresh_skew(), unix_now()) {
+        if !session_needs_refresh(&data, self.oidc.refresh_skew(), unix_now()) {
             return Ok(Refreshed::Current(Authenticated { secret, data }));
         }
         let Some(refresh_token) = data.refresh_token.clone() else {

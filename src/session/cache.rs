@@ -1,19 +1,54 @@
-//! An in-process cache of session records in front of Redis, so an authenticated request
-//! usually costs no store round trip.
+//! An in-process cache of decoded sessions in front of the store, so an authenticated request
+//! usually costs neither a store round trip nor a decryption.
 //!
-//! Correct across replicas through Redis client-side caching: the store's connection runs RESP3
-//! `CLIENT TRACKING` in broadcast mode on the session-key prefix, and every change another
-//! replica makes to a session (refresh, logout, expiry) arrives as an invalidation before that
-//! replica's reply to its own caller. The cache serves only while tracking is known to be live:
-//! a connection error, a lagging invalidation stream or a reconnect empties it and turns it off
-//! until tracking is re-established, so a store outage still fails closed.
+//! It holds only what forwarding a request needs ([`HotSession`]), not the refresh or ID token.
+//! With the memory store it is always live, and the facade forgets an entry whenever it writes
+//! one. With Redis it is correct across replicas through client-side caching: the store's
+//! connections run RESP3 `CLIENT TRACKING` in broadcast mode on the session-key prefix, and every
+//! change another replica makes to a session (refresh, logout, expiry) arrives as an
+//! invalidation before that replica's reply to its own caller. The cache then serves only while
+//! tracking is known to be live: a connection error, a lagging invalidation stream or a
+//! reconnect empties it and turns it off until tracking is re-established, so a store outage
+//! still fails closed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounterVec;
+use http::HeaderValue;
+use prometheus::{IntCounter, IntCounterVec};
+
+/// What an authenticated request needs from its session, ready to use: the `Authorization`
+/// value is built once per token, not once per request. No `Debug`: it holds a token.
+#[derive(Clone)]
+pub struct HotSession {
+    /// `Bearer <access token>`; `None` when the token has bytes a header cannot carry.
+    pub bearer: Option<HeaderValue>,
+    /// Unix seconds.
+    pub access_expires_at: u64,
+    pub access_lifetime: u64,
+    pub absolute_deadline: u64,
+}
+
+impl HotSession {
+    pub fn of(data: &super::SessionData) -> HotSession {
+        HotSession {
+            bearer: bearer_value(data.access_token.expose()),
+            access_expires_at: data.access_expires_at,
+            access_lifetime: data.access_lifetime,
+            absolute_deadline: data.absolute_deadline,
+        }
+    }
+}
+
+/// `Bearer <token>` as a header value marked sensitive; `None` when the token has bytes a header
+/// cannot carry.
+pub fn bearer_value(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
 
 pub struct SessionCache {
     entries: Mutex<Entries>,
@@ -21,12 +56,20 @@ pub struct SessionCache {
     /// Bumped by every invalidation and flush; a read that raced one is not cached.
     epoch: AtomicU64,
     live: AtomicBool,
-    events: IntCounterVec,
+    events: Events,
+}
+
+/// The event counters, resolved once: a label lookup per request is measurable on the hot path.
+struct Events {
+    hit: IntCounter,
+    miss: IntCounter,
+    invalidation: IntCounter,
+    flush: IntCounter,
 }
 
 #[derive(Default)]
 struct Entries {
-    values: HashMap<String, Vec<u8>>,
+    values: HashMap<String, HotSession>,
     /// When this process last extended each record's idle TTL. Kept apart from the values:
     /// a touch is itself a change other replicas are told about, so touching on every read
     /// would have replicas evicting each other's copies in turn.
@@ -35,7 +78,7 @@ struct Entries {
 
 pub enum Lookup {
     /// Serve this; this process extended the idle TTL recently enough.
-    Hit(Vec<u8>),
+    Hit(HotSession),
     /// Ask the store (extending the TTL when `touch`); pass `epoch` on to `insert`.
     Miss { epoch: u64, touch: bool },
 }
@@ -47,17 +90,18 @@ impl SessionCache {
             max_entries,
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
-            events,
+            events: Events {
+                hit: events.with_label_values(&["hit"]),
+                miss: events.with_label_values(&["miss"]),
+                invalidation: events.with_label_values(&["invalidation"]),
+                flush: events.with_label_values(&["flush"]),
+            },
         }
     }
 
     fn with_entries<R>(&self, f: impl FnOnce(&mut Entries) -> R) -> R {
         let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
-    }
-
-    fn count(&self, event: &str) {
-        self.events.with_label_values(&[event]).inc();
     }
 
     /// A hit needs live tracking, a cached value and a touch younger than `touch_every` (so
@@ -76,16 +120,16 @@ impl SessionCache {
             (hit, touch)
         });
         if let Some(value) = hit {
-            self.count("hit");
+            self.events.hit.inc();
             return Lookup::Hit(value);
         }
-        self.count("miss");
+        self.events.miss.inc();
         Lookup::Miss { epoch, touch }
     }
 
     /// Records a read from the store: the touch (if it was one) always, the value unless an
     /// invalidation arrived since `epoch`.
-    pub fn insert(&self, key: &str, value: Vec<u8>, epoch: u64, touched: bool) {
+    pub fn insert(&self, key: &str, value: HotSession, epoch: u64, touched: bool) {
         if !self.live.load(Ordering::SeqCst) {
             return;
         }
@@ -104,7 +148,7 @@ impl SessionCache {
     pub fn invalidate(&self, key: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.with_entries(|m| m.values.remove(key)).is_some() {
-            self.count("invalidation");
+            self.events.invalidation.inc();
         }
     }
 
@@ -116,10 +160,12 @@ impl SessionCache {
 
     /// Empties the cache and stops serving from it (tracking is not known to be live).
     pub fn suspend(&self) {
-        self.live.store(false, Ordering::SeqCst);
+        let was_live = self.live.swap(false, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.with_entries(|m| *m = Entries::default());
-        self.count("flush");
+        if was_live {
+            self.events.flush.inc();
+        }
     }
 
     /// Tracking is (re-)established: serve from the cache again.
@@ -135,6 +181,10 @@ impl SessionCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
     }
 }
 
@@ -160,6 +210,15 @@ mod tests {
         c
     }
 
+    fn hot(expires: u64) -> HotSession {
+        HotSession {
+            bearer: None,
+            access_expires_at: expires,
+            access_lifetime: 60,
+            absolute_deadline: expires,
+        }
+    }
+
     fn miss_epoch(c: &SessionCache, key: &str) -> u64 {
         match c.lookup(key, Duration::from_secs(60)) {
             Lookup::Miss { epoch, .. } => epoch,
@@ -171,8 +230,10 @@ mod tests {
     fn hits_after_insert_until_invalidated() {
         let c = cache(10);
         let e = miss_epoch(&c, "k");
-        c.insert("k", b"v".to_vec(), e, true);
-        assert!(matches!(c.lookup("k", Duration::from_secs(60)), Lookup::Hit(v) if v == b"v"));
+        c.insert("k", hot(7), e, true);
+        assert!(
+            matches!(c.lookup("k", Duration::from_secs(60)), Lookup::Hit(v) if v.access_expires_at == 7)
+        );
         assert!(
             matches!(c.lookup("k", Duration::ZERO), Lookup::Miss { .. }),
             "a due touch is a miss"
@@ -192,7 +253,7 @@ mod tests {
         let c = cache(10);
         let e = miss_epoch(&c, "k");
         c.invalidate("other");
-        c.insert("k", b"stale?".to_vec(), e, true);
+        c.insert("k", hot(1), e, true);
         assert!(c.is_empty());
     }
 
@@ -201,13 +262,13 @@ mod tests {
         let c = cache(2);
         for k in ["a", "b", "c"] {
             let e = miss_epoch(&c, k);
-            c.insert(k, b"v".to_vec(), e, true);
+            c.insert(k, hot(1), e, true);
         }
         assert_eq!(c.len(), 2);
         c.suspend();
         assert!(c.is_empty());
         let e = miss_epoch(&c, "a");
-        c.insert("a", b"v".to_vec(), e, true);
+        c.insert("a", hot(1), e, true);
         assert!(c.is_empty(), "nothing is cached while tracking is down");
     }
 }

@@ -48,16 +48,29 @@ impl CookieSecret {
 
     /// The store id and record key for `purpose` (session, login transaction, …).
     pub fn derive(&self, purpose: &str) -> DerivedKeys {
-        let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let id = hmac::sign(&mac_key, format!("portcullis/{purpose}/id").as_bytes());
+        let mac_key = self.mac_key();
         let enc = hmac::sign(&mac_key, format!("portcullis/{purpose}/enc").as_bytes());
         let unbound =
             UnboundKey::new(&AES_256_GCM, enc.as_ref()).unwrap_or_else(|_| unreachable_key_len());
         DerivedKeys {
-            // 128 bits are plenty for a lookup id and keep keys short.
-            id: URL_SAFE_NO_PAD.encode(&id.as_ref()[..16]),
+            id: Self::id_with(&mac_key, purpose),
             key: LessSafeKey::new(unbound),
         }
+    }
+
+    /// Only the store id for `purpose`: what a cached lookup needs, at half the cost of `derive`.
+    pub fn derive_id(&self, purpose: &str) -> String {
+        Self::id_with(&self.mac_key(), purpose)
+    }
+
+    fn mac_key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.0)
+    }
+
+    fn id_with(mac_key: &hmac::Key, purpose: &str) -> String {
+        let id = hmac::sign(mac_key, format!("portcullis/{purpose}/id").as_bytes());
+        // 128 bits are plenty for a lookup id and keep keys short.
+        URL_SAFE_NO_PAD.encode(&id.as_ref()[..16])
     }
 }
 
@@ -171,5 +184,6 @@ mod tests {
         let s = CookieSecret::generate();
         assert_ne!(s.derive("session").id, s.derive("txn").id);
         assert_eq!(s.derive("session").id, s.derive("session").id);
+        assert_eq!(s.derive("session").id, s.derive_id("session"));
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use cache::{HotSession, Lookup, SessionCache};
 pub use crypto::CookieSecret;
 pub use store::{SessionStore, StoreError};
 
@@ -80,6 +81,9 @@ fn identity_id(parts: &[&str]) -> String {
 
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
+    /// Decoded sessions for the request path; `None` when turned off or when the store cannot
+    /// tell this process about other replicas' changes.
+    cache: Option<Arc<SessionCache>>,
     cfg: SessionConfig,
     metrics: Arc<Metrics>,
 }
@@ -87,11 +91,13 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(
         store: Arc<dyn SessionStore>,
+        cache: Option<Arc<SessionCache>>,
         cfg: SessionConfig,
         metrics: Arc<Metrics>,
     ) -> Sessions {
         Sessions {
             store,
+            cache,
             cfg,
             metrics,
         }
@@ -130,43 +136,108 @@ impl Sessions {
         result
     }
 
-    /// The session for a cookie, or `None` when it does not exist, has expired or does not
-    /// decrypt. Extends the idle timeout, never past the absolute deadline.
+    /// The whole session for a cookie, read from the store, or `None` when it does not exist,
+    /// has expired or does not decrypt. Extends the idle timeout, never past the absolute
+    /// deadline.
     pub async fn load(&self, secret: &CookieSecret) -> Result<Option<SessionData>, StoreError> {
         let keys = secret.derive(SESSION_PURPOSE);
         let key = self.key("s", &keys.id);
-        let Some(sealed) = self
-            .timed("get", self.store.get(&key, Some(self.cfg.idle_timeout)))
-            .await?
-        else {
+        self.read_record(&keys, &key, true).await
+    }
+
+    /// What forwarding a request needs from the session for a cookie: from the cache when it
+    /// holds the session and the idle timeout was extended recently, else from the store.
+    pub async fn load_hot(&self, secret: &CookieSecret) -> Result<Option<HotSession>, StoreError> {
+        let Some(cache) = self.serving_cache() else {
+            return Ok(self.load(secret).await?.as_ref().map(HotSession::of));
+        };
+        let key = self.key("s", &secret.derive_id(SESSION_PURPOSE));
+        // Extending the idle TTL at most every tenth of it keeps most requests off the store;
+        // the idle timeout is then enforced to within a tenth.
+        let (epoch, touch) = match cache.lookup(&key, self.cfg.idle_timeout / 10) {
+            Lookup::Hit(hot) if unix_now() < hot.absolute_deadline => return Ok(Some(hot)),
+            // Past its absolute deadline: the store read below ends it.
+            Lookup::Hit(_) => (None, true),
+            Lookup::Miss { epoch, touch } => (Some(epoch), touch),
+        };
+        let data = self
+            .read_record(&secret.derive(SESSION_PURPOSE), &key, touch)
+            .await?;
+        let hot = data.as_ref().map(HotSession::of);
+        match (&hot, epoch) {
+            (Some(hot), Some(epoch)) => cache.insert(&key, hot.clone(), epoch, touch),
+            (None, _) => cache.forget(&key),
+            (Some(_), None) => {}
+        }
+        Ok(hot)
+    }
+
+    /// The cache, when it may serve: a store that is down fails closed, cached copy or not.
+    fn serving_cache(&self) -> Option<&SessionCache> {
+        let cache = self.cache.as_deref()?;
+        if !self.store.is_connected() {
+            cache.suspend();
+            return None;
+        }
+        Some(cache)
+    }
+
+    /// Runs a write to `key` with the cached copy forgotten before and after it: a read racing
+    /// the write then either sees the new value or is not cached.
+    async fn write_through<T>(
+        &self,
+        key: &str,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.forget_cached(key);
+        let result = write.await;
+        self.forget_cached(key);
+        result
+    }
+
+    fn forget_cached(&self, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(key);
+        }
+    }
+
+    async fn read_record(
+        &self,
+        keys: &crypto::DerivedKeys,
+        key: &str,
+        touch: bool,
+    ) -> Result<Option<SessionData>, StoreError> {
+        let ttl = touch.then_some(self.cfg.idle_timeout);
+        let Some(sealed) = self.timed("get", self.store.get(key, ttl)).await? else {
             return Ok(None);
         };
         let data = keys
-            .open(&key, &sealed)
+            .open(key, &sealed)
             .and_then(|plain| serde_json::from_slice::<SessionData>(&plain).ok());
         let Some(data) = data else {
             tracing::warn!(
                 reason = "session_undecryptable",
                 "dropping a session record that does not open"
             );
-            self.end(&key, "invalid").await?;
+            self.end(key, "invalid").await?;
             return Ok(None);
         };
         let now = unix_now();
         if now >= data.absolute_deadline {
-            self.end(&key, "expired").await?;
+            self.end(key, "expired").await?;
             return Ok(None);
         }
         let remaining = Duration::from_secs(data.absolute_deadline - now);
-        if remaining < self.cfg.idle_timeout {
-            self.timed("expire", self.store.expire(&key, remaining))
+        if touch && remaining < self.cfg.idle_timeout {
+            self.timed("expire", self.store.expire(key, remaining))
                 .await?;
         }
         Ok(Some(data))
     }
 
     async fn end(&self, key: &str, reason: &'static str) -> Result<(), StoreError> {
-        self.timed("delete", self.store.delete(key)).await?;
+        self.write_through(key, self.timed("delete", self.store.delete(key)))
+            .await?;
         self.metrics
             .sessions_ended
             .with_label_values(&[reason])
@@ -217,7 +288,8 @@ impl Sessions {
         let remaining =
             Duration::from_secs(data.absolute_deadline.saturating_sub(unix_now()).max(1));
         let ttl = self.cfg.idle_timeout.min(remaining);
-        self.timed("set", self.store.set(&key, keys.seal(&key, &plain), ttl))
+        let sealed = keys.seal(&key, &plain);
+        self.write_through(&key, self.timed("set", self.store.set(&key, sealed, ttl)))
             .await
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use fred::types::RespVersion;
 
-use super::cache::{Lookup, SessionCache};
+use super::cache::SessionCache;
 use crate::config::{RedisConfig, RedisTopology};
 
 /// SADD and PEXPIRE as one step, so an index never exists without a time to live.
@@ -27,8 +27,9 @@ const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 pub struct RedisStore {
     client: Client,
     label: &'static str,
-    /// The in-process cache and the key prefix its tracking covers; `None` when disabled.
-    cache: Option<(Arc<SessionCache>, String)>,
+    /// The in-process cache this client keeps coherent and the key prefix its tracking
+    /// covers; `None` when there is no cache.
+    tracking: Option<(Arc<SessionCache>, String)>,
 }
 
 fn server_config(topology: &RedisTopology) -> ServerConfig {
@@ -88,13 +89,14 @@ fn unavailable(e: Error) -> StoreError {
 
 impl RedisStore {
     /// Builds the client; nothing is dialled until `connect`.
-    /// `cache` (with the session-key prefix it covers) turns on RESP3 client tracking.
+    /// `tracking` (a cache and the session-key prefix it covers) turns on RESP3 client
+    /// tracking, whose invalidations keep that cache coherent.
     pub fn new(
         cfg: &RedisConfig,
-        cache: Option<(Arc<SessionCache>, String)>,
+        tracking: Option<(Arc<SessionCache>, String)>,
     ) -> Result<RedisStore, StoreError> {
         let config = Config {
-            version: if cache.is_some() {
+            version: if tracking.is_some() {
                 RespVersion::RESP3
             } else {
                 RespVersion::RESP2
@@ -135,14 +137,14 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             label: cfg.topology.label(),
-            cache,
+            tracking,
         })
     }
 
     /// Starts the connection task on the current runtime and waits up to `wait` for the first
     /// connection; later reconnections happen in the background.
     pub async fn connect(&self, wait: Duration) {
-        if let Some((cache, prefix)) = &self.cache {
+        if let Some((cache, prefix)) = &self.tracking {
             self.watch_tracking(cache.clone(), prefix.clone());
         }
         let _task = self.client.connect();
@@ -206,42 +208,6 @@ impl RedisStore {
             async { Ok(()) }
         }));
     }
-
-    /// GET, or GETEX (Redis ≥ 6.2) when the TTL is to be extended: one round trip either way.
-    async fn read(
-        &self,
-        key: &str,
-        touch: Option<Duration>,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match touch {
-            Some(ttl) => {
-                let cmd = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
-                let args: Vec<Value> = vec![key.into(), "PX".into(), ttl_millis(ttl).into()];
-                self.client.custom(cmd, args).await
-            }
-            None => self.client.get(key).await,
-        }
-        .map_err(unavailable)
-    }
-
-    async fn write_set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.client
-            .set::<(), _, _>(
-                key,
-                value,
-                Some(Expiration::PX(ttl_millis(ttl))),
-                None,
-                false,
-            )
-            .await
-            .map_err(unavailable)
-    }
-
-    fn invalidate_cached(&self, key: &str) {
-        if let Some((cache, _)) = &self.cache {
-            cache.forget(key);
-        }
-    }
 }
 
 /// Broadcast-mode tracking of every session key (`NOLOOP`: this client's own writes update
@@ -261,46 +227,39 @@ async fn start_tracking(client: &Client, cache: &SessionCache, prefix: &str) {
     }
 }
 
-impl RedisStore {}
-
 #[async_trait]
 impl SessionStore for RedisStore {
+    /// GET, or GETEX (Redis ≥ 6.2) when the TTL is to be extended: one round trip either way.
     async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError> {
-        let (Some((cache, _)), Some(ttl)) = (&self.cache, touch) else {
-            return self.read(key, touch).await;
-        };
-        // A store that is down fails closed, cached copy or not.
-        if !self.client.is_connected() {
-            cache.suspend();
-            return self.read(key, touch).await;
-        }
-        // Extending the idle TTL at most every tenth of it keeps most requests off the store;
-        // the idle timeout is then enforced to within a tenth.
-        match cache.lookup(key, ttl / 10) {
-            Lookup::Hit(value) => Ok(Some(value)),
-            Lookup::Miss { epoch, touch } => {
-                let value = self.read(key, touch.then_some(ttl)).await?;
-                match &value {
-                    Some(v) => cache.insert(key, v.clone(), epoch, touch),
-                    None => cache.forget(key),
-                }
-                Ok(value)
+        match touch {
+            Some(ttl) => {
+                let cmd = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+                let args: Vec<Value> = vec![key.into(), "PX".into(), ttl_millis(ttl).into()];
+                self.client.custom(cmd, args).await
             }
+            None => self.client.get(key).await,
         }
+        .map_err(unavailable)
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.invalidate_cached(key);
-        self.write_set(key, value, ttl).await
+        self.client
+            .set::<(), _, _>(
+                key,
+                value,
+                Some(Expiration::PX(ttl_millis(ttl))),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.invalidate_cached(key);
         self.client.getdel(key).await.map_err(unavailable)
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.invalidate_cached(key);
         self.client
             .pexpire::<(), _>(key, ttl_millis(ttl), None)
             .await
@@ -308,7 +267,6 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.invalidate_cached(key);
         self.client.del::<(), _>(key).await.map_err(unavailable)
     }
 
@@ -359,5 +317,9 @@ impl SessionStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         self.label
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.is_connected()
     }
 }

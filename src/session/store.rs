@@ -35,6 +35,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// A label for metrics and logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;
+    /// Whether the store is reachable right now, as far as the client knows without asking.
+    /// A cache in front of a store that is not must not serve.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// Milliseconds for a store TTL; never zero, since a zero TTL means "no expiry" or an error.

@@ -145,8 +145,16 @@ impl World {
 
     /// Another portcullis process with the same configuration (and so the same store).
     pub async fn replica(&self, extra_config: &str) -> portcullis::Portcullis {
+        self.replica_edited(|config| config + extra_config).await
+    }
+
+    /// Another portcullis process whose configuration is this world's as `edit` changes it.
+    pub async fn replica_edited(
+        &self,
+        edit: impl FnOnce(String) -> String,
+    ) -> portcullis::Portcullis {
         let mut replica = portcullis::Portcullis::reserve();
-        let config = replica.config(&self.op, &self.upstream, &self.store, extra_config);
+        let config = edit(replica.config(&self.op, &self.upstream, &self.store, ""));
         replica.start(&config).await;
         replica
     }
