@@ -8,7 +8,7 @@ APT_PACKAGES_BUILD := cmake build-essential
 APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench clean fuzz fuzz-deps
+.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench profile clean fuzz fuzz-deps
 
 all: build
 
@@ -86,9 +86,28 @@ fmt:
 ## Throughput and latency of an authenticated GET through portcullis against the same upstream
 ## direct; records numbers, asserts nothing.
 bench: build-deps tests/fixtures/op/node_modules
-	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH))
-	$(CARGO) build --release
+	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH) linux-perf)
+	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
+	$(CARGO) build --release --bin portcullis --example seed_sessions
 	./deploy/bench/run.sh
+
+## `make profile`: the benchmark with symbols, perf recording the Redis api row; then
+## `perf report -i target/bench/perf.data` shows where portcullis spends its time.
+profile: build-deps tests/fixtures/op/node_modules
+	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH) linux-perf)
+	$(CARGO) build --profile profiling --bin portcullis --example seed_sessions
+	BENCH_PROFILE=1 BENCH_SESSIONS=1 PORTCULLIS_BIN=target/profiling/portcullis \
+	  SEEDER_BIN=target/profiling/examples/seed_sessions ./deploy/bench/run.sh
+
+# oauth2-proxy for the benchmark's comparison row (the benchmark skips the row without it).
+# The Go module proxy serves this release but not the module's version list, which
+# `go install mod@version` asks for; building inside the downloaded module needs only the
+# versions its go.mod pins.
+OAUTH2_PROXY_VERSION := v7.8.1
+$(TOOLS)/bin/oauth2-proxy:
+	dir=$$(go mod download -json github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION) \
+	  | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
+	cd "$$dir" && go build -o $(CURDIR)/$(TOOLS)/bin/oauth2-proxy .
 
 ## Fuzzing (cargo-fuzz, nightly Rust; not part of `make test`): each target in fuzz/fuzz_targets
 ## runs FUZZ_SECONDS on its corpus in fuzz/corpus/, seeded from fuzz/seeds/. Fails when any target

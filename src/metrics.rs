@@ -25,6 +25,7 @@ pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
 pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
+pub const OP_CALLS: [&str; 4] = ["discovery", "token", "refresh", "revocation"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -40,6 +41,7 @@ pub struct Metrics {
     pub backchannel_logouts: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub session_cache: IntCounterVec,
+    pub op_duration: HistogramVec,
     build_info: IntGaugeVec,
 }
 
@@ -166,6 +168,14 @@ impl Metrics {
                 Opts::new("portcullis_session_cache_events_total", "In-process session cache hits, misses, invalidations and flushes"),
                 &["event"],
             )?,
+            op_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "portcullis_op_request_duration_seconds",
+                    "Time spent waiting on the OpenID Provider, by call",
+                )
+                .buckets(REQUEST_BUCKETS.to_vec()),
+                &["call"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -194,6 +204,7 @@ impl Metrics {
         r.register(Box::new(self.backchannel_logouts.clone()))?;
         r.register(Box::new(self.rate_limited.clone()))?;
         r.register(Box::new(self.session_cache.clone()))?;
+        r.register(Box::new(self.op_duration.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -228,6 +239,9 @@ impl Metrics {
         }
         for o in BACKCHANNEL_OUTCOMES {
             self.backchannel_logouts.with_label_values(&[o]);
+        }
+        for call in OP_CALLS {
+            self.op_duration.with_label_values(&[call]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

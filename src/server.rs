@@ -14,7 +14,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::ServiceReadyNotifier;
 
 use crate::admin::Admin;
-use crate::config::{is_loopback_name, Config, RedisTopology, SessionConfig, StoreConfig};
+use crate::config::{is_loopback_name, Config, SessionConfig, StoreConfig};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::Portcullis;
@@ -70,10 +70,6 @@ impl StoreHandle {
                 (StoreHandle::Memory(Arc::new(MemoryStore::new())), cache)
             }
             StoreConfig::Redis(rc) => {
-                // Cross-replica invalidation is proven for one server only so far (a Cluster
-                // test saw a logout missed), so Cluster and Sentinel run uncached.
-                let standalone = matches!(rc.topology, RedisTopology::Standalone { .. });
-                let cache = cache.filter(|_| standalone);
                 let tracking = cache
                     .clone()
                     .map(|c| (c, Sessions::session_key_prefix(cfg)));
@@ -103,7 +99,11 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         cfg.session.clone(),
         metrics.clone(),
     ));
-    let oidc = Arc::new(Oidc::new(cfg.oidc.clone(), cfg.redirect_uri.clone())?);
+    let oidc = Arc::new(Oidc::new(
+        cfg.oidc.clone(),
+        cfg.redirect_uri.clone(),
+        metrics.op_duration.clone(),
+    )?);
     warn_about_risky_settings(&cfg);
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));

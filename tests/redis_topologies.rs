@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use support::browser::Browser;
 use support::redis::Resp;
 use support::redis_topologies::{RedisCluster, RedisSentinel};
-use support::{eventually, World, WorldOptions};
+use support::{eventually, metric, World, WorldOptions};
 
 fn session_keys_on(cluster: &RedisCluster, master: u16) -> usize {
     match cluster.command_on(master, &["KEYS", "portcullis:s:*"]) {
@@ -30,30 +30,58 @@ async fn two_replicas_share_sessions_through_a_cluster() {
     })
     .await;
     let second = w.replica("").await;
-    let mut first = w.browser();
-    first.login("alice", "/").await;
-    assert_eq!(first.api("/api/x").await.status, 200);
+    // Enough sessions that their keys land on every master: each master's changes must reach
+    // the first replica's session cache.
+    let mut firsts = Vec::new();
+    for i in 0..8 {
+        let mut b = w.browser();
+        b.login(&format!("user{i}"), "/").await;
+        for _ in 0..3 {
+            assert_eq!(b.api("/api/x").await.status, 200);
+        }
+        firsts.push(b);
+    }
+    let masters_used = cluster
+        .master_ports()
+        .into_iter()
+        .filter(|m| session_keys_on(&cluster, *m) > 0)
+        .count();
+    assert!(
+        masters_used >= 2,
+        "sessions spread over {masters_used} master(s)"
+    );
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "portcullis_session_cache_events_total{event=\"hit\"}"
+        ) >= 8,
+        "the first replica serves from its cache"
+    );
 
-    let mut other = Browser::new(&second.origin());
-    other.cookies = first.cookies.clone();
-    assert_eq!(
-        other.api("/api/x").await.status,
-        200,
-        "the second replica knows the session"
-    );
-    let user: serde_json::Value = serde_json::from_str(&other.api("/bff/user").await.body).unwrap();
-    assert_eq!(
-        other
-            .get(user["logout_url"].as_str().unwrap(), &[])
-            .await
-            .status,
-        302
-    );
-    assert_eq!(
-        first.api("/api/x").await.status,
-        401,
-        "logged out through the second, gone on the first"
-    );
+    for first in &mut firsts {
+        let mut other = Browser::new(&second.origin());
+        other.cookies = first.cookies.clone();
+        assert_eq!(
+            other.api("/api/x").await.status,
+            200,
+            "the second replica knows the session"
+        );
+        let user: serde_json::Value =
+            serde_json::from_str(&other.api("/bff/user").await.body).unwrap();
+        assert_eq!(
+            other
+                .get(user["logout_url"].as_str().unwrap(), &[])
+                .await
+                .status,
+            302
+        );
+        assert_eq!(
+            first.api("/api/x").await.status,
+            401,
+            "logged out through the second, gone on the first at once"
+        );
+    }
     assert!(cluster.keys_matching("portcullis:s:*").is_empty());
     let (_, metrics) = w.proxy.admin_get("/metrics").await;
     assert!(

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# `make bench`: an authenticated GET through portcullis (redis store) against the same nginx
-# upstream hit directly and through nginx proxy_pass, measured with wrk in one run on loopback.
-# Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
+# `make bench`: authenticated GETs through portcullis (memory store, Redis, Redis Cluster; 1 to
+# 100 000 sessions in the store) against the same nginx upstream hit directly, through nginx
+# proxy_pass and through oauth2-proxy (when installed), all measured with wrk in one run on
+# loopback. Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
+#
+# Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (portcullis worker
+# threads, 1), BENCH_SESSIONS ("1 1000 10000 100000"), BENCH_PROFILE=1 (perf record the
+# portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
+# (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
+seeder=${SEEDER_BIN:-$root/target/release/examples/seed_sessions}
+oauth2_proxy=${OAUTH2_PROXY:-$root/.tools/bin/oauth2-proxy}
 duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-32}
+session_counts=${BENCH_SESSIONS:-1 1000 10000 100000}
 out_dir=$root/target/bench
 mkdir -p "$out_dir"
 work=$(mktemp -d)
@@ -18,7 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ports below 55536, so a Cluster node's bus port could follow the port + 10000 rule too.
+free_port() { python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p < 55536: print(p); break'; }
 wait_for_line() {
   for _ in $(seq 1 300); do
     if line=$(grep -m1 "^$2 " "$1" 2>/dev/null); then echo "${line#"$2 "}"; return 0; fi
@@ -27,29 +40,41 @@ wait_for_line() {
   echo "timed out waiting for $2" >&2; return 1
 }
 wait_http() {
-  for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "timed out waiting for $1" >&2; return 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+upstream_accepts() { curl -s "http://127.0.0.1:$status_port/" | awk 'NR == 3 {print $1}'; }
+header_value() { grep -i "^$2:" "$1" | head -1 | sed 's/^[^:]*: //' | tr -d '\r'; }
 
-redis_port=$(free_port); nginx_port=$(free_port); nginx_proxy_port=$(free_port); port=$(free_port); admin_port=$(free_port)
-origin="http://127.0.0.1:$port"
+redis_port=$(free_port); nginx_port=$(free_port); nginx_proxy_port=$(free_port); status_port=$(free_port)
+o2p_port=$(free_port)
+cluster_ports=($(free_port) $(free_port) $(free_port))
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
 pids+=($!)
+for p in "${cluster_ports[@]}"; do
+  mkdir -p "$work/cluster-$p"
+  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/cluster-$p" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-port $((p + 10000)) >/dev/null &
+  pids+=($!)
+done
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
 http {
   access_log off;
   client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
   uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$nginx_port; location / { default_type application/json; return 200 '{"ok":true}'; } }
+  # Accepted connections, to count the new upstream connections each row opens.
+  server { listen 127.0.0.1:$status_port; location / { stub_status; } }
   # The baseline for a proxy hop: nginx proxy_pass with upstream keep-alive, injecting a header.
   upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
   server {
@@ -65,24 +90,114 @@ http {
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
+wait_http "http://127.0.0.1:$nginx_port/"
 
+for _ in $(seq 1 100); do redis-cli -p "${cluster_ports[0]}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-yes >/dev/null
+for _ in $(seq 1 300); do
+  redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && break
+  sleep 0.1
+done
+
+# One OP for every proxy; the origins of all portcullis runs and of oauth2-proxy are registered.
+portcullis_ports=($(free_port) $(free_port) $(free_port))
+admin_ports=($(free_port) $(free_port) $(free_port))
+redirects="http://127.0.0.1:$o2p_port/oauth2/callback"
+for p in "${portcullis_ports[@]}"; do redirects="$redirects,http://127.0.0.1:$p/bff/callback"; done
 cd "$root/tests/fixtures/op"
-OP_PORT=0 REDIRECT_URIS="$origin/bff/callback" AT_TTL=3600 EXIT_ON_STDIN_CLOSE=0 node op.mjs >"$work/op.out" 2>/dev/null &
+OP_PORT=0 REDIRECT_URIS="$redirects" AT_TTL=3600 EXIT_ON_STDIN_CLOSE=0 node op.mjs >"$work/op.out" 2>/dev/null &
 pids+=($!)
 issuer=$(wait_for_line "$work/op.out" OP_READY)
 cd "$root"
 
-cat >"$work/portcullis.yaml" <<YAML
+# Follows a login from the proxy's start URL through the OP's forms until the OP redirects back
+# to `callback_prefix`; prints that callback URL. Cookies go to the jar `$3`.
+login_via_op() { # start_url callback_prefix jar
+  local url=$1 prefix=$2 jar=$3 page loc form
+  curl -s -o /dev/null -c "$jar" -b "$jar" -D "$work/h" "$url"
+  url=$(header_value "$work/h" location)
+  for _ in $(seq 1 10); do
+    case $url in "$prefix"*) echo "$url"; return 0 ;; esac
+    page=$(curl -s -c "$jar" -b "$jar" -D "$work/h" "$url")
+    loc=$(header_value "$work/h" location)
+    if [ -z "$loc" ]; then
+      if grep -q 'value="login"' <<<"$page"; then form='prompt=login&login=bench&password=x'; else form='prompt=consent'; fi
+      curl -s -c "$jar" -b "$jar" -D "$work/h" -o /dev/null -d "$form" "$url"
+      loc=$(header_value "$work/h" location)
+    fi
+    case $loc in http*) url=$loc ;; *) url="$issuer$loc" ;; esac
+  done
+  echo "login did not come back to $prefix" >&2; return 1
+}
+
+# Logs in to portcullis at `origin` the way a browser does; prints the session's Cookie value.
+portcullis_login() { # origin
+  local jar=$work/jar.$RANDOM callback
+  callback=$(login_via_op "$1/bff/login?returnTo=/" "$1/bff/callback" "$jar")
+  curl -s -o /dev/null -b "$jar" -D "$work/h2" "$callback"
+  grep -i '^set-cookie: __Host-portcullis=' "$work/h2" | sed 's/^[^:]*: //; s/;.*//'
+}
+
+: >"$work/table"
+# wrk's Lua script spreads requests over every cookie in a file (one session per line).
+cat >"$work/cookies.lua" <<'LUA'
+local cookies, n, i = {}, 0, 0
+init = function(args)
+  for line in io.lines(args[1]) do n = n + 1; cookies[n] = line end
+end
+request = function()
+  i = i % n + 1
+  return wrk.format(nil, nil, { ["Cookie"] = cookies[i], ["X-CSRF"] = "1" })
+end
+LUA
+
+run_wrk() { # name pid url cookie-file|- [header...]
+  local name=$1 pid=$2 url=$3 cookies=$4; shift 4
+  local args=()
+  for h in "$@"; do args+=(-H "$h"); done
+  [ "$cookies" = - ] || args+=(-s "$work/cookies.lua")
+  local before after accepts_before accepts_after
+  accepts_before=$(upstream_accepts)
+  [ "$pid" = - ] || before=$(cpu_ticks "$pid")
+  if [ "$cookies" = - ]; then
+    wrk -t1 -c"$connections" -d"$duration" --latency "${args[@]}" "$url" >"$work/row.wrk"
+  else
+    wrk -t1 -c"$connections" -d"$duration" --latency "${args[@]}" "$url" -- "$cookies" >"$work/row.wrk"
+  fi
+  accepts_after=$(upstream_accepts)
+  local rps p50 p99 reqs non2xx cpu_us=- rss=- conns
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$work/row.wrk")
+  reqs=$(awk '/requests in/ {print $1}' "$work/row.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$work/row.wrk")
+  p99=$(awk '$1=="99%" {print $2}' "$work/row.wrk")
+  non2xx=$(awk '/Non-2xx/ {print $4}' "$work/row.wrk")
+  # The stub_status request itself is one accepted connection.
+  conns=$((accepts_after - accepts_before - 1))
+  if [ "$pid" != - ]; then
+    after=$(cpu_ticks "$pid")
+    cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    rss=$(rss_mib "$pid")
+  fi
+  printf '| %-40s | %9s | %7s | %8s | %8s | %6s | %8s | %6s |\n' \
+    "$name" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$conns" "${non2xx:-0}" >>"$work/table"
+  echo "$rps" >"$work/$(tr ' /()' '____' <<<"$name").rps"
+  echo "$name: $rps req/s, $cpu_us µs CPU/req" >&2
+}
+rps_of() { cat "$work/$(tr ' /()' '____' <<<"$1").rps"; }
+
+start_portcullis() { # index store-yaml
+  local i=$1 port=${portcullis_ports[$1]} admin=${admin_ports[$1]}
+  cat >"$work/portcullis-$i.yaml" <<YAML
 listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin_port"
-public_url: "$origin"
+admin_listen: "127.0.0.1:$admin"
+public_url: "http://127.0.0.1:$port"
 oidc:
   issuer: "$issuer"
   client_id: "portcullis"
   client_secret: "s3c:r+t/=%"
 session:
-  store: redis
-  redis_url: "redis://127.0.0.1:$redis_port"
+$2
+  cache_max_entries: 100000
 routes:
   - { path: "/api/", upstream: "http://127.0.0.1:$nginx_port", kind: api }
   - { path: "/public/", upstream: "http://127.0.0.1:$nginx_port", kind: public }
@@ -91,78 +206,104 @@ server:
 log:
   level: warn
 YAML
-"$bin" serve --config "$work/portcullis.yaml" 2>"$work/portcullis.log" &
-ppid=$!
-pids+=($ppid)
-wait_http "http://127.0.0.1:$admin_port/readyz"
-wait_http "http://127.0.0.1:$nginx_port/"
-
-# Log in the way a browser does: /bff/login → the OP's forms → /bff/callback.
-login_started=$(date +%s%N)
-curl -s -o /dev/null -D "$work/h1" "$origin/bff/login?returnTo=/"
-txn=$(grep -i '^set-cookie' "$work/h1" | sed 's/^[^:]*: //; s/;.*//')
-url=$(grep -i '^location' "$work/h1" | sed 's/^[^:]*: //' | tr -d '\r')
-jar=$work/op.jar
-for _ in $(seq 1 10); do
-  case $url in "$origin"/*) break ;; esac
-  page=$(curl -s -c "$jar" -b "$jar" -D "$work/h" "$url")
-  loc=$(grep -i '^location' "$work/h" | sed 's/^[^:]*: //' | tr -d '\r' || true)
-  if [ -z "$loc" ]; then
-    if grep -q 'value="login"' <<<"$page"; then form='prompt=login&login=bench&password=x'; else form='prompt=consent'; fi
-    curl -s -c "$jar" -b "$jar" -D "$work/h" -o /dev/null -d "$form" "$url"
-    loc=$(grep -i '^location' "$work/h" | sed 's/^[^:]*: //' | tr -d '\r')
-  fi
-  case $loc in http*) url=$loc ;; *) url="$issuer$loc" ;; esac
-done
-curl -s -o /dev/null -D "$work/h2" -b "$txn" "$url"
-login_ms=$(( ($(date +%s%N) - login_started) / 1000000 ))
-session=$(grep -i '^set-cookie: __Host-portcullis=' "$work/h2" | sed 's/^[^:]*: //; s/;.*//')
-[ -n "$session" ] || { echo "login failed" >&2; exit 1; }
-status=$(curl -s -o /dev/null -w '%{http_code}' -b "$session" -H 'X-CSRF: 1' "$origin/api/bench")
-[ "$status" = 200 ] || { echo "authenticated GET answered $status" >&2; exit 1; }
-
-run_wrk() { # name url [header...]
-  local name=$1 url=$2; shift 2
-  local args=()
-  for h in "$@"; do args+=(-H "$h"); done
-  local before after
-  before=$(cpu_ticks "$ppid")
-  wrk -t1 -c"$connections" -d"$duration" --latency "${args[@]}" "$url" >"$work/$name.wrk"
-  after=$(cpu_ticks "$ppid")
-  local rps p50 p99 reqs
-  rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.wrk")
-  reqs=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
-  p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
-  p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
-  local hz; hz=$(getconf CLK_TCK)
-  local cpu_us="-"
-  case $name in direct | nginx*) ;; *) cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') ;; esac
-  printf '| %-28s | %10s | %8s | %8s | %10s |\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" >>"$work/table"
-  echo "$rps" >"$work/$name.rps"
+  "$bin" serve --config "$work/portcullis-$i.yaml" 2>"$work/portcullis-$i.log" &
+  ppid=$!
+  pids+=($ppid)
+  origin="http://127.0.0.1:$port"
+  wait_http "http://127.0.0.1:$admin/readyz"
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "portcullis $i never became ready" >&2; return 1
+}
+stop_portcullis() { kill "$ppid"; wait "$ppid" 2>/dev/null || true; }
+metric_sum() { # admin-port series-prefix
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 {t += $2} END {printf "%.6f", t}'
 }
 
-: >"$work/table"
-run_wrk direct "http://127.0.0.1:$nginx_port/api/bench"
-run_wrk "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench"
-run_wrk "portcullis public" "$origin/public/bench"
-run_wrk "portcullis api (redis)" "$origin/api/bench" "Cookie: $session" "X-CSRF: 1"
-rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$ppid/status")
-ratio=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/direct.rps")" 'BEGIN {printf "%.2f", a / d}')
-ratio_nginx=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/nginx proxy_pass.rps")" 'BEGIN {printf "%.2f", a / d}')
-ratio_public=$(awk -v a="$(cat "$work/portcullis api (redis).rps")" -v d="$(cat "$work/portcullis public.rps")" 'BEGIN {printf "%.2f", a / d}')
-non2xx=$(grep -h "Non-2xx" "$work"/*.wrk || true)
+run_wrk direct - "http://127.0.0.1:$nginx_port/api/bench" -
+run_wrk "nginx proxy_pass" - "http://127.0.0.1:$nginx_proxy_port/api/bench" -
 
+if [ -x "$oauth2_proxy" ]; then
+  "$oauth2_proxy" --http-address="127.0.0.1:$o2p_port" --provider=oidc --oidc-issuer-url="$issuer" \
+    --client-id=portcullis --client-secret='s3c:r+t/=%' --redirect-url="http://127.0.0.1:$o2p_port/oauth2/callback" \
+    --upstream="http://127.0.0.1:$nginx_port/" --cookie-secret=0123456789abcdef0123456789abcdef \
+    --cookie-secure=false --email-domain='*' --scope='openid email' --code-challenge-method=S256 \
+    --session-store-type=redis --redis-connection-url="redis://127.0.0.1:$redis_port" \
+    --set-authorization-header=true --pass-access-token=true --skip-provider-button=true \
+    --request-logging=false --auth-logging=false --standard-logging=false >"$work/o2p.log" 2>&1 &
+  o2p_pid=$!
+  pids+=($o2p_pid)
+  wait_http "http://127.0.0.1:$o2p_port/ping"
+  jar=$work/o2p.jar
+  callback=$(login_via_op "http://127.0.0.1:$o2p_port/oauth2/start?rd=/" "http://127.0.0.1:$o2p_port/oauth2/callback" "$jar")
+  curl -s -o /dev/null -c "$jar" -b "$jar" "$callback"
+  o2p_cookie=$(awk '$6 == "_oauth2_proxy" {print $6 "=" $7}' "$jar")
+  status=$(curl -s -o /dev/null -w '%{http_code}' -b "$o2p_cookie" "http://127.0.0.1:$o2p_port/api/bench")
+  if [ "$status" = 200 ]; then
+    run_wrk "oauth2-proxy (redis sessions)" "$o2p_pid" "http://127.0.0.1:$o2p_port/api/bench" - "Cookie: $o2p_cookie"
+  else
+    echo "oauth2-proxy login failed ($status); row skipped" >&2
+  fi
+  kill "$o2p_pid"
+else
+  echo "oauth2-proxy not installed ($oauth2_proxy); run make bench-deps for its row" >&2
+fi
+
+# Memory store: idle RSS first, then logins (to time portcullis's own part), then load.
+start_portcullis 0 "  store: memory"
+idle_rss=$(rss_mib "$ppid")
+logins=${BENCH_LOGINS:-20}
+for _ in $(seq 1 "$logins"); do session=$(portcullis_login "$origin"); done
+bff_s=$(metric_sum "${admin_ports[0]}" 'portcullis_request_duration_seconds_sum{route_kind="bff"}')
+op_s=$(metric_sum "${admin_ports[0]}" 'portcullis_op_request_duration_seconds_sum{call="token"}')
+login_ms=$(awk -v b="$bff_s" -v o="$op_s" -v n="$logins" 'BEGIN {printf "%.2f", (b - o) * 1000 / n}')
+op_ms=$(awk -v o="$op_s" -v n="$logins" 'BEGIN {printf "%.2f", o * 1000 / n}')
+[ -n "$session" ] || { echo "login failed" >&2; exit 1; }
+run_wrk "portcullis public" "$ppid" "$origin/public/bench" -
+echo "$session" >"$work/one.cookies"
+run_wrk "portcullis api, memory store, 1 session" "$ppid" "$origin/api/bench" "$work/one.cookies"
+stop_portcullis
+
+profile_row="portcullis api, redis, 1 session"
+bench_store() { # index label store-yaml
+  local i=$1 label=$2 n
+  start_portcullis "$i" "$3"
+  for n in $session_counts; do
+    "$seeder" "$work/portcullis-$i.yaml" "$n" >"$work/seeded.cookies"
+    local row="portcullis api, $label, $n session$([ "$n" = 1 ] || echo s)"
+    # Each session is read from the store once before the measured run, as in a warm process.
+    wrk -t1 -c"$connections" -d"$(( n / 4000 + 1 ))s" -s "$work/cookies.lua" "$origin/api/bench" -- "$work/seeded.cookies" >/dev/null
+    if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$row" = "$profile_row" ]; then
+      perf record -e cpu-clock -F 999 -g -p "$ppid" -o "$out_dir/perf.data" -- sleep "${duration%s}" 2>/dev/null &
+      perf_pid=$!
+    fi
+    run_wrk "$row" "$ppid" "$origin/api/bench" "$work/seeded.cookies"
+    [ -z "${perf_pid:-}" ] || { wait "$perf_pid" || true; perf_pid=; }
+    [ "$n" = 10000 ] && rss_10k=$(rss_mib "$ppid")
+  done
+  stop_portcullis
+}
+bench_store 1 redis "  store: redis
+  redis_url: \"redis://127.0.0.1:$redis_port\""
+redis-cli -p "$redis_port" flushall >/dev/null
+bench_store 2 "redis cluster" "  store: redis
+  redis_url: \"redis-cluster://127.0.0.1:${cluster_ports[0]},127.0.0.1:${cluster_ports[1]}\""
+
+api_rps=$(rps_of "portcullis api, redis, 1 session")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
   echo "# portcullis benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t1 -c$connections -d$duration, portcullis threads ${BENCH_THREADS:-1})"
   echo
-  echo "| target                       |      req/s |      p50 |      p99 | CPU µs/req |"
-  echo "|------------------------------|-----------:|---------:|---------:|-----------:|"
+  echo "| target                                   |     req/s |     p50 |      p99 | CPU µs/req | RSS MiB | upstream conns | non-2xx |"
+  echo "|------------------------------------------|----------:|--------:|---------:|-----------:|--------:|---------------:|--------:|"
   cat "$work/table"
   echo
-  echo "- authenticated api / direct upstream: **$ratio**"
-  echo "- authenticated api / public route:    **$ratio_public**"
-  echo "- authenticated api / nginx proxy_pass:  **$ratio_nginx**"
-  echo "- portcullis RSS after the runs: $((rss_kb / 1024)) MiB"
-  echo "- one login round trip (curl through the OP's forms, OP time included): ${login_ms} ms"
-  [ -z "$non2xx" ] || echo "- non-2xx responses: $non2xx"
+  echo "- authenticated api (redis, 1 session) / public route: **$(ratio "$api_rps" "$(rps_of "portcullis public")")**"
+  echo "- authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$api_rps" "$(rps_of "nginx proxy_pass")")**"
+  echo "- authenticated api (redis, 1 session) / direct upstream: $(ratio "$api_rps" "$(rps_of direct)")"
+  echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
+  echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"
+  echo "- upstream conns: new connections the upstream accepted during the row (wrk's own for direct; wrk's plus nginx's for proxy_pass)"
 } | tee "$out_dir/results.md"

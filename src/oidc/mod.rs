@@ -6,8 +6,9 @@ mod error;
 mod logout_token;
 mod tokens;
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
@@ -20,6 +21,7 @@ use openidconnect::{
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, ProviderMetadata,
     RedirectUrl, Scope,
 };
+use prometheus::HistogramVec;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -88,10 +90,16 @@ pub struct Oidc {
     redirect_uri: Url,
     http: openidconnect::reqwest::Client,
     provider: RwLock<Option<Arc<Provider>>>,
+    /// Time spent waiting on the OP, by call: it tells an OP's latency apart from portcullis's.
+    op_duration: HistogramVec,
 }
 
 impl Oidc {
-    pub fn new(cfg: OidcConfig, redirect_uri: Url) -> Result<Oidc, OidcError> {
+    pub fn new(
+        cfg: OidcConfig,
+        redirect_uri: Url,
+        op_duration: HistogramVec,
+    ) -> Result<Oidc, OidcError> {
         let http = openidconnect::reqwest::Client::builder()
             // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
             .redirect(openidconnect::reqwest::redirect::Policy::none())
@@ -103,7 +111,18 @@ impl Oidc {
             redirect_uri,
             http,
             provider: RwLock::new(None),
+            op_duration,
         })
+    }
+
+    /// Awaits one call to the OP, recording how long it took under `call`.
+    async fn timed<T>(&self, call: &'static str, request: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = request.await;
+        self.op_duration
+            .with_label_values(&[call])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -125,7 +144,8 @@ impl Oidc {
         let issuer = IssuerUrl::new(self.cfg.issuer.clone())
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
         // openidconnect rejects a document whose "issuer" differs from ours (Discovery §4.3).
-        let metadata = Metadata::discover_async(issuer, &self.http)
+        let metadata = self
+            .timed("discovery", Metadata::discover_async(issuer, &self.http))
             .await
             .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
         let extra = metadata.additional_metadata().clone();
@@ -239,7 +259,7 @@ impl Oidc {
                 request
             }
         };
-        match request.form(&form).send().await {
+        match self.timed("revocation", request.form(&form).send()).await {
             Ok(resp) if resp.status().is_success() => tracing::debug!("refresh token revoked"),
             Ok(resp) => tracing::warn!(
                 status = resp.status().as_u16(),

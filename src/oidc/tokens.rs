@@ -95,8 +95,8 @@ impl Oidc {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
-        let response = request
-            .request_async(&self.http)
+        let response = self
+            .timed("token", request.request_async(&self.http))
             .await
             .map_err(token_endpoint_error)?;
         check_token_response(&response)?;
@@ -120,8 +120,8 @@ impl Oidc {
             .client
             .exchange_refresh_token(&rt)
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?;
-        let response = request
-            .request_async(&self.http)
+        let response = self
+            .timed("refresh", request.request_async(&self.http))
             .await
             .map_err(token_endpoint_error)?;
         check_token_response(&response)?;

@@ -2,6 +2,8 @@
 //! vouches for. Stripping happens first, so a client cannot name `Authorization` in
 //! `Connection` to delete the injected token (R44).
 
+use std::borrow::Cow;
+
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
@@ -81,11 +83,17 @@ fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
         .collect();
     let mut strip = Vec::new();
     for name in req.headers.keys() {
-        let normalized = name.as_str().replace('_', "-");
+        // Most names have no `_`: borrow them rather than allocate per header per request.
+        let normalized: Cow<'_, str> = if name.as_str().contains('_') {
+            Cow::Owned(name.as_str().replace('_', "-"))
+        } else {
+            Cow::Borrowed(name.as_str())
+        };
+        let normalized = normalized.as_ref();
         let keep_for_upgrade = websocket && (normalized == "upgrade" || normalized == "connection");
-        let hop = (HOP_BY_HOP.contains(&normalized.as_str()) || nominated.contains(&normalized))
+        let hop = (HOP_BY_HOP.contains(&normalized) || nominated.iter().any(|n| n == normalized))
             && !keep_for_upgrade;
-        let forbidden = CLIENT_FORBIDDEN.contains(&normalized.as_str())
+        let forbidden = CLIENT_FORBIDDEN.contains(&normalized)
             || CLIENT_FORBIDDEN_PREFIXES
                 .iter()
                 .any(|p| normalized.starts_with(p));

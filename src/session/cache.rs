@@ -79,7 +79,8 @@ struct Entries {
 pub enum Lookup {
     /// Serve this; this process extended the idle TTL recently enough.
     Hit(HotSession),
-    /// Ask the store (extending the TTL when `touch`); pass `epoch` on to `insert`.
+    /// Ask the store, extending the TTL when `touch` (then report it with `touched`), else
+    /// reading plainly (then pass `epoch` on to `insert`).
     Miss { epoch: u64, touch: bool },
 }
 
@@ -127,21 +128,28 @@ impl SessionCache {
         Lookup::Miss { epoch, touch }
     }
 
-    /// Records a read from the store: the touch (if it was one) always, the value unless an
-    /// invalidation arrived since `epoch`.
-    pub fn insert(&self, key: &str, value: HotSession, epoch: u64, touched: bool) {
+    /// Records a plain read from the store, unless an invalidation arrived since `epoch`.
+    pub fn insert(&self, key: &str, value: HotSession, epoch: u64) {
         if !self.live.load(Ordering::SeqCst) {
             return;
         }
         self.with_entries(|m| {
-            if touched {
-                make_room(&mut m.touches, key, self.max_entries);
-                m.touches.insert(key.to_string(), Instant::now());
-            }
             if self.epoch.load(Ordering::SeqCst) == epoch {
                 make_room(&mut m.values, key, self.max_entries);
                 m.values.insert(key.to_string(), value);
             }
+        });
+    }
+
+    /// Records that this process extended the key's idle TTL, and drops its cached value: the
+    /// touch is a write, after which Redis no longer reports the key's changes to this process
+    /// until it reads the key again.
+    pub fn touched(&self, key: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.with_entries(|m| {
+            m.values.remove(key);
+            make_room(&mut m.touches, key, self.max_entries);
+            m.touches.insert(key.to_string(), Instant::now());
         });
     }
 
@@ -227,15 +235,23 @@ mod tests {
     }
 
     #[test]
-    fn hits_after_insert_until_invalidated() {
+    fn hits_after_a_touch_and_a_plain_read_until_invalidated() {
         let c = cache(10);
+        assert!(matches!(
+            c.lookup("k", Duration::from_secs(60)),
+            Lookup::Miss { touch: true, .. }
+        ));
+        c.touched("k");
         let e = miss_epoch(&c, "k");
-        c.insert("k", hot(7), e, true);
+        c.insert("k", hot(7), e);
         assert!(
             matches!(c.lookup("k", Duration::from_secs(60)), Lookup::Hit(v) if v.access_expires_at == 7)
         );
         assert!(
-            matches!(c.lookup("k", Duration::ZERO), Lookup::Miss { .. }),
+            matches!(
+                c.lookup("k", Duration::ZERO),
+                Lookup::Miss { touch: true, .. }
+            ),
             "a due touch is a miss"
         );
         c.invalidate("k");
@@ -249,11 +265,24 @@ mod tests {
     }
 
     #[test]
+    fn a_touch_drops_the_cached_value() {
+        let c = cache(10);
+        c.touched("k");
+        let e = miss_epoch(&c, "k");
+        c.insert("k", hot(7), e);
+        c.touched("k");
+        assert!(
+            c.is_empty(),
+            "the store stopped reporting changes to this key"
+        );
+    }
+
+    #[test]
     fn a_read_that_raced_an_invalidation_is_not_cached() {
         let c = cache(10);
         let e = miss_epoch(&c, "k");
         c.invalidate("other");
-        c.insert("k", hot(1), e, true);
+        c.insert("k", hot(1), e);
         assert!(c.is_empty());
     }
 
@@ -262,13 +291,13 @@ mod tests {
         let c = cache(2);
         for k in ["a", "b", "c"] {
             let e = miss_epoch(&c, k);
-            c.insert(k, hot(1), e, true);
+            c.insert(k, hot(1), e);
         }
         assert_eq!(c.len(), 2);
         c.suspend();
         assert!(c.is_empty());
         let e = miss_epoch(&c, "a");
-        c.insert("a", hot(1), e, true);
+        c.insert("a", hot(1), e);
         assert!(c.is_empty(), "nothing is cached while tracking is down");
     }
 }

@@ -165,8 +165,9 @@ impl Sessions {
             .await?;
         let hot = data.as_ref().map(HotSession::of);
         match (&hot, epoch) {
-            (Some(hot), Some(epoch)) => cache.insert(&key, hot.clone(), epoch, touch),
             (None, _) => cache.forget(&key),
+            (Some(_), _) if touch => cache.touched(&key),
+            (Some(hot), Some(epoch)) => cache.insert(&key, hot.clone(), epoch),
             (Some(_), None) => {}
         }
         Ok(hot)

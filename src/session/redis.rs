@@ -27,8 +27,8 @@ const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 pub struct RedisStore {
     client: Client,
     label: &'static str,
-    /// The in-process cache this client keeps coherent and the key prefix its tracking
-    /// covers; `None` when there is no cache.
+    /// The in-process cache this client keeps coherent and the prefix of the session keys it
+    /// holds; `None` when there is no cache.
     tracking: Option<(Arc<SessionCache>, String)>,
 }
 
@@ -89,7 +89,7 @@ fn unavailable(e: Error) -> StoreError {
 
 impl RedisStore {
     /// Builds the client; nothing is dialled until `connect`.
-    /// `tracking` (a cache and the session-key prefix it covers) turns on RESP3 client
+    /// `tracking` (a cache and the prefix of the session keys it holds) turns on RESP3 client
     /// tracking, whose invalidations keep that cache coherent.
     pub fn new(
         cfg: &RedisConfig,
@@ -158,18 +158,22 @@ impl RedisStore {
         }
     }
 
-    /// Keeps the cache honest: invalidations evict, errors and reconnects empty and suspend
-    /// it until tracking is re-established on the new connections.
+    /// Keeps the cache honest: invalidations of session keys (under `prefix`) evict, errors and
+    /// reconnects empty and suspend it until tracking is re-established on the new connections.
     fn watch_tracking(&self, cache: Arc<SessionCache>, prefix: String) {
         let mut invalidations = self.client.invalidation_rx();
         let on_invalidation = cache.clone();
         tokio::spawn(async move {
             loop {
                 match invalidations.recv().await {
+                    // No key means every key (FLUSHALL, FLUSHDB).
+                    Ok(inv) if inv.keys.is_empty() => on_invalidation.resume(),
+                    // Tracking also reports the lock and index keys this client read.
                     Ok(inv) => inv
                         .keys
                         .iter()
                         .filter_map(|k| k.as_str())
+                        .filter(|k| k.starts_with(prefix.as_str()))
                         .for_each(|k| on_invalidation.invalidate(k)),
                     // Missed invalidations: nothing cached can be trusted any more.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -193,30 +197,44 @@ impl RedisStore {
             on_unresponsive.suspend();
             async { Ok(()) }
         }));
-        // fred announces every connection, the first included, as a reconnect: tracking is set
-        // up there and only there, one setup at a time so a stop never lands after a start.
-        let client = self.client.clone();
-        let setup = Arc::new(tokio::sync::Mutex::new(()));
+        // fred announces every connection, the first included, as a reconnect, and a Cluster
+        // topology change as a change: tracking is set up there and only there, one setup at a
+        // time so a stop never lands after a start.
+        let retrack = {
+            let client = self.client.clone();
+            let setup = Arc::new(tokio::sync::Mutex::new(()));
+            move || {
+                let (client, cache, setup) = (client.clone(), cache.clone(), setup.clone());
+                cache.suspend();
+                tokio::spawn(async move {
+                    let _one_at_a_time = setup.lock().await;
+                    start_tracking(&client, &cache).await
+                });
+            }
+        };
+        let on_reconnect = retrack.clone();
         drop(self.client.on_reconnect(move |_| {
-            let (client, cache, prefix, setup) =
-                (client.clone(), cache.clone(), prefix.clone(), setup.clone());
-            cache.suspend();
-            tokio::spawn(async move {
-                let _one_at_a_time = setup.lock().await;
-                start_tracking(&client, &cache, &prefix).await
-            });
+            on_reconnect();
+            async { Ok(()) }
+        }));
+        drop(self.client.on_cluster_change(move |_| {
+            retrack();
             async { Ok(()) }
         }));
     }
 }
 
-/// Broadcast-mode tracking of every session key (`NOLOOP`: this client's own writes update
-/// its cache directly). Re-issued from scratch, since a reconnect of one Cluster node leaves
-/// the other nodes' tracking in place and a second registration of the prefix is refused.
-async fn start_tracking(client: &Client, cache: &SessionCache, prefix: &str) {
+/// Default-mode tracking on every connection, so on every Cluster node: the server remembers
+/// which keys this client read and tells it when one of them changes. (Broadcast mode would
+/// need a registration on each node, and fred registers a broadcast on one node of a Cluster
+/// only, so changes to keys on the others went unseen.) `NOLOOP`: this process forgets its own
+/// writes' cached copies itself. Turning tracking off forgets what the server tracked, so the
+/// cache is emptied before the restart and serves again only after it.
+async fn start_tracking(client: &Client, cache: &SessionCache) {
+    cache.suspend();
     let _ = client.stop_tracking().await;
     match client
-        .start_tracking(vec![prefix.to_string()], true, false, false, true)
+        .start_tracking(Vec::<String>::new(), false, false, false, true)
         .await
     {
         Ok(()) => cache.resume(),
