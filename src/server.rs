@@ -161,6 +161,9 @@ fn server_conf(cfg: &Config) -> ServerConf {
         // Pingora's default grace is 300 s; Kubernetes kills a pod after 30 s.
         grace_period_seconds: Some(cfg.server.drain_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One single-threaded runtime per thread: a request stays on the thread that accepted
+        // it, which saves the cross-thread wake-ups of a work-stealing scheduler.
+        work_stealing: false,
         ..ServerConf::default()
     }
 }

@@ -61,35 +61,43 @@ for p in "${cluster_ports[@]}"; do
   pids+=($!)
 done
 
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<NGINX
+# Two nginx processes, so the proxy_pass baseline's CPU is its own: the upstream (also serving
+# the direct row) and the proxy in front of it.
+nginx_conf() { # name servers...
+  local name=$1; shift
+  mkdir -p "$work/$name"
+  cat >"$work/$name.conf" <<NGINX
 worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
+pid $work/$name/nginx.pid;
+error_log $work/$name/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  client_body_temp_path $work/$name; proxy_temp_path $work/$name; fastcgi_temp_path $work/$name;
+  uwsgi_temp_path $work/$name; scgi_temp_path $work/$name;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$nginx_port; location / { default_type application/json; return 200 '{"ok":true}'; } }
-  # Accepted connections, to count the new upstream connections each row opens.
-  server { listen 127.0.0.1:$status_port; location / { stub_status; } }
-  # The baseline for a proxy hop: nginx proxy_pass with upstream keep-alive, injecting a header.
-  upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
+  $*
+}
+NGINX
+  nginx -c "$work/$name.conf" -g 'daemon off;' &
+  pids+=($!)
+}
+# stub_status counts accepted connections: the new upstream connections each row opens.
+nginx_conf upstream "server { listen 127.0.0.1:$nginx_port; location / { default_type application/json; return 200 '{\"ok\":true}'; } }
+  server { listen 127.0.0.1:$status_port; location / { stub_status; } }"
+nginx_master=$!
+# The baseline for a proxy hop: nginx proxy_pass with upstream keep-alive, injecting a header.
+nginx_conf proxy "upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
   server {
     listen 127.0.0.1:$nginx_proxy_port;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer static-benchmark-token";
+      proxy_set_header Connection \"\";
+      proxy_set_header Authorization \"Bearer static-benchmark-token\";
     }
-  }
-}
-NGINX
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+  }"
+nginx_proxy_master=$!
 wait_http "http://127.0.0.1:$nginx_port/"
 
 for _ in $(seq 1 100); do redis-cli -p "${cluster_ports[0]}" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -185,6 +193,21 @@ run_wrk() { # name pid url cookie-file|- [header...]
 }
 rps_of() { cat "$work/$(tr ' /()' '____' <<<"$1").rps"; }
 
+# Latency at a fixed rate: each of wrk's connections waits `interval` ms between requests.
+cat >"$work/paced.lua" <<'LUA'
+local interval = 0
+init = function(args) interval = tonumber(args[1]) end
+delay = function() return interval end
+LUA
+paced_p99() { # url rate [header...]
+  local url=$1 rate=$2; shift 2
+  local args=() interval
+  for h in "$@"; do args+=(-H "$h"); done
+  interval=$(awk -v c="$connections" -v r="$rate" 'BEGIN {printf "%d", c * 1000 / r + 0.5}')
+  wrk -t1 -c"$connections" -d"$duration" --latency -s "$work/paced.lua" "${args[@]}" "$url" -- "$interval" >"$work/paced.wrk"
+  echo "$(awk '$1=="99%" {print $2}' "$work/paced.wrk") at $(awk '/^Requests\/sec/ {printf "%d", $2}' "$work/paced.wrk") req/s"
+}
+
 start_portcullis() { # index store-yaml
   local i=$1 port=${portcullis_ports[$1]} admin=${admin_ports[$1]}
   cat >"$work/portcullis-$i.yaml" <<YAML
@@ -222,8 +245,9 @@ metric_sum() { # admin-port series-prefix
   curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 {t += $2} END {printf "%.6f", t}'
 }
 
-run_wrk direct - "http://127.0.0.1:$nginx_port/api/bench" -
-run_wrk "nginx proxy_pass" - "http://127.0.0.1:$nginx_proxy_port/api/bench" -
+wait_http "http://127.0.0.1:$nginx_proxy_port/"
+run_wrk direct "$(pgrep -P "$nginx_master")" "http://127.0.0.1:$nginx_port/api/bench" -
+run_wrk "nginx proxy_pass" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
 
 if [ -x "$oauth2_proxy" ]; then
   "$oauth2_proxy" --http-address="127.0.0.1:$o2p_port" --provider=oidc --oidc-issuer-url="$issuer" \
@@ -281,6 +305,12 @@ bench_store() { # index label store-yaml
     fi
     run_wrk "$row" "$ppid" "$origin/api/bench" "$work/seeded.cookies"
     [ -z "${perf_pid:-}" ] || { wait "$perf_pid" || true; perf_pid=; }
+    if [ "$row" = "$profile_row" ]; then
+      # The same request at half this row's throughput, through portcullis and direct.
+      half=$(awk -v r="$(rps_of "$row")" 'BEGIN {printf "%d", r / 2}')
+      paced_proxy=$(paced_p99 "$origin/api/bench" "$half" "Cookie: $(head -1 "$work/seeded.cookies")" "X-CSRF: 1")
+      paced_direct=$(paced_p99 "http://127.0.0.1:$nginx_port/api/bench" "$half")
+    fi
     [ "$n" = 10000 ] && rss_10k=$(rss_mib "$ppid")
   done
   stop_portcullis
@@ -303,7 +333,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- authenticated api (redis, 1 session) / public route: **$(ratio "$api_rps" "$(rps_of "portcullis public")")**"
   echo "- authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$api_rps" "$(rps_of "nginx proxy_pass")")**"
   echo "- authenticated api (redis, 1 session) / direct upstream: $(ratio "$api_rps" "$(rps_of direct)")"
+  echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
   echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"
+  echo "- CPU µs/req: the serving process's user + system time per request (for direct, the upstream nginx's own)"
   echo "- upstream conns: new connections the upstream accepted during the row (wrk's own for direct; wrk's plus nginx's for proxy_pass)"
 } | tee "$out_dir/results.md"

@@ -42,8 +42,8 @@ const CLIENT_FORBIDDEN_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-
 pub struct Injection<'a> {
     pub bearer: Option<&'a HeaderValue>,
     pub client_ip: Option<String>,
-    pub public_proto: &'static str,
-    pub public_host: &'a str,
+    pub public_proto: &'a HeaderValue,
+    pub public_host: Option<&'a HeaderValue>,
     pub websocket: bool,
 }
 
@@ -66,8 +66,10 @@ pub fn prepare_upstream_request(
     if let Some(ip) = add.client_ip {
         req.insert_header("x-forwarded-for", ip)?;
     }
-    req.insert_header("x-forwarded-proto", add.public_proto)?;
-    req.insert_header("x-forwarded-host", add.public_host)?;
+    req.insert_header("x-forwarded-proto", add.public_proto.clone())?;
+    if let Some(host) = add.public_host {
+        req.insert_header("x-forwarded-host", host.clone())?;
+    }
     Ok(())
 }
 
@@ -138,11 +140,15 @@ mod tests {
             req.append_header(k, v).unwrap();
         }
         let bearer = HeaderValue::from_static("Bearer t0k");
+        let (proto, host) = (
+            HeaderValue::from_static("https"),
+            HeaderValue::from_static("app.example"),
+        );
         let add = Injection {
             bearer: Some(&bearer),
             client_ip: Some("192.0.2.1".into()),
-            public_proto: "https",
-            public_host: "app.example",
+            public_proto: &proto,
+            public_host: Some(&host),
             websocket: false,
         };
         prepare_upstream_request(&mut req, &policy(), add).unwrap();

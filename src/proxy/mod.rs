@@ -73,8 +73,10 @@ pub struct Portcullis {
     request_series: RequestSeries,
     request_ids: RequestIds,
     security: SecurityHeaders,
-    public_host: String,
-    public_proto: &'static str,
+    /// `X-Forwarded-Host` and `-Proto` values, built once. A validated URL's host and port
+    /// always make a header value; `None` would only leave the header out.
+    public_host: Option<HeaderValue>,
+    public_proto: HeaderValue,
     in_flight: InFlight,
     limits: SecurityConfig,
     origins: TrustedOrigins,
@@ -100,15 +102,18 @@ impl Portcullis {
         let public_host = cfg
             .public_origin
             .split_once("://")
-            .map_or(cfg.public_origin.as_str(), |(_, h)| h)
-            .to_string();
+            .map_or(cfg.public_origin.as_str(), |(_, h)| h);
         Portcullis {
             routes: RouteTable::new(&cfg.routes),
             peers,
             cookies: CookiePolicy::new(&cfg.session),
             security: SecurityHeaders::new(cfg.public_is_https),
-            public_proto: if cfg.public_is_https { "https" } else { "http" },
-            public_host,
+            public_proto: HeaderValue::from_static(if cfg.public_is_https {
+                "https"
+            } else {
+                "http"
+            }),
+            public_host: HeaderValue::from_str(public_host).ok(),
             sessions,
             oidc,
             request_series: RequestSeries::new(&metrics),
@@ -331,8 +336,8 @@ impl ProxyHttp for Portcullis {
         let add = inject::Injection {
             bearer: ctx.bearer.as_ref(),
             client_ip,
-            public_proto: self.public_proto,
-            public_host: &self.public_host,
+            public_proto: &self.public_proto,
+            public_host: self.public_host.as_ref(),
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;

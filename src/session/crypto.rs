@@ -36,10 +36,12 @@ impl CookieSecret {
         if value.len() != ENCODED_SECRET_LEN {
             return None;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
-        let arr: [u8; SECRET_LEN] = bytes.try_into().ok()?;
-        // Reject non-canonical encodings (trailing bits set) so one secret has one spelling.
-        (URL_SAFE_NO_PAD.encode(arr) == value).then_some(CookieSecret(arr))
+        // The engine refuses set trailing bits, so one secret has one spelling. 43 characters
+        // decode to at most 33 bytes by the engine's estimate; exactly 32 are expected.
+        let mut buf = [0u8; SECRET_LEN + 1];
+        let len = URL_SAFE_NO_PAD.decode_slice(value, &mut buf).ok()?;
+        let arr: [u8; SECRET_LEN] = buf.get(..len)?.try_into().ok()?;
+        Some(CookieSecret(arr))
     }
 
     pub fn encode(&self) -> String {
@@ -150,6 +152,13 @@ mod tests {
         assert_eq!(CookieSecret::parse(&enc), Some(s));
     }
 
+    /// The base64url character with the same top four bits as `c` and a low bit set.
+    fn non_canonical_last(c: u8) -> char {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let index = ALPHABET.iter().position(|&a| a == c).unwrap();
+        ALPHABET[index | 1] as char
+    }
+
     #[test]
     fn malformed_secrets_are_rejected() {
         let good = CookieSecret::generate().encode();
@@ -159,6 +168,8 @@ mod tests {
             format!("{good}A"),
             good.replace(|c: char| c.is_ascii_alphanumeric(), "+"),
             format!("{}=", &good[..42]),
+            // Same bytes, a different spelling: the last character's unused bits set.
+            format!("{}{}", &good[..42], non_canonical_last(good.as_bytes()[42])),
             "\u{0}".repeat(43),
         ] {
             assert!(CookieSecret::parse(&bad).is_none(), "{bad:?} accepted");
