@@ -37,6 +37,11 @@ async fn cached_sessions_follow_changes_made_on_another_replica() {
     let misses = cache_events(&metrics, "miss");
     assert!(misses <= 8, "{misses} store reads for 20 requests");
 
+    // A full read here extends the idle timeout: a write, after which Redis reports the key's
+    // changes to this replica only once it reads the key plainly again. The cached copy must
+    // not outlive that.
+    assert_eq!(here.api("/bff/user").await.status, 200);
+    assert_eq!(here.api("/api/x").await.status, 200);
     // Logout through the other replica: this one must not serve its cached copy even once.
     let user: serde_json::Value = serde_json::from_str(&there.api("/bff/user").await.body).unwrap();
     assert_eq!(

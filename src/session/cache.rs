@@ -143,7 +143,8 @@ impl SessionCache {
 
     /// Records that this process extended the key's idle TTL, and drops its cached value: the
     /// touch is a write, after which Redis no longer reports the key's changes to this process
-    /// until it reads the key again.
+    /// until it reads the key again (`NOLOOP` spares the writer the invalidation, but the server
+    /// still forgets who had read the key).
     pub fn touched(&self, key: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.with_entries(|m| {

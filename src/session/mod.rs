@@ -166,9 +166,9 @@ impl Sessions {
         let hot = data.as_ref().map(HotSession::of);
         match (&hot, epoch) {
             (None, _) => cache.forget(&key),
-            (Some(_), _) if touch => cache.touched(&key),
-            (Some(hot), Some(epoch)) => cache.insert(&key, hot.clone(), epoch),
-            (Some(_), None) => {}
+            // Only a plain read is cached: see `read_record`.
+            (Some(hot), Some(epoch)) if !touch => cache.insert(&key, hot.clone(), epoch),
+            (Some(_), _) => {}
         }
         Ok(hot)
     }
@@ -209,7 +209,13 @@ impl Sessions {
         touch: bool,
     ) -> Result<Option<SessionData>, StoreError> {
         let ttl = touch.then_some(self.cfg.idle_timeout);
-        let Some(sealed) = self.timed("get", self.store.get(key, ttl)).await? else {
+        let sealed = self.timed("get", self.store.get(key, ttl)).await?;
+        if let (true, Some(cache)) = (touch, &self.cache) {
+            // A touch is a write, after which Redis no longer reports the key's changes to this
+            // process: whatever the cache holds for it must go.
+            cache.touched(key);
+        }
+        let Some(sealed) = sealed else {
             return Ok(None);
         };
         let data = keys
