@@ -164,9 +164,12 @@ run_wrk() { # name pid url cookie-file|- [header...]
   local args=()
   for h in "$@"; do args+=(-H "$h"); done
   [ "$cookies" = - ] || args+=(-s "$work/cookies.lua")
-  local before after accepts_before accepts_after
+  local before after accepts_before accepts_after hits_before=0 misses_before=0 hits=-
   accepts_before=$(upstream_accepts)
   [ "$pid" = - ] || before=$(cpu_ticks "$pid")
+  case $name in "portcullis api"*)
+    hits_before=$(cache_events hit); misses_before=$(cache_events miss) ;;
+  esac
   if [ "$cookies" = - ]; then
     wrk -t1 -c"$connections" -d"$duration" --latency "${args[@]}" "$url" >"$work/row.wrk"
   else
@@ -186,8 +189,12 @@ run_wrk() { # name pid url cookie-file|- [header...]
     cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
     rss=$(rss_mib "$pid")
   fi
-  printf '| %-40s | %9s | %7s | %8s | %8s | %6s | %8s | %6s |\n' \
-    "$name" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$conns" "${non2xx:-0}" >>"$work/table"
+  case $name in "portcullis api"*)
+    hits=$(awk -v h=$(($(cache_events hit) - hits_before)) -v m=$(($(cache_events miss) - misses_before)) \
+      'BEGIN {printf "%.1f %%", h + m ? 100 * h / (h + m) : 0}') ;;
+  esac
+  printf '| %-46s | %9s | %8s | %8s | %8s | %6s | %8s | %8s | %6s |\n' \
+    "$name" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$conns" "$hits" "${non2xx:-0}" >>"$work/table"
   echo "$rps" >"$work/$(tr ' /()' '____' <<<"$name").rps"
   echo "$name: $rps req/s, $cpu_us µs CPU/req" >&2
 }
@@ -231,6 +238,7 @@ log:
 YAML
   "$bin" serve --config "$work/portcullis-$i.yaml" 2>"$work/portcullis-$i.log" &
   ppid=$!
+  padmin=$admin
   pids+=($ppid)
   origin="http://127.0.0.1:$port"
   wait_http "http://127.0.0.1:$admin/readyz"
@@ -243,6 +251,9 @@ YAML
 stop_portcullis() { kill "$ppid"; wait "$ppid" 2>/dev/null || true; }
 metric_sum() { # admin-port series-prefix
   curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s) == 1 {t += $2} END {printf "%.6f", t}'
+}
+cache_events() { # event
+  curl -s "http://127.0.0.1:$padmin/metrics" | awk -v s="portcullis_session_cache_events_total{event=\"$1\"}" 'index($0, s) == 1 {print $2}'
 }
 
 wait_http "http://127.0.0.1:$nginx_proxy_port/"
@@ -295,10 +306,18 @@ bench_store() { # index label store-yaml
   local i=$1 label=$2 n
   start_portcullis "$i" "$3"
   for n in $session_counts; do
+    # Exactly n sessions in the store; the flush also empties portcullis's cache (Redis tells
+    # tracking clients about it).
+    for p in "$redis_port" "${cluster_ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
     "$seeder" "$work/portcullis-$i.yaml" "$n" >"$work/seeded.cookies"
     local row="portcullis api, $label, $n session$([ "$n" = 1 ] || echo s)"
-    # Each session is read from the store once before the measured run, as in a warm process.
-    wrk -t1 -c"$connections" -d"$(( n / 4000 + 1 ))s" -s "$work/cookies.lua" "$origin/api/bench" -- "$work/seeded.cookies" >/dev/null
+    # Warm up as a long-running process would be: until nearly every session is cached (a
+    # session is cached from its second read on; the first extends its idle timeout).
+    for _ in $(seq 1 40); do
+      local misses; misses=$(cache_events miss)
+      wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/seeded.cookies" >"$work/warm.wrk"
+      [ $(( $(cache_events miss) - misses )) -le $(( $(awk '/requests in/ {print $1}' "$work/warm.wrk") / 100 )) ] && break
+    done
     if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$row" = "$profile_row" ]; then
       perf record -e cpu-clock -F 999 -g -p "$ppid" -o "$out_dir/perf.data" -- sleep "${duration%s}" 2>/dev/null &
       perf_pid=$!
@@ -317,7 +336,6 @@ bench_store() { # index label store-yaml
 }
 bench_store 1 redis "  store: redis
   redis_url: \"redis://127.0.0.1:$redis_port\""
-redis-cli -p "$redis_port" flushall >/dev/null
 bench_store 2 "redis cluster" "  store: redis
   redis_url: \"redis-cluster://127.0.0.1:${cluster_ports[0]},127.0.0.1:${cluster_ports[1]}\""
 
@@ -326,8 +344,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
   echo "# portcullis benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t1 -c$connections -d$duration, portcullis threads ${BENCH_THREADS:-1})"
   echo
-  echo "| target                                   |     req/s |     p50 |      p99 | CPU µs/req | RSS MiB | upstream conns | non-2xx |"
-  echo "|------------------------------------------|----------:|--------:|---------:|-----------:|--------:|---------------:|--------:|"
+  echo "| target                                         |     req/s |      p50 |      p99 | CPU µs/req | RSS MiB | upstream conns | cache hits | non-2xx |"
+  echo "|------------------------------------------------|----------:|---------:|---------:|-----------:|--------:|---------------:|-----------:|--------:|"
   cat "$work/table"
   echo
   echo "- authenticated api (redis, 1 session) / public route: **$(ratio "$api_rps" "$(rps_of "portcullis public")")**"

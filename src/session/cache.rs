@@ -53,7 +53,8 @@ pub fn bearer_value(token: &str) -> Option<HeaderValue> {
 pub struct SessionCache {
     entries: Mutex<Entries>,
     max_entries: usize,
-    /// Bumped by every invalidation and flush; a read that raced one is not cached.
+    /// Counts changes (invalidations, touches, writes, flushes). A read from the store carries
+    /// the count from before it began, and is cached only if its key did not change since.
     epoch: AtomicU64,
     live: AtomicBool,
     events: Events,
@@ -69,11 +70,22 @@ struct Events {
 
 #[derive(Default)]
 struct Entries {
-    values: HashMap<String, HotSession>,
+    slots: HashMap<String, Slot>,
     /// When this process last extended each record's idle TTL. Kept apart from the values:
     /// a touch is itself a change other replicas are told about, so touching on every read
     /// would have replicas evicting each other's copies in turn.
     touches: HashMap<String, Instant>,
+    /// Reads that began before this epoch are not cached: they may have missed a change to a
+    /// slot that has since been evicted, or a flush.
+    floor: u64,
+}
+
+/// A key's cached value, or a tombstone (`None`) that remembers when the key last changed.
+/// Per-key change epochs keep a busy cache (touches and invalidations arrive all the time with
+/// many sessions) from refusing every concurrent read because some other key changed.
+struct Slot {
+    value: Option<HotSession>,
+    changed: u64,
 }
 
 pub enum Lookup {
@@ -116,7 +128,7 @@ impl SessionCache {
                 .get(key)
                 .is_none_or(|t| t.elapsed() >= touch_every);
             let hit = (live && !touch)
-                .then(|| m.values.get(key).cloned())
+                .then(|| m.slots.get(key).and_then(|s| s.value.clone()))
                 .flatten();
             (hit, touch)
         });
@@ -128,17 +140,38 @@ impl SessionCache {
         Lookup::Miss { epoch, touch }
     }
 
-    /// Records a plain read from the store, unless an invalidation arrived since `epoch`.
+    /// Records a plain read from the store that began at `epoch`, unless the key changed (or
+    /// the cache was flushed) since.
     pub fn insert(&self, key: &str, value: HotSession, epoch: u64) {
         if !self.live.load(Ordering::SeqCst) {
             return;
         }
+        let max = self.max_entries;
         self.with_entries(|m| {
-            if self.epoch.load(Ordering::SeqCst) == epoch {
-                make_room(&mut m.values, key, self.max_entries);
-                m.values.insert(key.to_string(), value);
+            let changed = m.slots.get(key).map_or(0, |s| s.changed);
+            if epoch < m.floor || changed > epoch {
+                return;
             }
+            make_room(m, key, max);
+            let value = Some(value);
+            m.slots.insert(key.to_string(), Slot { value, changed });
         });
+    }
+
+    /// Marks `key` changed now: its value goes, and reads that began earlier are not cached.
+    /// True when a value was dropped.
+    fn mark_changed(&self, key: &str) -> bool {
+        let changed = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let max = self.max_entries;
+        self.with_entries(|m| {
+            make_room(m, key, max);
+            let slot = m.slots.entry(key.to_string()).or_insert(Slot {
+                value: None,
+                changed,
+            });
+            slot.changed = changed;
+            slot.value.take().is_some()
+        })
     }
 
     /// Records that this process extended the key's idle TTL, and drops its cached value: the
@@ -146,32 +179,33 @@ impl SessionCache {
     /// until it reads the key again (`NOLOOP` spares the writer the invalidation, but the server
     /// still forgets who had read the key).
     pub fn touched(&self, key: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.mark_changed(key);
+        let max = self.max_entries;
         self.with_entries(|m| {
-            m.values.remove(key);
-            make_room(&mut m.touches, key, self.max_entries);
+            if m.touches.len() >= max && !m.touches.contains_key(key) {
+                evict_one(&mut m.touches);
+            }
             m.touches.insert(key.to_string(), Instant::now());
         });
     }
 
+    /// Another client changed `key` (or it expired) in the store.
     pub fn invalidate(&self, key: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        if self.with_entries(|m| m.values.remove(key)).is_some() {
+        if self.mark_changed(key) {
             self.events.invalidation.inc();
         }
     }
 
     /// Forgets a record entirely (it was written or deleted here).
     pub fn forget(&self, key: &str) {
-        self.invalidate(key);
+        self.mark_changed(key);
         self.with_entries(|m| m.touches.remove(key));
     }
 
     /// Empties the cache and stops serving from it (tracking is not known to be live).
     pub fn suspend(&self) {
         let was_live = self.live.swap(false, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.with_entries(|m| *m = Entries::default());
+        self.clear();
         if was_live {
             self.events.flush.inc();
         }
@@ -179,32 +213,46 @@ impl SessionCache {
 
     /// Tracking is (re-)established: serve from the cache again.
     pub fn resume(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.with_entries(|m| *m = Entries::default());
+        self.clear();
         self.live.store(true, Ordering::SeqCst);
     }
 
+    /// Drops everything; reads that began before now are not cached.
+    fn clear(&self) {
+        let floor = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.with_entries(|m| {
+            *m = Entries {
+                floor,
+                ..Entries::default()
+            }
+        });
+    }
+
+    /// How many sessions the cache holds.
     pub fn len(&self) -> usize {
-        self.with_entries(|m| m.values.len())
+        self.with_entries(|m| m.slots.values().filter(|s| s.value.is_some()).count())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::SeqCst)
+/// Bounds the slots: before adding a new key to a full map, drops an arbitrary slot, raising
+/// the floor past its last change so no read that might have missed that change is cached.
+/// Sessions are uniformly hot or cold, so which one goes matters little; the bound is what
+/// matters.
+fn make_room(m: &mut Entries, key: &str, max: usize) {
+    if m.slots.len() >= max && !m.slots.contains_key(key) {
+        if let Some(evicted) = evict_one(&mut m.slots) {
+            m.floor = m.floor.max(evicted.changed);
+        }
     }
 }
 
-/// Bounds a map: before adding a new key to a full map, drops an arbitrary entry. Sessions are
-/// uniformly hot or cold, so which one goes matters little; the bound is what matters.
-fn make_room<V>(map: &mut HashMap<String, V>, key: &str, max: usize) {
-    if map.len() >= max && !map.contains_key(key) {
-        if let Some(victim) = map.keys().next().cloned() {
-            map.remove(&victim);
-        }
-    }
+fn evict_one<V>(map: &mut HashMap<String, V>) -> Option<V> {
+    let victim = map.keys().next().cloned()?;
+    map.remove(&victim)
 }
 
 #[cfg(test)]
@@ -226,6 +274,10 @@ mod tests {
             access_lifetime: 60,
             absolute_deadline: expires,
         }
+    }
+
+    fn cached(c: &SessionCache, key: &str) -> bool {
+        c.with_entries(|m| m.slots.get(key).is_some_and(|s| s.value.is_some()))
     }
 
     fn miss_epoch(c: &SessionCache, key: &str) -> u64 {
@@ -279,12 +331,34 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_raced_an_invalidation_is_not_cached() {
+    fn a_read_that_raced_a_change_of_its_key_is_not_cached() {
         let c = cache(10);
         let e = miss_epoch(&c, "k");
-        c.invalidate("other");
+        c.invalidate("k");
         c.insert("k", hot(1), e);
         assert!(c.is_empty());
+        let e = miss_epoch(&c, "k");
+        c.invalidate("other");
+        c.touched("another");
+        c.insert("k", hot(1), e);
+        assert!(
+            cached(&c, "k"),
+            "changes to other keys do not hold a read back"
+        );
+    }
+
+    #[test]
+    fn evicting_a_changed_key_holds_back_reads_that_began_before() {
+        let c = cache(1);
+        let e = miss_epoch(&c, "k");
+        c.invalidate("k");
+        let later = miss_epoch(&c, "x");
+        c.insert("x", hot(1), later);
+        c.insert("k", hot(1), e);
+        assert!(
+            !cached(&c, "k") && cached(&c, "x"),
+            "k's change was forgotten with its slot, so its older read is refused"
+        );
     }
 
     #[test]
