@@ -147,11 +147,13 @@ portcullis_login() { # origin
 }
 
 : >"$work/table"
-# wrk's Lua script spreads requests over every cookie in a file (one session per line).
+# wrk's Lua script spreads requests over every cookie in a file (one session per line), in
+# order, starting after the `offset`-th (so successive runs carry on where the last stopped).
 cat >"$work/cookies.lua" <<'LUA'
 local cookies, n, i = {}, 0, 0
 init = function(args)
   for line in io.lines(args[1]) do n = n + 1; cookies[n] = line end
+  i = tonumber(args[2] or "0") % n
 end
 request = function()
   i = i % n + 1
@@ -313,10 +315,13 @@ bench_store() { # index label store-yaml
     local row="portcullis api, $label, $n session$([ "$n" = 1 ] || echo s)"
     # Warm up as a long-running process would be: until nearly every session is cached (a
     # session is cached from its second read on; the first extends its idle timeout).
-    for _ in $(seq 1 40); do
-      local misses; misses=$(cache_events miss)
-      wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/seeded.cookies" >"$work/warm.wrk"
-      [ $(( $(cache_events miss) - misses )) -le $(( $(awk '/requests in/ {print $1}' "$work/warm.wrk") / 100 )) ] && break
+    local offset=0 misses done_reqs
+    for _ in $(seq 1 60); do
+      misses=$(cache_events miss)
+      wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/seeded.cookies" "$offset" >"$work/warm.wrk"
+      done_reqs=$(awk '/requests in/ {print $1}' "$work/warm.wrk")
+      offset=$((offset + done_reqs))
+      [ $(( $(cache_events miss) - misses )) -le $((done_reqs / 100)) ] && [ "$offset" -ge "$n" ] && break
     done
     if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$row" = "$profile_row" ]; then
       perf record -e cpu-clock -F 999 -g -p "$ppid" -o "$out_dir/perf.data" -- sleep "${duration%s}" 2>/dev/null &
