@@ -49,7 +49,7 @@ enum StoreHandle {
 }
 
 impl StoreHandle {
-    /// The store, and the session cache in front of it when one can be kept coherent.
+    /// The store, and the session cache in front of it unless `cache_max_entries` is 0.
     fn from_config(
         cfg: &SessionConfig,
         metrics: &Metrics,

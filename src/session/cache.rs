@@ -211,6 +211,12 @@ impl SessionCache {
         }
     }
 
+    /// Empties the cache; whether it serves is left as it was.
+    pub fn flush(&self) {
+        self.clear();
+        self.events.flush.inc();
+    }
+
     /// Tracking is (re-)established: serve from the cache again.
     pub fn resume(&self) {
         self.clear();
@@ -374,5 +380,20 @@ mod tests {
         let e = miss_epoch(&c, "a");
         c.insert("a", hot(1), e);
         assert!(c.is_empty(), "nothing is cached while tracking is down");
+        c.flush();
+        let e = miss_epoch(&c, "a");
+        c.insert("a", hot(1), e);
+        assert!(
+            c.is_empty(),
+            "a flush does not turn a suspended cache back on"
+        );
+        c.resume();
+        let before_flush = miss_epoch(&c, "a");
+        c.flush();
+        c.insert("a", hot(1), before_flush);
+        assert!(c.is_empty(), "a read from before a flush is not cached");
+        let e = miss_epoch(&c, "a");
+        c.insert("a", hot(1), e);
+        assert_eq!(c.len(), 1, "a flushed live cache keeps serving");
     }
 }

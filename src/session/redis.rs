@@ -167,7 +167,7 @@ impl RedisStore {
             loop {
                 match invalidations.recv().await {
                     // No key means every key (FLUSHALL, FLUSHDB).
-                    Ok(inv) if inv.keys.is_empty() => on_invalidation.resume(),
+                    Ok(inv) if inv.keys.is_empty() => on_invalidation.flush(),
                     // Tracking also reports the lock and index keys this client read.
                     Ok(inv) => inv
                         .keys
@@ -177,7 +177,7 @@ impl RedisStore {
                         .for_each(|k| on_invalidation.invalidate(k)),
                     // Missed invalidations: nothing cached can be trusted any more.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        on_invalidation.resume()
+                        on_invalidation.flush()
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         on_invalidation.suspend();
