@@ -3,10 +3,12 @@
 //!
 //! It holds only what forwarding a request needs ([`HotSession`]), not the refresh or ID token.
 //! With the memory store it is always live, and the facade forgets an entry whenever it writes
-//! one. With Redis it is correct across replicas through client-side caching: the store's
-//! connections run RESP3 `CLIENT TRACKING` in broadcast mode on the session-key prefix, and every
-//! change another replica makes to a session (refresh, logout, expiry) arrives as an
-//! invalidation before that replica's reply to its own caller. The cache then serves only while
+//! one. With Redis it is correct across replicas through client-side caching: every connection
+//! (so every Cluster node) runs RESP3 `CLIENT TRACKING`, the server remembers which session keys
+//! this process read, and every change another replica makes to one (refresh, logout, expiry,
+//! a touch) arrives as an invalidation before that replica's reply to its own caller. Only
+//! plain reads are cached, since this process's own touch ends the tracking of a key. The cache
+//! then serves only while
 //! tracking is known to be live: a connection error, a lagging invalidation stream or a
 //! reconnect empties it and turns it off until tracking is re-established, so a store outage
 //! still fails closed.
