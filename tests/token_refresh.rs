@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use support::{eventually, last_bearer, metric, World, WorldOptions};
 
-async fn wait_until_inactive(w: &World, token: &str) {
-    let op = &w.op;
-    eventually(
-        "the access token to expire at the OP",
-        Duration::from_secs(20),
-        || async move { (!op.introspect_active(token).await).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_access_token_is_refreshed_before_forwarding() {
     let w = World::start(WorldOptions {
@@ -28,7 +18,8 @@ async fn an_expired_access_token_is_refreshed_before_forwarding() {
     b.login("alice", "/").await;
     assert_eq!(b.api("/api/x").await.status, 200);
     let first = last_bearer(&w.upstream);
-    wait_until_inactive(&w, &first).await;
+    w.op.wait_until_inactive(&first, "the access token to expire at the OP")
+        .await;
 
     assert_eq!(b.api("/api/x").await.status, 200);
     let second = last_bearer(&w.upstream);
@@ -59,7 +50,8 @@ async fn fifty_concurrent_requests_over_three_replicas_refresh_once() {
     assert_eq!(b.api("/api/x").await.status, 200);
     let first = last_bearer(&w.upstream);
     let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
-    wait_until_inactive(&w, &first).await;
+    w.op.wait_until_inactive(&first, "the access token to expire at the OP")
+        .await;
 
     let origins = [w.proxy.origin(), r2.origin(), r3.origin()];
     let client = reqwest::Client::new();

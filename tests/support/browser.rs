@@ -233,6 +233,22 @@ impl Browser {
     pub async fn api(&mut self, path: &str) -> Response {
         self.get(path, &[("x-csrf", "1")]).await
     }
+
+    /// The logout link `/bff/user` offers this browser's session.
+    pub async fn logout_url(&mut self) -> String {
+        let user: serde_json::Value =
+            serde_json::from_str(&self.api("/bff/user").await.body).expect("/bff/user JSON");
+        user["logout_url"]
+            .as_str()
+            .expect("a logout_url")
+            .to_string()
+    }
+
+    /// Logs out through that link, as the SPA would; the status of portcullis's answer.
+    pub async fn logout(&mut self) -> u16 {
+        let url = self.logout_url().await;
+        self.get(&url, &[]).await.status
+    }
 }
 
 /// The value of `<input … name="NAME" … value="…">` in an HTML page, attribute order aside.

@@ -115,6 +115,15 @@ impl Op {
         body["active"] == serde_json::Value::Bool(true)
     }
 
+    /// Polls introspection until `token` is no longer active (expired or revoked); `what`
+    /// names the wait in the failure message.
+    pub async fn wait_until_inactive(&self, token: &str, what: &str) {
+        super::eventually(what, Duration::from_secs(20), || async move {
+            (!self.introspect_active(token).await).then_some(())
+        })
+        .await;
+    }
+
     /// Successful token responses so far, by grant type.
     pub async fn grant_counts(&self) -> (u64, u64) {
         let body: serde_json::Value = Self::client()
