@@ -295,6 +295,33 @@ async fn a_sub_only_token_ends_every_session_of_the_user() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sub_only_token_spares_logins_made_after_its_logout_event() {
+    let w = backchannel_world().await;
+    let mut a = w.browser();
+    a.login("alice", "/").await;
+    let mut late = logout_claims(&w, None, Some("alice"));
+    // Issued 200 s ago: inside the 5 minutes a token is accepted for, but further back than
+    // the 60 s of clock skew allowed before alice logged in.
+    late["iat"] = json!(now() - 200);
+    late["jti"] = json!("late-delivery");
+    let token = w.op.sign(late, json!({})).await;
+    let (status, body) = post_logout_token(&w.proxy.origin(), &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        a.api("/api/x").await.status,
+        200,
+        "a login after the logout event survives a late token"
+    );
+    assert!(w.proxy.logs().contains("sessions=0"), "nothing was ended");
+
+    let token =
+        w.op.sign(logout_claims(&w, None, Some("alice")), json!({}))
+            .await;
+    assert_eq!(post_logout_token(&w.proxy.origin(), &token).await.0, 200);
+    assert_eq!(a.api("/api/x").await.status, 401, "a current token ends it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn logout_everywhere_ends_the_users_sessions_on_every_replica() {
     let w = World::start(WorldOptions::default()).await;
     let replica = w.replica("").await;

@@ -118,6 +118,41 @@ async fn contract(store: Arc<dyn SessionStore>) {
     })
     .await;
 
+    // Indexes list members by creation time; members older than the TTL are dropped on add.
+    let index = key("index");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let day = Duration::from_secs(86_400);
+    for (member, created) in [("m1", 1_000), ("m2", 90_000), ("m3", 100_000)] {
+        store.index_add(&index, member, created, day).await.unwrap();
+    }
+    assert_eq!(
+        sorted(store.index_members(&index, u64::MAX).await.unwrap()),
+        ["m2", "m3"],
+        "m1 was created more than a TTL before m3 and is gone"
+    );
+    assert_eq!(
+        store.index_members(&index, 99_999).await.unwrap(),
+        ["m2"],
+        "only members created at or before the bound"
+    );
+    assert_eq!(
+        store.index_members(&index, 999).await.unwrap(),
+        [] as [String; 0]
+    );
+    store.index_remove(&index, "m2").await.unwrap();
+    store.index_remove(&index, "never-added").await.unwrap();
+    assert_eq!(store.index_members(&index, u64::MAX).await.unwrap(), ["m3"]);
+    assert_eq!(
+        store
+            .index_members(&key("no-index"), u64::MAX)
+            .await
+            .unwrap(),
+        [] as [String; 0]
+    );
+
     store.ping().await.unwrap();
 }
 

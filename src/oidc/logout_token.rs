@@ -27,6 +27,8 @@ pub struct LogoutToken {
     pub sub: Option<String>,
     pub sid: Option<String>,
     pub jti: String,
+    /// When the OP issued the token, i.e. when the logout happened there.
+    pub iat: u64,
     pub exp: u64,
 }
 
@@ -159,6 +161,7 @@ impl Oidc {
             sub,
             sid,
             jti,
+            iat,
             exp,
         })
     }

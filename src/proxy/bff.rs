@@ -406,7 +406,7 @@ impl Portcullis {
         let everywhere = query.get("everywhere") == Some("1");
         let scope = if everywhere {
             self.sessions
-                .delete_user_sessions(&auth.data.iss, &auth.data.sub, "logout")
+                .delete_user_sessions(&auth.data.iss, &auth.data.sub, u64::MAX, "logout")
                 .await?;
             "everywhere"
         } else {
@@ -491,9 +491,12 @@ impl Portcullis {
                     .delete_op_sessions(&token.iss, sid, "logout")
                     .await?
             }
+            // A token naming only the user ends the logins that happened before the logout at
+            // the OP (allowing for the clocks' skew), not one made after it that a late or
+            // replayed-in-window token would otherwise end too.
             (None, Some(sub)) => {
                 self.sessions
-                    .delete_user_sessions(&token.iss, sub, "logout")
+                    .delete_user_sessions(&token.iss, sub, token.iat + skew, "logout")
                     .await?
             }
             (None, None) => return Err(ProxyError::LogoutTokenRejected("sub_and_sid_missing")),

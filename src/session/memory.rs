@@ -1,7 +1,7 @@
 //! The embedded store: a map behind a mutex, for one replica and for local runs. Expired
 //! entries are invisible at once and swept periodically by `sweep`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ pub struct MemoryStore {
 }
 
 struct Index {
-    members: HashSet<String>,
+    /// Member → creation time (unix seconds).
+    members: HashMap<String, u64>,
     expires_at: Instant,
 }
 
@@ -142,17 +143,25 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        created_at: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let now = Instant::now();
+        let oldest_live = created_at.saturating_sub(ttl.as_secs());
         self.with_indexes(|m| {
             let index = m.entry(key.to_string()).or_insert_with(|| Index {
-                members: HashSet::new(),
+                members: HashMap::new(),
                 expires_at: now,
             });
             if index.expires_at <= now {
                 index.members.clear();
             }
-            index.members.insert(member.to_string());
+            index.members.retain(|_, created| *created >= oldest_live);
+            index.members.insert(member.to_string(), created_at);
             index.expires_at = now + ttl;
         });
         Ok(())
@@ -170,10 +179,19 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+    async fn index_members(
+        &self,
+        key: &str,
+        created_until: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let now = Instant::now();
         Ok(self.with_indexes(|m| match m.get(key) {
-            Some(index) if index.expires_at > now => index.members.iter().cloned().collect(),
+            Some(index) if index.expires_at > now => index
+                .members
+                .iter()
+                .filter(|(_, created)| **created <= created_until)
+                .map(|(member, _)| member.clone())
+                .collect(),
             _ => Vec::new(),
         }))
     }

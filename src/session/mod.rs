@@ -260,7 +260,8 @@ impl Sessions {
         for index in self.indexes_of(data) {
             self.timed(
                 "index",
-                self.store.index_add(&index, &id, self.cfg.absolute_timeout),
+                self.store
+                    .index_add(&index, &id, data.created_at, self.cfg.absolute_timeout),
             )
             .await?;
         }
@@ -278,12 +279,14 @@ impl Sessions {
         keys
     }
 
+    // The kinds name sorted sets; earlier builds kept plain sets under `user`/`sid`, and new
+    // names keep a rolling upgrade from meeting those with a type error.
     fn user_index(&self, iss: &str, sub: &str) -> String {
-        self.key("user", &identity_id(&[iss, sub]))
+        self.key("user-logins", &identity_id(&[iss, sub]))
     }
 
     fn sid_index(&self, iss: &str, sid: &str) -> String {
-        self.key("sid", &identity_id(&[iss, sid]))
+        self.key("op-session", &identity_id(&[iss, sid]))
     }
 
     /// Writes the record with a TTL of the idle timeout, capped by the absolute deadline.
@@ -316,14 +319,16 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends every session of a user (`iss`, `sub`); returns how many were listed.
+    /// Ends the sessions of a user (`iss`, `sub`) created at or before `created_until` (unix
+    /// seconds; `u64::MAX` for all of them); returns how many were listed.
     pub async fn delete_user_sessions(
         &self,
         iss: &str,
         sub: &str,
+        created_until: u64,
         reason: &'static str,
     ) -> Result<usize, StoreError> {
-        self.delete_indexed(&self.user_index(iss, sub), reason)
+        self.delete_indexed(&self.user_index(iss, sub), created_until, reason)
             .await
     }
 
@@ -334,17 +339,27 @@ impl Sessions {
         sid: &str,
         reason: &'static str,
     ) -> Result<usize, StoreError> {
-        self.delete_indexed(&self.sid_index(iss, sid), reason).await
+        self.delete_indexed(&self.sid_index(iss, sid), u64::MAX, reason)
+            .await
     }
 
     /// Exact-match deletion through an index, never a key pattern, so a `*` in a claim is just
-    /// a character.
-    async fn delete_indexed(&self, index: &str, reason: &'static str) -> Result<usize, StoreError> {
-        let ids = self.timed("index", self.store.index_members(index)).await?;
+    /// a character. Only the ended members are unlisted: a login that completes meanwhile
+    /// stays listed for the next logout.
+    async fn delete_indexed(
+        &self,
+        index: &str,
+        created_until: u64,
+        reason: &'static str,
+    ) -> Result<usize, StoreError> {
+        let ids = self
+            .timed("index", self.store.index_members(index, created_until))
+            .await?;
         for id in &ids {
             self.end(&self.key("s", id), reason).await?;
+            self.timed("index", self.store.index_remove(index, id))
+                .await?;
         }
-        self.timed("delete", self.store.delete(index)).await?;
         Ok(ids.len())
     }
 

@@ -19,8 +19,11 @@ use super::cache::SessionCache;
 use crate::config::{RedisConfig, RedisTopology};
 
 /// SADD and PEXPIRE as one step, so an index never exists without a time to live.
-const INDEX_ADD_SCRIPT: &str =
-    "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
+/// A sorted set scored by creation time, so back-channel logout can pick the sessions created
+/// before a logout event, and members past the absolute timeout can be dropped by score.
+const INDEX_ADD_SCRIPT: &str = "redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) \
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3]) \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[4])";
 /// Compare-and-delete: the lock is released only by its owner.
 const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -310,8 +313,20 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        let args: Vec<Value> = vec![member.into(), ttl_millis(ttl).into()];
+    async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        created_at: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let oldest_live = created_at.saturating_sub(ttl.as_secs());
+        let args: Vec<Value> = vec![
+            member.into(),
+            created_at.to_string().into(),
+            oldest_live.to_string().into(),
+            ttl_millis(ttl).into(),
+        ];
         self.client
             .eval::<(), _, _, _>(INDEX_ADD_SCRIPT, vec![key], args)
             .await
@@ -320,13 +335,22 @@ impl SessionStore for RedisStore {
 
     async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
         self.client
-            .srem::<(), _, _>(key, member)
+            .zrem::<(), _, _>(key, member)
             .await
             .map_err(unavailable)
     }
 
-    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        self.client.smembers(key).await.map_err(unavailable)
+    async fn index_members(
+        &self,
+        key: &str,
+        created_until: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        // A number, not a string: fred sends strings as lexicographic bounds.
+        let max = i64::try_from(created_until).unwrap_or(i64::MAX);
+        self.client
+            .zrangebyscore(key, "-inf", max, false, None)
+            .await
+            .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -28,10 +28,20 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes `key` only if it still holds `owner`, so an expired lock taken over by another
     /// replica is never released by the first.
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError>;
-    /// Adds `member` to the set at `key` and sets the set's time to live, in one step.
-    async fn index_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Lists `member` in the index at `key` with its creation time (unix seconds), forgets
+    /// members created more than `ttl` ago (their sessions have reached the absolute timeout)
+    /// and sets the index's time to live, in one step.
+    async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        created_at: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
     async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError>;
-    async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    /// The members listed with a creation time at or before `created_until`.
+    async fn index_members(&self, key: &str, created_until: u64)
+        -> Result<Vec<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
     /// A label for metrics and logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;
