@@ -25,7 +25,7 @@ pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
 pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
-pub const OP_CALLS: [&str; 4] = ["discovery", "token", "refresh", "revocation"];
+pub const OP_CALLS: [&str; 5] = ["discovery", "jwks", "token", "refresh", "revocation"];
 
 pub struct Metrics {
     pub registry: Registry,

@@ -14,15 +14,41 @@ pub enum OidcError {
     Rejected { code: String },
     #[error("token response invalid: {0}")]
     TokenResponse(&'static str),
-    #[error("ID token invalid: {0}")]
-    IdToken(String),
+    /// `reason` is the stable code logged and audited; `detail` says which value failed.
+    #[error("ID token invalid ({reason}): {detail}")]
+    IdToken {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl OidcError {
+    pub fn id_token(reason: &'static str, detail: impl ToString) -> OidcError {
+        OidcError::IdToken {
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A stable, low-cardinality reason code for logs and audit lines.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OidcError::Discovery(_) => "discovery_failed",
+            OidcError::NotReady => "oidc_not_ready",
+            OidcError::TokenEndpoint(_) => "token_endpoint_failed",
+            OidcError::Rejected { .. } => "token_request_rejected",
+            OidcError::TokenResponse(_) => "token_response_invalid",
+            OidcError::IdToken { reason, .. } => reason,
+        }
+    }
+
     /// Whether a failed refresh means the grant is gone (end the session) rather than a
     /// passing outage (keep it).
     pub fn is_fatal_for_refresh(&self) -> bool {
         matches!(self, OidcError::Rejected { code } if code == "invalid_grant")
-            || matches!(self, OidcError::IdToken(_) | OidcError::TokenResponse(_))
+            || matches!(
+                self,
+                OidcError::IdToken { .. } | OidcError::TokenResponse(_)
+            )
     }
 }

@@ -3,6 +3,7 @@
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
 mod error;
+mod jose;
 mod logout_token;
 mod tokens;
 
@@ -18,7 +19,7 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, ProviderMetadata,
+    EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, Nonce, PkceCodeChallenge, ProviderMetadata,
     RedirectUrl, Scope,
 };
 use prometheus::HistogramVec;
@@ -72,10 +73,25 @@ type DiscoveredClient = CoreClient<
 
 /// One successful discovery: the client built from it and the extra metadata.
 pub struct Provider {
+    metadata: Metadata,
     client: DiscoveredClient,
     jwks: CoreJsonWebKeySet,
     pub extra: ExtraMetadata,
 }
+
+impl Provider {
+    fn has_key(&self, kid: &str) -> bool {
+        self.jwks
+            .keys()
+            .iter()
+            .any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+    }
+}
+
+/// A token named a key the provider's set lacks: the OP may have rotated its keys, so the
+/// JWKS is fetched again, but at most this often, since anyone can post a logout token with
+/// a made-up `kid`.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What `/bff/login` needs to remember and where it sends the browser.
 pub struct AuthorizationRequest {
@@ -90,6 +106,9 @@ pub struct Oidc {
     redirect_uri: Url,
     http: openidconnect::reqwest::Client,
     provider: RwLock<Option<Arc<Provider>>>,
+    /// When the JWKS was last fetched for an unknown `kid`; the lock also makes concurrent
+    /// callers wait for one fetch rather than each starting their own.
+    jwks_refetched: tokio::sync::Mutex<Option<Instant>>,
     /// Time spent waiting on the OP, by call: it tells an OP's latency apart from portcullis's.
     op_duration: HistogramVec,
 }
@@ -111,6 +130,7 @@ impl Oidc {
             redirect_uri,
             http,
             provider: RwLock::new(None),
+            jwks_refetched: tokio::sync::Mutex::new(None),
             op_duration,
         })
     }
@@ -148,9 +168,8 @@ impl Oidc {
             .timed("discovery", Metadata::discover_async(issuer, &self.http))
             .await
             .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
-        let extra = metadata.additional_metadata().clone();
-        let jwks = metadata.jwks().clone();
-        if !extra
+        if !metadata
+            .additional_metadata()
             .code_challenge_methods_supported
             .iter()
             .any(|m| m == "S256")
@@ -160,24 +179,70 @@ impl Oidc {
                     .into(),
             ));
         }
+        self.install(self.provider_from(metadata));
+        Ok(())
+    }
+
+    fn provider_from(&self, metadata: Metadata) -> Provider {
         let auth_type = match self.cfg.auth_method {
             TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
             TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
         };
         let client = CoreClient::from_provider_metadata(
-            metadata,
+            metadata.clone(),
             ClientId::new(self.cfg.client_id.clone()),
             Some(ClientSecret::new(self.cfg.client_secret.expose().clone())),
         )
         .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
         .set_auth_type(auth_type);
-        let provider = Arc::new(Provider {
+        Provider {
+            jwks: metadata.jwks().clone(),
+            extra: metadata.additional_metadata().clone(),
+            metadata,
             client,
-            jwks,
-            extra,
-        });
-        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
-        Ok(())
+        }
+    }
+
+    fn install(&self, provider: Provider) -> Arc<Provider> {
+        let provider = Arc::new(provider);
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider.clone());
+        provider
+    }
+
+    /// The provider to verify a token signed with `kid`: the current one, or, when its key set
+    /// lacks `kid`, one with the JWKS fetched again (rate-limited by `JWKS_REFETCH_INTERVAL`).
+    /// A failed or useless fetch leaves the current provider, and verification then fails.
+    pub async fn provider_for_kid(&self, kid: Option<&str>) -> Result<Arc<Provider>, OidcError> {
+        let provider = self.provider()?;
+        let Some(kid) = kid.filter(|k| !provider.has_key(k)) else {
+            return Ok(provider);
+        };
+        let mut last = self.jwks_refetched.lock().await;
+        let provider = self.provider()?;
+        if provider.has_key(kid) || last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
+            return Ok(provider);
+        }
+        *last = Some(Instant::now());
+        let fetched = self
+            .timed(
+                "jwks",
+                CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &self.http),
+            )
+            .await;
+        match fetched {
+            Ok(jwks) => {
+                tracing::info!(
+                    keys = jwks.keys().len(),
+                    "JWKS fetched again for a key id it lacked"
+                );
+                let metadata = provider.metadata.clone().set_jwks(jwks);
+                Ok(self.install(self.provider_from(metadata)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "JWKS refetch failed");
+                Ok(provider)
+            }
+        }
     }
 
     /// Builds the authorization request: code flow, fresh PKCE S256, state and nonce of 256

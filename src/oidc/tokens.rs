@@ -7,12 +7,13 @@ use openidconnect::core::{
     CoreErrorResponseType, CoreIdToken, CoreJwsSigningAlgorithm, CoreTokenResponse, CoreTokenType,
 };
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, Nonce, OAuth2TokenResponse, PkceCodeVerifier, RefreshToken,
-    RequestTokenError, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
+    PkceCodeVerifier, RefreshToken, RequestTokenError, SignatureVerificationError, TokenResponse,
 };
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
-use super::{error_chain, Oidc, OidcError, Provider};
+use super::{error_chain, jose, Oidc, OidcError, Provider};
 use crate::secret::Secret;
 use crate::session::unix_now;
 
@@ -22,6 +23,9 @@ const DEFAULT_EXPIRES_IN_SECS: u64 = 300;
 const MAX_SUB_LEN: usize = 255;
 /// Claims that describe the token rather than the user; `/bff/user` does not show them.
 const TOKEN_ONLY_CLAIMS: [&str; 5] = ["nonce", "at_hash", "c_hash", "s_hash", "auth_time"];
+/// How the `iat` check's message starts, so its failure is told from an expired `exp` (the
+/// library reports both as `Expired`).
+const IAT_FAILURE: &str = "iat is in the future";
 
 /// A validated token response. `claims` are the ID token's claims (signature already verified).
 pub struct Tokens {
@@ -65,6 +69,11 @@ fn token_endpoint_error(e: TokenError) -> OidcError {
         RequestTokenError::ServerResponse(resp) => OidcError::Rejected {
             code: resp.error().as_ref().to_string(),
         },
+        // The body is not a token response, or its `id_token` is not a JWT openidconnect can
+        // read (an unknown `alg` such as "None" among them).
+        RequestTokenError::Parse(..) => {
+            OidcError::TokenResponse("not a token response with a readable ID token")
+        }
         other => OidcError::TokenEndpoint(error_chain(&other)),
     }
 }
@@ -103,7 +112,8 @@ impl Oidc {
         let id_token = response
             .id_token()
             .ok_or(OidcError::TokenResponse("no id_token in the response"))?;
-        let claims = self.verify_id_token(provider, id_token, &response, Some(nonce))?;
+        let provider = self.provider_for_id_token(id_token).await?;
+        let claims = self.verify_id_token(&provider, id_token, &response, Some(nonce))?;
         Ok(tokens_from(&response, Some(id_token), claims))
     }
 
@@ -128,15 +138,31 @@ impl Oidc {
         let Some(id_token) = response.id_token() else {
             return Ok(tokens_from(&response, None, previous.clone()));
         };
-        let claims = self.verify_id_token(provider, id_token, &response, None)?;
+        let provider = self.provider_for_id_token(id_token).await?;
+        let claims = self.verify_id_token(&provider, id_token, &response, None)?;
         for name in ["iss", "sub", "aud"] {
             if claims.get(name) != previous.get(name) {
-                return Err(OidcError::IdToken(format!(
-                    "refreshed ID token changed {name}"
-                )));
+                return Err(OidcError::id_token(
+                    "id_token_changed",
+                    format!("refreshed ID token changed {name}"),
+                ));
             }
         }
         Ok(tokens_from(&response, Some(id_token), claims))
+    }
+
+    /// Refuses a header that names its own key, and finds the provider whose key set has the
+    /// token's key (fetching the JWKS again after a key rotation).
+    async fn provider_for_id_token(
+        &self,
+        id_token: &CoreIdToken,
+    ) -> Result<Arc<Provider>, OidcError> {
+        let header = jose::header(&id_token.to_string()).ok_or(OidcError::id_token(
+            "id_token_malformed",
+            "unreadable header",
+        ))?;
+        jose::check(&header).map_err(|reason| OidcError::id_token(reason, "header"))?;
+        self.provider_for_kid(jose::kid(&header)).await
     }
 
     fn verify_id_token(
@@ -154,7 +180,7 @@ impl Oidc {
             .set_issue_time_verifier_fn(move |iat| {
                 let now = chrono::Utc::now();
                 if iat > now + skew {
-                    Err("iat is in the future".to_string())
+                    Err(IAT_FAILURE.to_string())
                 } else {
                     Ok(())
                 }
@@ -164,35 +190,58 @@ impl Oidc {
             // Core §12.2: a refreshed ID token need not carry a nonce.
             None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
         }
-        .map_err(|e| OidcError::IdToken(e.to_string()))?;
+        .map_err(claims_error)?;
         if let Some(expected) = checked.access_token_hash() {
-            let alg = id_token
-                .signing_alg()
-                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            let at_hash_error =
+                |e: &dyn std::fmt::Display| OidcError::id_token("id_token_at_hash", e);
+            let alg = id_token.signing_alg().map_err(|e| at_hash_error(&e))?;
             let key = id_token
                 .signing_key(&verifier)
-                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+                .map_err(|e| at_hash_error(&e))?;
             let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
-                .map_err(|e| OidcError::IdToken(e.to_string()))?;
+                .map_err(|e| at_hash_error(&e))?;
             if actual != *expected {
-                return Err(OidcError::IdToken(
-                    "at_hash does not match the access token".into(),
-                ));
+                return Err(at_hash_error(&"at_hash does not match the access token"));
             }
         }
         let sub = checked.subject().as_str();
         if sub.is_empty() || sub.len() > MAX_SUB_LEN || !sub.is_ascii() {
-            return Err(OidcError::IdToken(
-                "sub is empty, too long or not ASCII".into(),
+            return Err(OidcError::id_token(
+                "id_token_sub",
+                "sub is empty, too long or not ASCII",
             ));
         }
-        let mut claims = payload_claims(&id_token.to_string())
-            .ok_or(OidcError::IdToken("payload is not a JSON object".into()))?;
+        let mut claims = payload_claims(&id_token.to_string()).ok_or(OidcError::id_token(
+            "id_token_malformed",
+            "payload is not a JSON object",
+        ))?;
         for c in TOKEN_ONLY_CLAIMS {
             claims.remove(c);
         }
         Ok(claims)
     }
+}
+
+/// Names the rule an ID token broke, for the log line and the audit event.
+fn claims_error(e: ClaimsVerificationError) -> OidcError {
+    use ClaimsVerificationError as C;
+    use SignatureVerificationError as S;
+    let reason = match &e {
+        C::Expired(m) if m == IAT_FAILURE => "id_token_iat",
+        C::Expired(_) => "id_token_exp",
+        C::InvalidAudience(_) => "id_token_aud",
+        C::InvalidIssuer(_) => "id_token_iss",
+        C::InvalidNonce(_) => "id_token_nonce",
+        C::InvalidSubject(_) => "id_token_sub",
+        C::InvalidAuthTime(_) | C::InvalidAuthContext(_) => "id_token_auth_time",
+        C::SignatureVerification(S::DisallowedAlg(_) | S::UnsupportedAlg(_) | S::NoSignature) => {
+            "id_token_alg"
+        }
+        C::SignatureVerification(S::NoMatchingKey | S::AmbiguousKeyId(_)) => "id_token_kid",
+        C::SignatureVerification(_) => "id_token_signature",
+        _ => "id_token_claims",
+    };
+    OidcError::id_token(reason, error_chain(&e))
 }
 
 fn chrono_skew(skew: std::time::Duration) -> chrono::Duration {

@@ -301,8 +301,8 @@ impl Portcullis {
             )
             .await
             .map_err(|e| {
-                tracing::warn!(reason = "code_exchange_failed", error = %e, "login failed");
-                ProxyError::LoginFailed("code_exchange_failed")
+                tracing::warn!(reason = e.reason(), error = %e, "login failed");
+                ProxyError::LoginFailed(e.reason())
             })?;
         // R18: no identifier from before the login survives it.
         if let Some(old) = self.load_session(&req.headers).await? {
@@ -470,10 +470,12 @@ impl Portcullis {
         let [jwt] = tokens.as_slice() else {
             return Err(ProxyError::LogoutTokenRejected("logout_token_count"));
         };
-        let provider = self.oidc.provider()?;
+        // Not ready is a 503 (the OP may retry), not a rejected token.
+        self.oidc.provider()?;
         let token = self
             .oidc
-            .verify_logout_token(&provider, jwt)
+            .verify_logout_token(jwt)
+            .await
             .map_err(|e| ProxyError::LogoutTokenRejected(e.0))?;
         // BCL §2.6: keep each jti until the token could no longer be accepted anyway.
         let skew = self.oidc.config().clock_skew.as_secs();

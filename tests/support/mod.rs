@@ -8,6 +8,7 @@ pub mod op;
 pub mod portcullis;
 pub mod redis;
 pub mod redis_topologies;
+pub mod rogue_op;
 pub mod upstream;
 
 use std::future::Future;
@@ -118,7 +119,7 @@ impl World {
             (None, Some(r)) => portcullis::Store::Redis(r.url()),
             (None, None) => portcullis::Store::Memory,
         };
-        let mut config = proxy.config(&op, &upstream, &store, &opts.extra_config);
+        let mut config = proxy.config(&op.issuer, &upstream, &store, &opts.extra_config);
         if let Some(page) = &opts.page_upstream {
             let page_route = format!(
                 "{{ path: \"/\", upstream: \"{}\", kind: page }}",
@@ -154,7 +155,7 @@ impl World {
         edit: impl FnOnce(String) -> String,
     ) -> portcullis::Portcullis {
         let mut replica = portcullis::Portcullis::reserve();
-        let config = edit(replica.config(&self.op, &self.upstream, &self.store, ""));
+        let config = edit(replica.config(&self.op.issuer, &self.upstream, &self.store, ""));
         replica.start(&config).await;
         replica
     }

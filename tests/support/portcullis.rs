@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::op::{Op, CLIENT_ID, CLIENT_SECRET};
+use super::op::{CLIENT_ID, CLIENT_SECRET};
 use super::upstream::Upstream;
 use super::{eventually, free_port};
 
@@ -45,7 +45,7 @@ impl Portcullis {
 
     /// The standard test configuration: `/api/` (api), `/public/` (public), `/` (page), all to
     /// the recording upstream. `extra` is appended at the top level.
-    pub fn config(&self, op: &Op, upstream: &Upstream, store: &Store, extra: &str) -> String {
+    pub fn config(&self, issuer: &str, upstream: &Upstream, store: &Store, extra: &str) -> String {
         let secret_file = self.dir.path().join("client-secret");
         std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).expect("write secret");
         let store = match store {
@@ -61,7 +61,6 @@ impl Portcullis {
             port = self.port,
             admin = self.admin_port,
             origin = self.origin(),
-            issuer = op.issuer,
             secret = secret_file.display(),
             up = upstream.url(),
         )

@@ -1,0 +1,296 @@
+//! The callback against a scriptable OP that returns what a conformant OP never would: ID
+//! tokens with one rule broken each, headers that name their own key, and a rotated key set.
+//! Each bad token is refused with 400 and its own reason code, leaves no session, reaches no
+//! upstream and makes no request to a URL the token names.
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use support::browser::{Browser, Response};
+use support::portcullis::{Portcullis, Store};
+use support::rogue_op::{b64_json, Grant, Key, RogueOp};
+use support::upstream::Upstream;
+
+struct Rig {
+    rogue: RogueOp,
+    upstream: Upstream,
+    proxy: Portcullis,
+}
+
+async fn rig() -> Rig {
+    let rogue = RogueOp::start();
+    let upstream = Upstream::start();
+    let mut proxy = Portcullis::reserve();
+    let config = proxy.config(&rogue.issuer, &upstream, &Store::Memory, "");
+    proxy.start(&config).await;
+    Rig {
+        rogue,
+        upstream,
+        proxy,
+    }
+}
+
+impl Rig {
+    /// One login through the rogue OP; returns the callback's response and the browser.
+    async fn login(&self) -> (Response, Browser) {
+        let mut b = Browser::new(&self.proxy.origin());
+        let auth = b.start_login("/").await;
+        let callback = b.authorize_at_op(auth, "rogue-user").await;
+        let resp = b.get(&callback, &[]).await;
+        (resp, b)
+    }
+
+    /// Logs in with the ID token `script` mints and asserts it is refused for `reason`.
+    async fn refused(
+        &self,
+        case: &str,
+        reason: &str,
+        script: impl Fn(&Grant) -> String + Send + 'static,
+    ) {
+        self.rogue.issue(script);
+        let forwarded = self.upstream.count();
+        let logged = self.proxy.logs().len();
+        let (resp, mut b) = self.login().await;
+        assert_eq!(resp.status, 400, "{case}: {}", resp.body);
+        assert!(b.session_cookie().is_none(), "{case}: a session was set");
+        assert_eq!(b.api("/api/x").await.status, 401, "{case}");
+        assert_eq!(
+            self.upstream.count(),
+            forwarded,
+            "{case}: the upstream was called"
+        );
+        let logs = &self.proxy.logs()[logged..];
+        assert!(
+            logs.contains(&format!("reason={reason}"))
+                || logs.contains(&format!("reason=\"{reason}\"")),
+            "{case}: no rejection logged with reason {reason}"
+        );
+    }
+}
+
+type ClaimsEdit = Box<dyn Fn(&mut Value) + Send>;
+
+/// A token signed by `key` with `header` merged over the usual one and `edit` applied to the
+/// valid claims.
+fn crafted(
+    key: &Arc<Key>,
+    header: Value,
+    edit: impl Fn(&mut Value) + Send + 'static,
+) -> impl Fn(&Grant) -> String + Send + 'static {
+    let key = key.clone();
+    move |g| {
+        let mut h = key.header();
+        for (k, v) in header.as_object().into_iter().flatten() {
+            h[k] = v.clone();
+        }
+        let mut claims = g.valid_claims();
+        edit(&mut claims);
+        key.sign(&h, &claims)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_tokens_breaking_one_rule_each_are_refused_with_its_reason() {
+    let r = rig().await;
+    let (resp, mut b) = r.login().await;
+    assert_eq!(
+        resp.status, 200,
+        "the rogue OP's valid token logs in: {}",
+        resp.body
+    );
+    assert_eq!(b.api("/api/x").await.status, 200);
+    assert!(
+        r.upstream
+            .last()
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer rogue-at-")),
+        "the rogue OP's access token is forwarded"
+    );
+    let key = r.rogue.key.clone();
+    let cases: Vec<(&str, &str, ClaimsEdit)> = vec![
+        (
+            "foreign iss",
+            "id_token_iss",
+            Box::new(|c| c["iss"] = json!("https://evil.test")),
+        ),
+        (
+            "iss with a trailing slash",
+            "id_token_iss",
+            Box::new(|c| c["iss"] = json!(format!("{}/", c["iss"].as_str().unwrap()))),
+        ),
+        (
+            "another audience",
+            "id_token_aud",
+            Box::new(|c| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "an extra untrusted audience",
+            "id_token_aud",
+            Box::new(|c| c["aud"] = json!([support::op::CLIENT_ID, "someone-else"])),
+        ),
+        (
+            "expired two minutes ago",
+            "id_token_exp",
+            Box::new(|c| c["exp"] = json!(c["iat"].as_u64().unwrap() - 120)),
+        ),
+        (
+            "issued ten minutes ahead",
+            "id_token_iat",
+            Box::new(|c| c["iat"] = json!(c["iat"].as_u64().unwrap() + 600)),
+        ),
+        (
+            "another nonce",
+            "id_token_nonce",
+            Box::new(|c| c["nonce"] = json!("not-the-nonce")),
+        ),
+        (
+            "no nonce",
+            "id_token_nonce",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+            }),
+        ),
+        (
+            "at_hash of another token",
+            "id_token_at_hash",
+            Box::new(|c| c["at_hash"] = json!(support::rogue_op::at_hash("another-access-token"))),
+        ),
+        (
+            "empty sub",
+            "id_token_sub",
+            Box::new(|c| c["sub"] = json!("")),
+        ),
+        // C21: a logout token (events, no nonce) returned as the ID token.
+        (
+            "a logout token",
+            "id_token_nonce",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+                c["events"] = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+            }),
+        ),
+    ];
+    for (case, reason, edit) in cases {
+        r.refused(case, reason, crafted(&key, json!({}), edit))
+            .await;
+    }
+
+    // Signatures and algorithms.
+    let k = key.clone();
+    r.refused(
+        "one flipped signature bit",
+        "id_token_signature",
+        move |g| {
+            let jwt = k.sign(&k.header(), &g.valid_claims());
+            let (head, sig) = jwt.rsplit_once('.').unwrap();
+            let mut bytes = base64_url_decode(sig);
+            bytes[10] ^= 1;
+            format!("{head}.{}", base64_url(&bytes))
+        },
+    )
+    .await;
+    r.refused("alg none, no signature", "id_token_alg", |g| {
+        format!(
+            "{}.{}.",
+            b64_json(&json!({ "alg": "none", "typ": "JWT" })),
+            b64_json(&g.valid_claims())
+        )
+    })
+    .await;
+    let k = key.clone();
+    r.refused(
+        "HS256 keyed with the public key",
+        "id_token_alg",
+        move |g| {
+            let input = format!(
+                "{}.{}",
+                b64_json(&json!({ "alg": "HS256", "kid": k.kid })),
+                b64_json(&g.valid_claims())
+            );
+            let mac_key =
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.jwk().to_string().as_bytes());
+            let tag = ring::hmac::sign(&mac_key, input.as_bytes());
+            format!("{input}.{}", base64_url(tag.as_ref()))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_naming_its_own_key_is_refused_without_fetching_it() {
+    let r = rig().await;
+    let evil = Upstream::start();
+    let attacker = Key::generate("attacker");
+    for (case, header) in [
+        (
+            "jku",
+            json!({ "kid": "attacker", "jku": format!("{}/jwks", evil.url()) }),
+        ),
+        (
+            "x5u",
+            json!({ "kid": "attacker", "x5u": format!("{}/cert", evil.url()) }),
+        ),
+        ("jwk", json!({ "kid": "attacker", "jwk": attacker.jwk() })),
+        ("crit", json!({ "crit": ["exp"], "exp": 1 })),
+    ] {
+        r.refused(
+            case,
+            if case == "crit" {
+                "crit_header"
+            } else {
+                "key_in_header"
+            },
+            crafted(&attacker, header, |_| {}),
+        )
+        .await;
+    }
+    assert_eq!(evil.count(), 0, "portcullis fetched a URL a token named");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_is_fetched_once_and_unknown_keys_cannot_make_it_fetch_again() {
+    let r = rig().await;
+    let at_start = r.rogue.jwks_fetches();
+    assert!(at_start >= 1, "discovery fetched the JWKS");
+
+    // The OP rotates: it publishes a new key and signs with it. One refetch, then login works.
+    let rotated = Key::generate("rogue-2");
+    r.rogue.publish(vec![r.rogue.key.clone(), rotated.clone()]);
+    r.rogue.issue(crafted(&rotated, json!({}), |_| {}));
+    let (resp, mut b) = r.login().await;
+    assert_eq!(
+        resp.status, 200,
+        "a token under the rotated key: {}",
+        resp.body
+    );
+    assert_eq!(b.api("/api/x").await.status, 200);
+    assert_eq!(r.rogue.jwks_fetches(), at_start + 1, "exactly one refetch");
+
+    // Tokens under keys the OP never published: refused, and at most one more fetch however
+    // many arrive within the refetch interval.
+    for i in 0..5 {
+        let stranger = Key::generate(&format!("unknown-{i}"));
+        r.refused(
+            "unknown kid",
+            "id_token_kid",
+            crafted(&stranger, json!({}), |_| {}),
+        )
+        .await;
+    }
+    let fetched = r.rogue.jwks_fetches() - (at_start + 1);
+    assert!(fetched <= 1, "{fetched} JWKS fetches for 5 unknown kids");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn base64_url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .expect("base64url")
+}
