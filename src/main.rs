@@ -39,6 +39,11 @@ fn main() -> ExitCode {
             portcullis::telemetry::init(&config.log);
             match portcullis::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is_config_error() => {
+                    tracing::error!(error = %e, "configuration does not fit the identity provider");
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "portcullis failed");
                     eprintln!("portcullis: {e}");

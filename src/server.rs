@@ -2,6 +2,7 @@
 //! OIDC discovery and its periodic refresh, memory-store sweeping), the proxy on `listen`, and
 //! the admin app on `admin_listen` with a thread of its own.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +42,22 @@ pub enum ServeError {
     Oidc(#[from] OidcError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The OP answered at start-up with metadata this configuration cannot use.
+    #[error("{}: {error}", file.display())]
+    Provider { file: PathBuf, error: OidcError },
+    #[error("cannot start a runtime for start-up checks: {0}")]
+    Runtime(std::io::Error),
 }
+
+impl ServeError {
+    /// Whether the fix is in the configuration file (exit code 2) rather than the environment.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, ServeError::Provider { .. })
+    }
+}
+
+/// How long start-up waits for a first discovery before leaving it to the background loop.
+const PREFLIGHT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 enum StoreHandle {
     Memory(Arc<MemoryStore>),
@@ -105,6 +121,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         metrics.op_duration.clone(),
     )?);
     warn_about_risky_settings(&cfg);
+    preflight_discovery(&cfg, &metrics)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
     server.bootstrap();
@@ -153,6 +170,38 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         shutdown_signal: Box::new(DrainOnTerm { in_flight }),
     });
     Ok(())
+}
+
+/// One discovery before serving: an OP that answers with metadata portcullis cannot use
+/// (another issuer, no PKCE) is a configuration error, so it shows as a failed start naming the
+/// setting rather than as a pod that never becomes ready. An OP that does not answer yet is left
+/// to the background loop, which retries. A throwaway client and runtime: nothing from this
+/// check outlives it.
+fn preflight_discovery(cfg: &Config, metrics: &Metrics) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let oidc = Oidc::new(
+        cfg.oidc.clone(),
+        cfg.redirect_uri.clone(),
+        metrics.op_duration.clone(),
+    )?;
+    // The timer must be created inside the runtime, hence the async block.
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(PREFLIGHT_DISCOVERY_TIMEOUT, oidc.discover()).await
+    });
+    match outcome {
+        Ok(Err(error @ OidcError::Incompatible { .. })) => Err(ServeError::Provider {
+            file: cfg.source.clone(),
+            error,
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "identity provider discovery failed at start-up; retrying in the background");
+            Ok(())
+        }
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
 }
 
 fn server_conf(cfg: &Config) -> ServerConf {

@@ -294,3 +294,29 @@ fn base64_url_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .expect("base64url")
 }
+
+/// Discovery answers that cannot work stop the start with exit code 2 and a message naming
+/// the setting and the file, instead of a process that is never ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_the_configuration_cannot_use_stops_the_start() {
+    let rogue = RogueOp::start();
+    let upstream = Upstream::start();
+    for (case, edit) in [
+        (
+            "another issuer",
+            Box::new(|d: &mut Value| d["issuer"] = json!("https://evil.test")) as ClaimsEdit,
+        ),
+        (
+            "no PKCE S256",
+            Box::new(|d: &mut Value| d["code_challenge_methods_supported"] = json!(["plain"])),
+        ),
+    ] {
+        rogue.edit_discovery(edit);
+        let mut proxy = Portcullis::reserve();
+        let config = proxy.config(&rogue.issuer, &upstream, &Store::Memory, "");
+        let (code, stderr) = proxy.start_expecting_exit(&config).await;
+        assert_eq!(code, Some(2), "{case}: {stderr}");
+        let named = format!("{}: oidc.issuer: ", proxy.config_path().display());
+        assert!(stderr.contains(&named), "{case}: {stderr}");
+    }
+}

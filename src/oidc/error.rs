@@ -5,6 +5,10 @@
 pub enum OidcError {
     #[error("discovery failed: {0}")]
     Discovery(String),
+    /// The OP answered, and what it answered cannot work with the configuration: retrying
+    /// will not help, `key` is the setting to fix.
+    #[error("{key}: {message}")]
+    Incompatible { key: &'static str, message: String },
     #[error("identity provider not ready (discovery has not completed)")]
     NotReady,
     #[error("token endpoint unreachable or failed: {0}")]
@@ -34,6 +38,7 @@ impl OidcError {
     pub fn reason(&self) -> &'static str {
         match self {
             OidcError::Discovery(_) => "discovery_failed",
+            OidcError::Incompatible { .. } => "discovery_incompatible",
             OidcError::NotReady => "oidc_not_ready",
             OidcError::TokenEndpoint(_) => "token_endpoint_failed",
             OidcError::Rejected { .. } => "token_request_rejected",

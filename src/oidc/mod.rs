@@ -18,9 +18,9 @@ use openidconnect::core::{
     CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, Nonce, PkceCodeChallenge, ProviderMetadata,
-    RedirectUrl, Scope,
+    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, DiscoveryError,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, Nonce, PkceCodeChallenge,
+    ProviderMetadata, RedirectUrl, Scope,
 };
 use prometheus::HistogramVec;
 use serde::{Deserialize, Serialize};
@@ -167,17 +167,25 @@ impl Oidc {
         let metadata = self
             .timed("discovery", Metadata::discover_async(issuer, &self.http))
             .await
-            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+            .map_err(|e| match e {
+                DiscoveryError::Validation(message) => OidcError::Incompatible {
+                    key: "oidc.issuer",
+                    message: format!(
+                        "the provider's discovery document fails validation: {message} (set oidc.issuer to the provider's \"issuer\" exactly, trailing slash included)"
+                    ),
+                },
+                e => OidcError::Discovery(error_chain(&e)),
+            })?;
         if !metadata
             .additional_metadata()
             .code_challenge_methods_supported
             .iter()
             .any(|m| m == "S256")
         {
-            return Err(OidcError::Discovery(
-                "the provider does not advertise PKCE S256 in code_challenge_methods_supported"
-                    .into(),
-            ));
+            return Err(OidcError::Incompatible {
+                key: "oidc.issuer",
+                message: "the provider does not advertise PKCE S256 in code_challenge_methods_supported (enable PKCE with S256 for this client at the provider)".into(),
+            });
         }
         self.install(self.provider_from(metadata));
         Ok(())

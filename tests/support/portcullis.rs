@@ -82,6 +82,21 @@ impl Portcullis {
         self.wait_ready().await;
     }
 
+    /// Starts with `config` and waits for the process to exit on its own; returns its exit
+    /// code and what it wrote to stderr.
+    pub async fn start_expecting_exit(&mut self, config: &str) -> (Option<i32>, String) {
+        std::fs::write(self.config_path(), config).expect("write config");
+        self.spawn();
+        let child = self.child.as_mut().expect("spawned");
+        let status = eventually("portcullis to exit", Duration::from_secs(30), || {
+            let status = child.try_wait().expect("wait on portcullis");
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        (status.code(), self.logs())
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))

@@ -89,11 +89,13 @@ pub fn at_hash(access_token: &str) -> String {
 }
 
 type IdTokenScript = Box<dyn Fn(&Grant) -> String + Send>;
+type DiscoveryEdit = Box<dyn Fn(&mut Value) + Send>;
 
 struct State {
     issuer: String,
     jwks: Vec<Arc<Key>>,
     id_token: IdTokenScript,
+    discovery: DiscoveryEdit,
     /// code → nonce of the authorization request it answers.
     codes: HashMap<String, String>,
     jwks_fetches: usize,
@@ -123,6 +125,7 @@ impl RogueOp {
             issuer: issuer.clone(),
             jwks: vec![key.clone()],
             id_token: Box::new(move |g| signer.sign(&signer.header(), &g.valid_claims())),
+            discovery: Box::new(|_| {}),
             codes: HashMap::new(),
             jwks_fetches: 0,
             token_requests: 0,
@@ -157,6 +160,11 @@ impl RogueOp {
     /// From now on the token endpoint answers with what `script` mints.
     pub fn issue(&self, script: impl Fn(&Grant) -> String + Send + 'static) {
         self.with(|s| s.id_token = Box::new(script));
+    }
+
+    /// From now on the discovery document is what `edit` makes of a conformant one.
+    pub fn edit_discovery(&self, edit: impl Fn(&mut Value) + Send + 'static) {
+        self.with(|s| s.discovery = Box::new(edit));
     }
 
     /// Replaces the published key set.
@@ -243,17 +251,21 @@ fn respond(
     let mut s = state.lock().expect("rogue OP state");
     let json_reply = |v: Value| ("200 OK", "application/json", String::new(), v.to_string());
     match (method, url.path()) {
-        ("GET", "/.well-known/openid-configuration") => json_reply(json!({
-            "issuer": s.issuer,
-            "authorization_endpoint": format!("{}/authorize", s.issuer),
-            "token_endpoint": format!("{}/token", s.issuer),
-            "jwks_uri": format!("{}/jwks", s.issuer),
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256"],
-            "code_challenge_methods_supported": ["S256"],
-            "authorization_response_iss_parameter_supported": true,
-        })),
+        ("GET", "/.well-known/openid-configuration") => {
+            let mut doc = json!({
+                "issuer": s.issuer,
+                "authorization_endpoint": format!("{}/authorize", s.issuer),
+                "token_endpoint": format!("{}/token", s.issuer),
+                "jwks_uri": format!("{}/jwks", s.issuer),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "code_challenge_methods_supported": ["S256"],
+                "authorization_response_iss_parameter_supported": true,
+            });
+            (s.discovery)(&mut doc);
+            json_reply(doc)
+        }
         ("GET", "/jwks") => {
             s.jwks_fetches += 1;
             let keys: Vec<Value> = s.jwks.iter().map(|k| k.jwk()).collect();
