@@ -320,3 +320,31 @@ async fn discovery_the_configuration_cannot_use_stops_the_start() {
         assert!(stderr.contains(&named), "{case}: {stderr}");
     }
 }
+
+/// P53: with a 20 KB access token the forwarded header block grows by 20 KB; portcullis sends it
+/// while it fits `security.max_header_bytes` and answers 431 itself once it would not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_access_token_is_forwarded_only_while_the_headers_fit() {
+    let r = rig().await;
+    r.rogue.access_tokens_of(20_000);
+    let (resp, mut b) = r.login().await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(b.api("/api/x").await.status, 200);
+    assert_eq!(
+        r.upstream.last().header("authorization").map(str::len),
+        Some("Bearer ".len() + 20_000),
+        "the whole token is forwarded"
+    );
+    let forwarded = r.upstream.count();
+    let padding = "y".repeat(14_000);
+    let resp = b
+        .get("/api/x", &[("x-csrf", "1"), ("x-padding", &padding)])
+        .await;
+    assert_eq!(resp.status, 431, "{}", resp.body);
+    assert_eq!(r.upstream.count(), forwarded, "nothing was forwarded");
+    assert!(r.proxy.logs().contains("upstream_headers_too_large"));
+    assert!(
+        !resp.body.contains("rogue-at-"),
+        "the answer does not carry the token"
+    );
+}

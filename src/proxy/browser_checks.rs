@@ -73,8 +73,9 @@ pub fn check_top_level_navigation(req: &RequestHeader) -> Result<(), ProxyError>
     }
 }
 
-/// URI, header and cookie sizes (414 / 431), checked before anything else reads them.
-pub fn check_sizes(req: &RequestHeader, limits: &SecurityConfig) -> Result<(), ProxyError> {
+/// URI, header and cookie sizes (414 / 431), checked before anything else reads them. Returns
+/// the size of the header block, counted as on the wire.
+pub fn check_sizes(req: &RequestHeader, limits: &SecurityConfig) -> Result<usize, ProxyError> {
     if req.raw_path().len() > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
@@ -97,6 +98,21 @@ pub fn check_sizes(req: &RequestHeader, limits: &SecurityConfig) -> Result<(), P
         .sum();
     if cookie_bytes > limits.max_cookie_bytes {
         return Err(ProxyError::HeadersTooLarge("cookies_too_large"));
+    }
+    Ok(header_bytes)
+}
+
+/// The forwarded request also carries `Authorization: Bearer …`: an OP that issues very large
+/// access tokens must not make portcullis send a header block past the same limit, which the
+/// upstream would refuse or cut.
+pub fn check_forwarded_size(
+    header_bytes: usize,
+    bearer: &http::HeaderValue,
+    limits: &SecurityConfig,
+) -> Result<(), ProxyError> {
+    let authorization_line = "authorization".len() + bearer.len() + 4;
+    if header_bytes + authorization_line > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge("upstream_headers_too_large"));
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ impl Portcullis {
         if is_refused_method(&req.method) {
             return Err(ProxyError::MethodNotAllowed);
         }
-        browser_checks::check_sizes(req, &self.limits)?;
+        let header_bytes = browser_checks::check_sizes(req, &self.limits)?;
         let route = self.routes.find(req.uri.path());
         if let Err(rejection) = canonical::check_target(req.raw_path()) {
             let opted_out = route
@@ -199,11 +199,13 @@ impl Portcullis {
                     .bearer(&req.headers)
                     .await?
                     .ok_or(ProxyError::Unauthenticated)?;
+                browser_checks::check_forwarded_size(header_bytes, &bearer, &self.limits)?;
                 ctx.bearer = Some(bearer);
                 Ok(Decision::Forward)
             }
             RouteKind::Page => match self.bearer(&req.headers).await? {
                 Some(bearer) => {
+                    browser_checks::check_forwarded_size(header_bytes, &bearer, &self.limits)?;
                     ctx.bearer = Some(bearer);
                     Ok(Decision::Forward)
                 }

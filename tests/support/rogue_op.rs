@@ -96,6 +96,8 @@ struct State {
     jwks: Vec<Arc<Key>>,
     id_token: IdTokenScript,
     discovery: DiscoveryEdit,
+    /// Pads access tokens to this many bytes (0: no padding).
+    access_token_len: usize,
     /// code → nonce of the authorization request it answers.
     codes: HashMap<String, String>,
     jwks_fetches: usize,
@@ -126,6 +128,7 @@ impl RogueOp {
             jwks: vec![key.clone()],
             id_token: Box::new(move |g| signer.sign(&signer.header(), &g.valid_claims())),
             discovery: Box::new(|_| {}),
+            access_token_len: 0,
             codes: HashMap::new(),
             jwks_fetches: 0,
             token_requests: 0,
@@ -165,6 +168,11 @@ impl RogueOp {
     /// From now on the discovery document is what `edit` makes of a conformant one.
     pub fn edit_discovery(&self, edit: impl Fn(&mut Value) + Send + 'static) {
         self.with(|s| s.discovery = Box::new(edit));
+    }
+
+    /// From now on access tokens are `len` bytes long.
+    pub fn access_tokens_of(&self, len: usize) {
+        self.with(|s| s.access_token_len = len);
     }
 
     /// Replaces the published key set.
@@ -300,10 +308,13 @@ fn respond(
                     json!({ "error": "invalid_grant" }).to_string(),
                 );
             };
+            let mut access_token = format!("rogue-at-{}-", s.token_requests);
+            let padding = s.access_token_len.saturating_sub(access_token.len());
+            access_token.push_str(&"x".repeat(padding));
             let grant = Grant {
                 issuer: s.issuer.clone(),
                 nonce,
-                access_token: format!("rogue-at-{}", s.token_requests),
+                access_token,
                 now: unix_now(),
             };
             let id_token = (s.id_token)(&grant);
