@@ -314,3 +314,62 @@ async fn login_is_rate_limited_per_client() {
         "{metrics}"
     );
 }
+
+/// K01: a cookie that names no session gets a 401 that expires it, a log line saying why, and
+/// nothing written to the store; no cookie at all gets a plain 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_session_cookie_is_expired_and_named_in_the_log() {
+    let w = World::start(WorldOptions::default()).await;
+    let keys_before = w.redis().keys("*").len();
+    let never_issued = "q7W0vOm3Yc2Jm8d1S9kX4pZ6tR5uL0bN2hV8aE3fG1g";
+    let client = reqwest::Client::new();
+    for (case, cookie, reason) in [
+        (
+            "never issued",
+            Some(never_issued.to_string()),
+            "unknown_session",
+        ),
+        (
+            "malformed",
+            Some("not*base64".to_string()),
+            "cookie_malformed",
+        ),
+        ("no cookie", None, "unauthenticated"),
+    ] {
+        let logged = w.proxy.logs().len();
+        let mut req = client
+            .get(format!("{}/api/x", w.proxy.origin()))
+            .header("x-csrf", "1");
+        if let Some(c) = &cookie {
+            req = req.header("cookie", format!("a=1; __Host-portcullis={c}"));
+        }
+        let resp = req.send().await.expect("portcullis answers");
+        assert_eq!(resp.status(), 401, "{case}");
+        let expired = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.starts_with("__Host-portcullis=;") && v.contains("Max-Age=0"));
+        assert_eq!(expired, cookie.is_some(), "{case}: cookie expired");
+        let logs = &w.proxy.logs()[logged..];
+        assert!(
+            logs.contains(&format!("reason=\"{reason}\"")),
+            "{case}: {logs}"
+        );
+        assert_eq!(
+            logs.matches("request rejected").count(),
+            1,
+            "{case}: one line per rejection"
+        );
+        if let Some(c) = &cookie {
+            assert!(!logs.contains(c.as_str()), "{case}: the cookie was logged");
+        }
+    }
+    assert_eq!(w.upstream.count(), 0);
+    assert_eq!(
+        w.redis().keys("*").len(),
+        keys_before,
+        "the store was written"
+    );
+}

@@ -250,7 +250,7 @@ async fn a_token_naming_its_own_key_is_refused_without_fetching_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_key_is_fetched_once_and_unknown_keys_cannot_make_it_fetch_again() {
+async fn a_rotated_key_is_fetched_once_and_then_used() {
     let r = rig().await;
     let at_start = r.rogue.jwks_fetches();
     assert!(at_start >= 1, "discovery fetched the JWKS");
@@ -267,9 +267,14 @@ async fn a_rotated_key_is_fetched_once_and_unknown_keys_cannot_make_it_fetch_aga
     );
     assert_eq!(b.api("/api/x").await.status, 200);
     assert_eq!(r.rogue.jwks_fetches(), at_start + 1, "exactly one refetch");
+}
 
-    // Tokens under keys the OP never published: refused, and at most one more fetch however
-    // many arrive within the refetch interval.
+/// C19: tokens under keys the OP never published are refused after exactly one refetch,
+/// however many arrive within the refetch interval (anyone can post logout tokens).
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keys_are_refused_after_one_refetch_per_interval() {
+    let r = rig().await;
+    let at_start = r.rogue.jwks_fetches();
     for i in 0..5 {
         let stranger = Key::generate(&format!("unknown-{i}"));
         r.refused(
@@ -279,8 +284,11 @@ async fn a_rotated_key_is_fetched_once_and_unknown_keys_cannot_make_it_fetch_aga
         )
         .await;
     }
-    let fetched = r.rogue.jwks_fetches() - (at_start + 1);
-    assert!(fetched <= 1, "{fetched} JWKS fetches for 5 unknown kids");
+    assert_eq!(
+        r.rogue.jwks_fetches(),
+        at_start + 1,
+        "one JWKS refetch for 5 unknown kids"
+    );
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -347,4 +355,85 @@ async fn a_huge_access_token_is_forwarded_only_while_the_headers_fit() {
         !resp.body.contains("rogue-at-"),
         "the answer does not carry the token"
     );
+}
+
+type ParamsEdit = Box<dyn Fn(&mut Vec<(String, String)>) + Send>;
+
+fn set(params: &mut Vec<(String, String)>, name: &str, value: &str) {
+    params.retain(|(k, _)| k != name);
+    params.push((name.to_string(), value.to_string()));
+}
+
+/// C05, C07, C09: authorization responses a conformant OP would not send are refused with
+/// 400 before the token endpoint is called, and an error response echoes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_authorization_responses_never_reach_the_token_endpoint() {
+    let r = rig().await;
+    let cases: Vec<(&str, &str, ParamsEdit)> = vec![
+        (
+            "no code",
+            "code_missing",
+            Box::new(|p| p.retain(|(k, _)| k != "code")),
+        ),
+        (
+            "empty code",
+            "code_missing",
+            Box::new(|p| set(p, "code", "")),
+        ),
+        (
+            "two codes",
+            "duplicate_parameter",
+            Box::new(|p| p.push(("code".into(), "another".into()))),
+        ),
+        (
+            "no iss",
+            "iss_missing",
+            Box::new(|p| p.retain(|(k, _)| k != "iss")),
+        ),
+        (
+            "foreign iss",
+            "iss_mismatch",
+            Box::new(|p| set(p, "iss", "https://evil.test")),
+        ),
+        (
+            "another state",
+            "unknown_or_expired_transaction",
+            Box::new(|p| set(p, "state", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkw")),
+        ),
+        (
+            "an error",
+            "authorization_error",
+            Box::new(|p| {
+                p.retain(|(k, _)| k == "state");
+                set(p, "error", "access_denied");
+                set(p, "error_description", "<script>alert(1)</script>");
+                set(p, "error_uri", "https://evil.test/");
+            }),
+        ),
+    ];
+    for (case, reason, edit) in cases {
+        r.rogue.edit_callback(edit);
+        let token_requests = r.rogue.token_requests();
+        let logged = r.proxy.logs().len();
+        let (resp, b) = r.login().await;
+        assert_eq!(resp.status, 400, "{case}: {}", resp.body);
+        assert!(b.session_cookie().is_none(), "{case}");
+        assert_eq!(
+            r.rogue.token_requests(),
+            token_requests,
+            "{case}: token endpoint called"
+        );
+        assert!(resp.header("location").is_none(), "{case}: redirected");
+        assert!(
+            !resp.body.contains('<') && !resp.body.contains("evil"),
+            "{case}: {}",
+            resp.body
+        );
+        let logs = &r.proxy.logs()[logged..];
+        assert!(
+            logs.contains(&format!("reason=\"{reason}\"")),
+            "{case}: {logs}"
+        );
+    }
+    assert_eq!(r.upstream.count(), 0);
 }

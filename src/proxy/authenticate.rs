@@ -17,19 +17,22 @@ pub struct Authenticated {
 
 impl Portcullis {
     /// The cookie secret a request presents. Malformed or duplicated cookies count as no
-    /// session (R23) and are logged with a reason code.
+    /// session (R23); `unauthenticated` says which, for the rejection.
     fn presented_secret(&self, headers: &HeaderMap) -> Option<CookieSecret> {
         match self.cookies.session(headers) {
             Presented::Valid(secret) => Some(secret),
-            Presented::Absent => None,
-            Presented::Malformed => {
-                tracing::info!(reason = "cookie_malformed", "session cookie rejected");
-                None
-            }
-            Presented::Duplicated => {
-                tracing::info!(reason = "cookie_duplicated", "session cookie rejected");
-                None
-            }
+            Presented::Absent | Presented::Malformed | Presented::Duplicated => None,
+        }
+    }
+
+    /// Why a request that needs a session has none: no cookie at all, or one that names no
+    /// live session, whose 401 then expires it and whose log line says which.
+    pub(super) fn unauthenticated(&self, headers: &HeaderMap) -> ProxyError {
+        match self.cookies.session(headers) {
+            Presented::Absent => ProxyError::Unauthenticated,
+            Presented::Valid(_) => ProxyError::StaleCookie("unknown_session"),
+            Presented::Malformed => ProxyError::StaleCookie("cookie_malformed"),
+            Presented::Duplicated => ProxyError::StaleCookie("cookie_duplicated"),
         }
     }
 

@@ -87,8 +87,9 @@ pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
 }
 
 /// Accepts only a local path: one leading `/`, no `//` or `/\` prefix, no backslash, no control
-/// characters, no whitespace other than an encoded space, none of these hidden behind one to
-/// three layers of percent-encoding either, and nothing under `/bff/` (R08).
+/// characters, no whitespace other than an encoded space, no `.` or `..` segment (which could
+/// climb to `//evil.test` or into `/bff/`), none of these hidden behind one to three layers of
+/// percent-encoding either, and nothing under `/bff/` (R08).
 pub fn validate_return_to(value: &str) -> Result<&str, ProxyError> {
     let bad = ProxyError::BadRequest("return_to_rejected");
     if value.len() > MAX_RETURN_TO || value.chars().any(char::is_whitespace) {
@@ -116,6 +117,17 @@ fn is_safe_local_path(p: &str) -> bool {
         && !p
             .chars()
             .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+        && !has_dot_segment(p)
+}
+
+/// A `.` or `..` path segment, also with `;` parameters after it (`..;x`), as servers that
+/// honour matrix parameters read it.
+fn has_dot_segment(p: &str) -> bool {
+    let path = p.split(['?', '#']).next().unwrap_or(p);
+    path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or(segment);
+        name == "." || name == ".."
+    })
 }
 
 fn html_escape(s: &str) -> String {
@@ -300,10 +312,7 @@ impl Portcullis {
                 txn.nonce.expose(),
             )
             .await
-            .map_err(|e| {
-                tracing::warn!(reason = e.reason(), error = %e, "login failed");
-                ProxyError::LoginFailed(e.reason())
-            })?;
+            .map_err(ProxyError::LoginRejected)?;
         // R18: no identifier from before the login survives it.
         if let Some(old) = self.load_session(&req.headers).await? {
             self.sessions
@@ -361,7 +370,7 @@ impl Portcullis {
         let auth = self
             .authenticate(&req.headers)
             .await?
-            .ok_or(ProxyError::Unauthenticated)?;
+            .ok_or_else(|| self.unauthenticated(&req.headers))?;
         let now = unix_now();
         let body = json!({
             "sub": auth.data.sub,
@@ -521,7 +530,15 @@ mod tests {
 
     #[test]
     fn return_to_accepts_local_paths() {
-        for ok in ["/", "/app", "/app/x?y=1#z", "/a%20b", "/caf%C3%A9"] {
+        for ok in [
+            "/",
+            "/app",
+            "/app/x?y=1#z",
+            "/a%20b",
+            "/caf%C3%A9",
+            "/v1.2/..x/x..",
+            "/search?q=../x",
+        ] {
             assert_eq!(validate_return_to(ok).ok(), Some(ok), "{ok}");
         }
     }
@@ -544,6 +561,13 @@ mod tests {
             "/ok\r\nSet-Cookie: x=1",
             "/%09/evil.test",
             "/./\\evil.test",
+            "/..//evil.test",
+            "/%2e%2e//evil.test",
+            "/%252e%252e//evil.test",
+            "/x/../bff/logout",
+            "/x/%2E%2E/bff/user",
+            "/x/..;y/bff/logout",
+            "/a/./b",
             "/bff/logout",
             "/%62ff/logout",
             "javascript:alert(1)",

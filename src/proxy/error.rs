@@ -15,12 +15,20 @@ pub enum ProxyError {
     CsrfRejected,
     #[error("no valid session")]
     Unauthenticated,
+    /// A session cookie that names no live session (unknown, ended, malformed, duplicated):
+    /// a 401 that also expires the cookie.
+    #[error("session cookie names no session: {0}")]
+    StaleCookie(&'static str),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
     #[error("login failed: {0}")]
     LoginFailed(&'static str),
+    /// The OP's answer to the code exchange was refused or unusable: a 400 like `LoginFailed`,
+    /// logged with the rule that failed.
+    #[error("login failed: {0}")]
+    LoginRejected(OidcError),
     #[error("session store: {0}")]
     Store(#[from] StoreError),
     #[error("identity provider: {0}")]
@@ -50,6 +58,8 @@ impl ProxyError {
             ProxyError::CsrfRejected => "csrf_header_missing",
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
+            ProxyError::StaleCookie(r) => r,
+            ProxyError::LoginRejected(e) => e.reason(),
             ProxyError::LogoutTokenRejected(r) => r,
             ProxyError::AmbiguousPath(r)
             | ProxyError::HeadersTooLarge(r)

@@ -198,7 +198,7 @@ impl Portcullis {
                 let bearer = self
                     .bearer(&req.headers)
                     .await?
-                    .ok_or(ProxyError::Unauthenticated)?;
+                    .ok_or_else(|| self.unauthenticated(&req.headers))?;
                 browser_checks::check_forwarded_size(header_bytes, &bearer, &self.limits)?;
                 ctx.bearer = Some(bearer);
                 Ok(Decision::Forward)
@@ -214,7 +214,7 @@ impl Portcullis {
                 {
                     Ok(Decision::Reply(self.login_redirect(req)))
                 }
-                None => Err(ProxyError::Unauthenticated),
+                None => Err(self.unauthenticated(&req.headers)),
             },
         }
     }
@@ -302,7 +302,12 @@ impl ProxyHttp for Portcullis {
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
                 log_rejection(&e, &ctx.request_id);
-                respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)))
+                let reply = respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)));
+                if matches!(e, ProxyError::StaleCookie(_)) {
+                    reply.header("set-cookie", self.cookies.expire_session())
+                } else {
+                    reply
+                }
             }
         };
         let reply = reply.header("x-request-id", ctx.request_id.clone());
@@ -474,6 +479,7 @@ fn log_rejection(e: &ProxyError, request_id: &str) {
         ProxyError::Store(_)
         | ProxyError::Oidc(_)
         | ProxyError::Internal(_)
+        | ProxyError::LoginRejected(_)
         | ProxyError::RefreshUnavailable => {
             tracing::warn!(request_id, reason = e.reason(), error = %e, "request rejected")
         }

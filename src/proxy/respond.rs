@@ -119,7 +119,9 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed\n"),
         ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n"),
         ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n"),
-        ProxyError::Unauthenticated => (401, "unauthorized", "Unauthorized\n"),
+        ProxyError::Unauthenticated | ProxyError::StaleCookie(_) => {
+            (401, "unauthorized", "Unauthorized\n")
+        }
         ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
             (400, "bad_request", "Bad request\n")
         }
@@ -132,7 +134,7 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::RateLimited(_) => (429, "rate_limited", "Too many requests\n"),
         // BCL §2.8: 400, optionally with an OAuth-style JSON error.
         ProxyError::LogoutTokenRejected(_) => (400, "invalid_request", "Bad request\n"),
-        ProxyError::LoginFailed(_) => (
+        ProxyError::LoginFailed(_) | ProxyError::LoginRejected(_) => (
             400,
             "login_failed",
             "Login failed. Start again from the application.\n",
@@ -147,7 +149,9 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
     let json = kind == Some(RouteKind::Api)
         || matches!(
             e,
-            ProxyError::Unauthenticated | ProxyError::LogoutTokenRejected(_)
+            ProxyError::Unauthenticated
+                | ProxyError::StaleCookie(_)
+                | ProxyError::LogoutTokenRejected(_)
         );
     let mut reply = if json {
         Reply::json(status, format!("{{\"error\":\"{code}\"}}"))

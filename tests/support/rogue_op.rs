@@ -90,12 +90,15 @@ pub fn at_hash(access_token: &str) -> String {
 
 type IdTokenScript = Box<dyn Fn(&Grant) -> String + Send>;
 type DiscoveryEdit = Box<dyn Fn(&mut Value) + Send>;
+/// Rewrites the query of the redirect back to the client (code, state, iss).
+type CallbackEdit = Box<dyn Fn(&mut Vec<(String, String)>) + Send>;
 
 struct State {
     issuer: String,
     jwks: Vec<Arc<Key>>,
     id_token: IdTokenScript,
     discovery: DiscoveryEdit,
+    callback: CallbackEdit,
     /// Pads access tokens to this many bytes (0: no padding).
     access_token_len: usize,
     /// code → nonce of the authorization request it answers.
@@ -128,6 +131,7 @@ impl RogueOp {
             jwks: vec![key.clone()],
             id_token: Box::new(move |g| signer.sign(&signer.header(), &g.valid_claims())),
             discovery: Box::new(|_| {}),
+            callback: Box::new(|_| {}),
             access_token_len: 0,
             codes: HashMap::new(),
             jwks_fetches: 0,
@@ -168,6 +172,11 @@ impl RogueOp {
     /// From now on the discovery document is what `edit` makes of a conformant one.
     pub fn edit_discovery(&self, edit: impl Fn(&mut Value) + Send + 'static) {
         self.with(|s| s.discovery = Box::new(edit));
+    }
+
+    /// From now on the authorization response carries what `edit` makes of its parameters.
+    pub fn edit_callback(&self, edit: impl Fn(&mut Vec<(String, String)>) + Send + 'static) {
+        self.with(|s| s.callback = Box::new(edit));
     }
 
     /// From now on access tokens are `len` bytes long.
@@ -283,12 +292,18 @@ fn respond(
             let code = format!("code-{}", s.codes.len());
             let nonce = query.get("nonce").cloned().unwrap_or_default();
             s.codes.insert(code.clone(), nonce);
+            let mut params = vec![
+                ("code".to_string(), code),
+                (
+                    "state".to_string(),
+                    query.get("state").cloned().unwrap_or_default(),
+                ),
+                ("iss".to_string(), s.issuer.clone()),
+            ];
+            (s.callback)(&mut params);
             let mut back = url::Url::parse(query.get("redirect_uri").map_or("", |r| r.as_str()))
                 .expect("redirect_uri");
-            back.query_pairs_mut()
-                .append_pair("code", &code)
-                .append_pair("state", query.get("state").map_or("", |v| v.as_str()))
-                .append_pair("iss", &s.issuer);
+            back.query_pairs_mut().extend_pairs(&params);
             (
                 "302 Found",
                 "text/plain",
