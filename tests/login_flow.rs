@@ -446,3 +446,52 @@ async fn admin_endpoints_live_on_their_own_port() {
     );
     assert_eq!(w.upstream.count(), 0);
 }
+
+/// K09: a session left idle past `idle_timeout` is gone; one kept busy still ends at
+/// `absolute_timeout`. Store state is polled, not slept on; the busy loop is paced and bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
+    let mut w = World::start(WorldOptions::default()).await;
+    let config = std::fs::read_to_string(w.proxy.config_path())
+        .unwrap()
+        .replace(
+            "session:\n",
+            "session:\n  idle_timeout: 2s\n  absolute_timeout: 5s\n",
+        );
+    w.proxy.stop();
+    w.proxy.start(&config).await;
+
+    let mut idle = w.browser();
+    idle.login("alice", "/").await;
+    assert_eq!(idle.api("/api/x").await.status, 200);
+    let redis = w.redis();
+    support::eventually(
+        "the idle session to expire in the store",
+        std::time::Duration::from_secs(10),
+        || async { redis.keys("portcullis:s:*").is_empty().then_some(()) },
+    )
+    .await;
+    assert_eq!(idle.api("/api/x").await.status, 401, "idle session ended");
+
+    let mut busy = w.browser();
+    busy.login("bob", "/").await;
+    let started = std::time::Instant::now();
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(250));
+    let ended_after = loop {
+        pace.tick().await;
+        let status = busy.api("/api/x").await.status;
+        if status != 200 {
+            assert_eq!(status, 401);
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the busy session outlived its absolute timeout"
+        );
+    };
+    assert!(
+        ended_after >= std::time::Duration::from_secs(3),
+        "ended after {ended_after:?}: activity kept it past the 2 s idle timeout"
+    );
+    assert!(redis.keys("portcullis:s:*").is_empty(), "session deleted");
+}
