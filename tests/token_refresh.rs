@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::{eventually, last_bearer, metric, World, WorldOptions};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_expired_access_token_is_refreshed_before_forwarding() {
+async fn expired_access_tokens_are_refreshed_before_forwarding_with_rotation() {
     let w = World::start(WorldOptions {
         access_token_ttl: 4,
         ..Default::default()
@@ -17,21 +17,25 @@ async fn an_expired_access_token_is_refreshed_before_forwarding() {
     let mut b = w.browser();
     b.login("alice", "/").await;
     assert_eq!(b.api("/api/x").await.status, 200);
-    let first = last_bearer(&w.upstream);
-    w.op.wait_until_inactive(&first, "the access token to expire at the OP")
-        .await;
-
-    assert_eq!(b.api("/api/x").await.status, 200);
-    let second = last_bearer(&w.upstream);
-    assert_ne!(first, second, "a new access token was injected");
-    assert!(w.op.introspect_active(&second).await);
-    assert_eq!(
-        w.op.grant_counts().await,
-        (1, 1),
-        "one code exchange, one refresh"
-    );
+    let mut current = last_bearer(&w.upstream);
+    // T05: the OP rotates refresh tokens and revokes the grant when an old one comes back, so
+    // three refreshes in a row succeed only if each stored the refresh token it was given.
+    for refreshes in 1..=3 {
+        w.op.wait_until_inactive(&current, "the access token to expire at the OP")
+            .await;
+        assert_eq!(b.api("/api/x").await.status, 200, "refresh {refreshes}");
+        let next = last_bearer(&w.upstream);
+        assert_ne!(current, next, "a new access token was injected");
+        assert!(w.op.introspect_active(&next).await);
+        assert_eq!(
+            w.op.grant_counts().await,
+            (1, refreshes),
+            "one code exchange, one refresh per expiry"
+        );
+        current = next;
+    }
     assert_eq!(b.api("/bff/user").await.status, 200);
-    assert!(!b.transcript.contains(&second));
+    assert!(!b.transcript.contains(&current));
 }
 
 #[tokio::test(flavor = "multi_thread")]
