@@ -129,17 +129,29 @@ async fn logout_ends_the_session_and_a_replayed_cookie_gets_401() {
     b.login("carol", "/").await;
     let old = b.session_cookie().unwrap().to_string();
     let logout_url = b.logout_url().await;
+    let mut dave = w.browser();
+    dave.login("dave", "/").await;
+    let daves_logout_url = dave.logout_url().await;
 
-    let forged = b.get("/bff/logout?sid=forged", &[]).await;
-    assert_eq!(
-        forged.status, 403,
-        "a logout link with another sid is refused"
-    );
+    // O03: carol's browser follows dave's logout link, and a made-up one.
+    for forged_url in [daves_logout_url.as_str(), "/bff/logout?sid=forged"] {
+        let forged = b.get(forged_url, &[]).await;
+        assert_eq!(
+            forged.status, 403,
+            "a logout link with another sid is refused: {forged_url}"
+        );
+    }
     assert_eq!(
         b.api("/api/x").await.status,
         200,
         "the session survived the forged logout"
     );
+    assert_eq!(
+        dave.api("/api/x").await.status,
+        200,
+        "so did the owner's of the sid"
+    );
+    dave.logout().await;
 
     let resp = b.get(&logout_url, &[]).await;
     assert_eq!(resp.status, 302);
@@ -149,11 +161,17 @@ async fn logout_ends_the_session_and_a_replayed_cookie_gets_401() {
         "{location}"
     );
     assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
     let cleared = resp.set_cookies().join("\n");
     assert!(
         cleared
             .contains("__Host-portcullis=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
         "{cleared}"
+    );
+    assert!(
+        cleared.contains("__Host-portcullis-txn=; Path=/; Secure; HttpOnly;")
+            && cleared.matches("Max-Age=0").count() == 2,
+        "both cookies expired: {cleared}"
     );
     assert_eq!(resp.header("clear-site-data"), Some("\"cookies\""));
     assert!(
