@@ -5,8 +5,28 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Dependencies whose debug and trace events print whole requests, responses or commands
+/// (Pingora prints request headers with cookies and the authorization code at trace level):
+/// capped at `info` whatever `RUST_LOG` asks for, since a log must never hold a secret.
+const CAPPED_TARGETS: [&str; 8] = [
+    "pingora_proxy",
+    "pingora_core",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "fred",
+    "rustls",
+];
+
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let mut filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    for target in CAPPED_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

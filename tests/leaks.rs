@@ -1,6 +1,7 @@
 //! A whole run (login, API calls, a silent refresh, back-channel and local logout), then one scan:
 //! no authorization code, PKCE verifier, access, refresh or ID token, client secret or session
-//! cookie in any log line, metric, response the browser got, or value the store holds.
+//! cookie in any log line, metric, response the browser got, or value the store holds. The
+//! proxy logs at `trace`, as an operator chasing a problem would run it.
 
 mod support;
 
@@ -11,6 +12,7 @@ async fn no_secret_escapes_anywhere_during_a_whole_run() {
     let w = World::start(WorldOptions {
         access_token_ttl: 4,
         backchannel: true,
+        rust_log: "trace",
         ..Default::default()
     })
     .await;

@@ -87,6 +87,8 @@ pub struct WorldOptions {
     /// Serve the `/` page route from this upstream instead of the recording one.
     pub page_upstream: Option<String>,
     pub extra_config: String,
+    /// `RUST_LOG` for portcullis.
+    pub rust_log: &'static str,
 }
 
 impl Default for WorldOptions {
@@ -99,6 +101,7 @@ impl Default for WorldOptions {
             store_url: None,
             page_upstream: None,
             extra_config: String::new(),
+            rust_log: "info",
         }
     }
 }
@@ -108,6 +111,7 @@ impl World {
         let redis = (opts.redis && opts.store_url.is_none()).then(redis::RedisServer::start);
         let upstream = upstream::Upstream::start();
         let mut proxy = portcullis::Portcullis::reserve();
+        proxy.rust_log = opts.rust_log;
         let op = op::Op::start(op::OpOptions {
             app_origins: vec![proxy.origin()],
             access_token_ttl: opts.access_token_ttl,

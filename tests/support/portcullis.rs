@@ -21,6 +21,8 @@ pub struct Portcullis {
     dir: tempfile::TempDir,
     child: Option<Child>,
     restarts: usize,
+    /// `RUST_LOG` for the process: `info` unless a test wants every event.
+    pub rust_log: &'static str,
 }
 
 impl Portcullis {
@@ -32,6 +34,7 @@ impl Portcullis {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             restarts: 0,
+            rust_log: "info",
         }
     }
 
@@ -103,7 +106,7 @@ impl Portcullis {
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
