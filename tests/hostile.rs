@@ -373,3 +373,45 @@ async fn a_stale_session_cookie_is_expired_and_named_in_the_log() {
         "the store was written"
     );
 }
+
+/// X03: hostile bytes in parameters and paths give one rejection line each, which neither
+/// echoes them nor grows with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_rejection_logs_one_short_line_without_the_input() {
+    let w = World::start(WorldOptions::default()).await;
+    let client = reqwest::Client::new();
+    let long = "A".repeat(10_000);
+    let targets = [
+        "/bff/login?returnTo=%1b%5b31m%0d%0aFAKE-LOG-LINE".to_string(),
+        "/bff/login?returnTo=/x%0d%0aFAKE-LOG-LINE".to_string(),
+        format!("/bff/callback?code=x&state={}", &long[..6_000]),
+        format!("/api/{long}"),
+        "/public/%1b%5b2J%0aFAKE-LOG-LINE".to_string(),
+    ];
+    for target in &targets {
+        let logged = w.proxy.logs().len();
+        let resp = client
+            .get(format!("{}{target}", w.proxy.origin()))
+            .send()
+            .await
+            .expect("portcullis answers");
+        assert!(
+            resp.status().is_client_error(),
+            "{target:.60}: {}",
+            resp.status()
+        );
+        let logs = w.proxy.logs()[logged..].to_string();
+        assert_eq!(
+            logs.matches("request rejected").count(),
+            1,
+            "{target:.60}: {logs}"
+        );
+        assert!(!logs.contains("FAKE-LOG-LINE") && !logs.contains('\u{1b}'));
+        assert!(!logs.contains(&long[..200]), "{target:.60}: input echoed");
+        assert!(
+            logs.lines().all(|l| l.len() < 1_000),
+            "{target:.60}: {logs}"
+        );
+    }
+    assert_eq!(w.upstream.count(), 0);
+}
