@@ -1,0 +1,268 @@
+//! Raw → validated. Collects every problem instead of stopping at the first, and phrases each
+//! as "what is wrong (how to fix it)" under the key path it belongs to. The only I/O is reading
+//! secret files, done through the `read_file` argument so tests can supply their own.
+
+mod limits;
+mod oidc;
+mod routes;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::Problem;
+use super::raw::RawConfig;
+use super::types::*;
+use crate::secret::Secret;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4480";
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:4481";
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-portcullis";
+
+/// Reads a file named in the configuration; tests pass their own.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// Collects problems while each section is validated: one `impl` per section, in the child
+/// modules (`oidc`, `session`, `routes`, `limits`).
+struct Checker<'a> {
+    problems: Vec<Problem>,
+    base_dir: PathBuf,
+    read_file: ReadFile<'a>,
+}
+
+pub fn validate(
+    raw: RawConfig,
+    source: &Path,
+    read_file: ReadFile<'_>,
+) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+        base_dir: source.parent().map(Path::to_path_buf).unwrap_or_default(),
+        read_file,
+    };
+    let listen = c.socket_addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+    let admin_listen = c.socket_addr(
+        "admin_listen",
+        raw.admin_listen.as_deref(),
+        DEFAULT_ADMIN_LISTEN,
+    );
+    if listen == admin_listen {
+        c.problem(
+            "admin_listen",
+            "must differ from listen (the admin port is never browser-facing)",
+        );
+    }
+    let public = c.public_url(raw.public_url.as_deref());
+    let public_origin = public.as_ref().map(origin_of).unwrap_or_default();
+    let oidc = c.oidc(raw.oidc, &public_origin);
+    let session = c.session(raw.session);
+    let routes = c.routes(raw.routes);
+    let server = c.server(&raw.server);
+    let log = c.log(&raw.log);
+    let security = c.security(raw.security);
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    // Every Option below is Some: a None would have recorded a problem above.
+    let (
+        Some(public),
+        Some(oidc),
+        Some(session),
+        Some(routes),
+        Some(server),
+        Some(log),
+        Some(security),
+    ) = (public, oidc, session, routes, server, log, security)
+    else {
+        return Err(vec![Problem::new("", "invalid configuration")]);
+    };
+    let redirect_uri = match Url::parse(&format!("{public_origin}/bff/callback")) {
+        Ok(u) => u,
+        Err(_) => {
+            return Err(vec![Problem::new(
+                "public_url",
+                "cannot build the redirect URI from it",
+            )])
+        }
+    };
+    Ok(Config {
+        source: source.to_path_buf(),
+        listen,
+        admin_listen,
+        public_is_https: public.scheme() == "https",
+        public_origin,
+        redirect_uri,
+        oidc,
+        session,
+        routes,
+        server,
+        log,
+        security,
+    })
+}
+
+pub(super) fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+pub(super) fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => is_loopback_name(d),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// `localhost` or a loopback address literal: traffic that never leaves the machine (or pod).
+pub fn is_loopback_name(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(key, message));
+    }
+
+    fn socket_addr(&mut self, key: &str, value: Option<&str>, default: &str) -> String {
+        let value = value.unwrap_or(default);
+        if value.parse::<SocketAddr>().is_err() {
+            self.problem(
+                key,
+                format!("{value:?} is not an address (write IP:PORT, e.g. {default:?})"),
+            );
+        }
+        value.to_string()
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let text = value.unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(key, "must be longer than zero (e.g. \"30s\", \"5m\")");
+                Duration::from_secs(1)
+            }
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("{text:?} is not a duration (write e.g. \"90s\", \"30m\", \"12h\")"),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                self.problem(key, format!("{value:?} must be an http(s) URL"));
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!("{value:?} is not a URL: {e} (write e.g. \"https://host.example\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn public_url(&mut self, value: Option<&str>) -> Option<Url> {
+        let Some(value) = value else {
+            self.problem(
+                "public_url",
+                "is required (the origin the browser sees, e.g. \"https://app.example.com\")",
+            );
+            return None;
+        };
+        let url = self.url("public_url", value)?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            self.problem("public_url", "must be an origin without path, query or fragment (e.g. \"https://app.example.com\")");
+        }
+        if url.scheme() == "http" && !is_loopback_host(&url) {
+            self.problem(
+                "public_url",
+                "plain http is accepted only for loopback hosts (serve the app over https)",
+            );
+        }
+        Some(url)
+    }
+
+    /// Reads a file named by `key` (relative to the config file), reporting a failure under it.
+    fn read_named_file(&mut self, key: &str, path: &str) -> Option<(String, PathBuf)> {
+        let full = self.base_dir.join(path);
+        match (self.read_file)(&full) {
+            Ok(text) => Some((text, full)),
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!(
+                        "cannot read {}: {e} (check the path and its permissions)",
+                        full.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret_file(&mut self, key: &str, path: &str) -> Option<Secret<String>> {
+        let (text, full) = self.read_named_file(key, path)?;
+        // Files written by `echo` or Kubernetes tooling often end in a newline that is no part of the secret.
+        let trimmed = text.trim_end_matches(['\r', '\n']).to_string();
+        if trimmed.is_empty() {
+            self.problem(
+                key,
+                format!("{} is empty (write the secret into it)", full.display()),
+            );
+            return None;
+        }
+        Some(Secret::new(trimmed))
+    }
+
+    /// A file that is configuration, not a secret: its content may appear nowhere, but its
+    /// path may be named.
+    fn text_file(&mut self, key: &str, path: &str) -> Option<String> {
+        let (text, full) = self.read_named_file(key, path)?;
+        if text.trim().is_empty() {
+            self.problem(key, format!("{} is empty", full.display()));
+            return None;
+        }
+        Some(text)
+    }
+}
+
+/// `log.format` and `log.level`, for the proxy's and the webhook's configuration alike.
+pub fn validate_log(format: Option<&str>, level: Option<&str>) -> (LogConfig, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let format = match format.unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(Problem::new(
+                "log.format",
+                format!("{other:?} is not a format (use text or json)"),
+            ));
+            LogFormat::Text
+        }
+    };
+    let level = level.unwrap_or("info").to_string();
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        problems.push(Problem::new(
+            "log.level",
+            format!("{level:?} is not a level (use error, warn, info, debug or trace)"),
+        ));
+    }
+    (LogConfig { format, level }, problems)
+}

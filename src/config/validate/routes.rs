@@ -1,0 +1,150 @@
+//! `routes`: path prefixes, upstream URLs, kinds and per-route methods.
+
+use super::{is_loopback_host, Checker};
+use crate::config::raw::RawRoute;
+use crate::config::types::*;
+
+impl Checker<'_> {
+    pub(super) fn routes(&mut self, raw: Vec<RawRoute>) -> Option<Vec<RouteConfig>> {
+        if raw.is_empty() {
+            self.problem(
+                "routes",
+                "needs at least one route (e.g. path \"/\" to your SPA, kind page)",
+            );
+            return None;
+        }
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            if let Some(route) = self.route(i, r) {
+                if routes
+                    .iter()
+                    .any(|o: &RouteConfig| o.prefix == route.prefix)
+                {
+                    self.problem(
+                        format!("routes[{i}].path"),
+                        format!("{:?} appears twice (each path once)", route.prefix),
+                    );
+                }
+                routes.push(route);
+            }
+        }
+        Some(routes)
+    }
+
+    fn route(&mut self, i: usize, raw: RawRoute) -> Option<RouteConfig> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let prefix = match raw.path {
+            Some(p) if p.starts_with('/') && !p.contains(['?', '#', '%', '\\']) => {
+                if p == "/bff" || p.starts_with("/bff/") {
+                    self.problem(
+                        key("path"),
+                        "must not be under /bff/ (portcullis owns those endpoints)",
+                    );
+                }
+                Some(p)
+            }
+            Some(p) => {
+                self.problem(
+                    key("path"),
+                    format!("{p:?} must be a plain path starting with \"/\""),
+                );
+                None
+            }
+            None => {
+                self.problem(key("path"), "is required (a path prefix such as \"/api/\")");
+                None
+            }
+        };
+        let kind = match raw.kind.as_deref() {
+            Some("api") => Some(RouteKind::Api),
+            Some("public") => Some(RouteKind::Public),
+            Some("page") => Some(RouteKind::Page),
+            Some(other) => {
+                self.problem(
+                    key("kind"),
+                    format!("{other:?} is not a route kind (use api, public or page)"),
+                );
+                None
+            }
+            None => {
+                self.problem(key("kind"), "is required (api, public or page)");
+                None
+            }
+        };
+        let upstream = match raw.upstream.as_deref() {
+            Some(u) => self.upstream(&key("upstream"), u, raw.allow_plaintext_http),
+            None => {
+                self.problem(
+                    key("upstream"),
+                    "is required (e.g. \"http://127.0.0.1:8080\")",
+                );
+                None
+            }
+        };
+        let methods = raw
+            .methods
+            .as_ref()
+            .map(|m| self.methods(&key("methods"), m));
+        Some(RouteConfig {
+            prefix: prefix?,
+            upstream: upstream?,
+            kind: kind?,
+            methods,
+            websocket: raw.websocket,
+            allow_ambiguous_paths: raw.allow_ambiguous_paths,
+        })
+    }
+
+    fn upstream(&mut self, key: &str, value: &str, allow_plaintext: bool) -> Option<Upstream> {
+        let url = self.url(key, value)?;
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+        {
+            self.problem(
+                key,
+                "must be scheme://host:port only (paths are forwarded unchanged)",
+            );
+        }
+        let tls = url.scheme() == "https";
+        if !tls && !is_loopback_host(&url) && !allow_plaintext {
+            self.problem(
+                key,
+                "plain http to a non-loopback host would send bearer tokens unencrypted (use https, or set allow_plaintext_http: true on this route for in-cluster traffic)",
+            );
+        }
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string(),
+            None => {
+                self.problem(key, "has no host");
+                return None;
+            }
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        Some(Upstream { host, port, tls })
+    }
+
+    fn methods(&mut self, key: &str, names: &[String]) -> Vec<http::Method> {
+        let mut out = Vec::new();
+        for name in names {
+            match http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if matches!(m.as_str(), "TRACE" | "TRACK" | "CONNECT") => {
+                    self.problem(key, format!("{name:?} is never proxied (remove it)"))
+                }
+                Ok(m) => out.push(m),
+                Err(_) => self.problem(key, format!("{name:?} is not an HTTP method")),
+            }
+        }
+        if out.is_empty() && names.is_empty() {
+            self.problem(
+                key,
+                "must list at least one method (or be left out to allow all)",
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,163 @@
+//! `/bff/logout` (local and RP-initiated, or everywhere) and `/bff/backchannel-logout`.
+
+use http::Method;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use subtle::ConstantTimeEq;
+
+use super::{read_body, require_csrf_header, Query};
+use crate::proxy::error::ProxyError;
+use crate::proxy::respond::Reply;
+use crate::proxy::Portcullis;
+use std::sync::Arc;
+
+use crate::oidc::Provider;
+use crate::session::{unix_now, SessionData};
+use crate::telemetry::audit;
+
+/// Largest back-channel logout body read; a logout token is a few hundred bytes.
+const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
+
+impl Portcullis {
+    /// `GET /bff/logout?sid=…` or `POST /bff/logout` with `X-CSRF: 1`: ends the session here,
+    /// then sends the browser to the OP's end-session endpoint.
+    pub(super) async fn logout(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let query = Query::parse(&req.uri)?;
+        let presented_sid = if req.method == Method::POST {
+            require_csrf_header(req)?;
+            self.origins.check_request_origin(req)?;
+            None
+        } else {
+            Some(
+                query
+                    .get("sid")
+                    .ok_or(ProxyError::Forbidden("logout_sid_missing"))?,
+            )
+        };
+        let Some(auth) = self.load_session(&req.headers).await? else {
+            // Nothing to end here: still clear the cookies and finish at the post-logout page.
+            return Ok(self.logged_out(self.oidc.config().post_logout_redirect_uri.to_string()));
+        };
+        if let Some(sid) = presented_sid {
+            let matches: bool = auth.data.logout_id.as_bytes().ct_eq(sid.as_bytes()).into();
+            if !matches {
+                return Err(ProxyError::Forbidden("logout_sid_mismatch"));
+            }
+        }
+        self.sessions
+            .delete(&auth.secret, &auth.data, "logout")
+            .await?;
+        let everywhere = query.get("everywhere") == Some("1");
+        let scope = if everywhere {
+            self.sessions
+                .delete_user_sessions(&auth.data.iss, &auth.data.sub, u64::MAX, "logout")
+                .await?;
+            "everywhere"
+        } else {
+            "session"
+        };
+        audit("logout", "success", scope, Some(&auth.data.sub));
+        let provider = self.oidc.provider().ok();
+        self.revoke_in_background(provider.clone(), &auth.data);
+        let target = self
+            .oidc
+            .end_session_url(provider.as_deref(), auth.data.id_token.expose());
+        Ok(self.logged_out(target.to_string()))
+    }
+
+    /// RFC 7009 revocation of the ended session's refresh token, off the response path.
+    fn revoke_in_background(&self, provider: Option<Arc<Provider>>, data: &SessionData) {
+        let (Some(provider), Some(rt)) = (provider, data.refresh_token.clone()) else {
+            return;
+        };
+        let oidc = self.oidc.clone();
+        tokio::spawn(async move { oidc.revoke_refresh_token(&provider, rt.expose()).await });
+    }
+
+    /// `POST /bff/backchannel-logout` (Back-Channel Logout 1.0): a validated `logout_token`
+    /// ends the OP session's sessions here (by `sid`), or all of the user's (by `sub`). No
+    /// cookies are read and no CSRF header applies: the caller is the OP, not a browser.
+    pub(super) async fn backchannel_logout(
+        &self,
+        session: &mut Session,
+    ) -> Result<Reply, ProxyError> {
+        let result = self.process_logout_token(session).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(ProxyError::LogoutTokenRejected("replayed")) => "replayed",
+            Err(_) => "rejected",
+        };
+        self.metrics
+            .backchannel_logouts
+            .with_label_values(&[outcome])
+            .inc();
+        let reason = result.as_ref().err().map_or("-", ProxyError::reason);
+        audit("backchannel_logout", outcome, reason, None);
+        result
+    }
+
+    async fn process_logout_token(&self, session: &mut Session) -> Result<Reply, ProxyError> {
+        let form_encoded = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        if !form_encoded {
+            return Err(ProxyError::LogoutTokenRejected("content_type"));
+        }
+        let body = read_body(session, MAX_BACKCHANNEL_BODY).await?;
+        let tokens: Vec<String> = url::form_urlencoded::parse(&body)
+            .filter(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        let [jwt] = tokens.as_slice() else {
+            return Err(ProxyError::LogoutTokenRejected("logout_token_count"));
+        };
+        // Not ready is a 503 (the OP may retry), not a rejected token.
+        self.oidc.provider()?;
+        let token = self
+            .oidc
+            .verify_logout_token(jwt)
+            .await
+            .map_err(|e| ProxyError::LogoutTokenRejected(e.0))?;
+        // BCL §2.6: keep each jti until the token could no longer be accepted anyway.
+        let skew = self.oidc.config().clock_skew.as_secs();
+        let ttl = std::time::Duration::from_secs(token.exp.saturating_sub(unix_now()) + skew + 1);
+        if !self
+            .sessions
+            .remember_once("jti", &[&token.iss, &token.jti], ttl)
+            .await?
+        {
+            return Err(ProxyError::LogoutTokenRejected("replayed"));
+        }
+        let ended = match (&token.sid, &token.sub) {
+            (Some(sid), _) => {
+                self.sessions
+                    .delete_op_sessions(&token.iss, sid, "logout")
+                    .await?
+            }
+            // A token naming only the user ends the logins that happened before the logout at
+            // the OP (allowing for the clocks' skew), not one made after it that a late or
+            // replayed-in-window token would otherwise end too.
+            (None, Some(sub)) => {
+                self.sessions
+                    .delete_user_sessions(&token.iss, sub, token.iat + skew, "logout")
+                    .await?
+            }
+            (None, None) => return Err(ProxyError::LogoutTokenRejected("sub_and_sid_missing")),
+        };
+        tracing::info!(sessions = ended, "back-channel logout ended sessions");
+        Ok(Reply::new(200))
+    }
+
+    fn logged_out(&self, location: String) -> Reply {
+        Reply::redirect(location)
+            .header("set-cookie", self.cookies.expire_session())
+            .header("set-cookie", self.cookies.expire_transaction())
+            .header("clear-site-data", "\"cookies\"")
+    }
+}

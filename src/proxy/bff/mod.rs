@@ -1,0 +1,170 @@
+//! The browser-facing endpoints under `/bff/`: login and callback (`login`), user, logout and
+//! back-channel logout (`logout`). Each returns a `Reply` (or a `ProxyError` that
+//! `respond::error_reply` turns into one).
+
+mod login;
+mod logout;
+
+use http::{Method, Uri};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use super::error::ProxyError;
+use super::rate_limit::Limited;
+use super::respond::Reply;
+use super::Portcullis;
+
+use crate::session::unix_now;
+
+pub use login::validate_return_to;
+
+pub enum Endpoint {
+    Login,
+    Callback,
+    User,
+    Logout,
+    BackchannelLogout,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/bff/login" => Some(Endpoint::Login),
+            "/bff/callback" => Some(Endpoint::Callback),
+            "/bff/user" => Some(Endpoint::User),
+            "/bff/logout" => Some(Endpoint::Logout),
+            "/bff/backchannel-logout" => Some(Endpoint::BackchannelLogout),
+            _ => None,
+        }
+    }
+}
+
+/// Query parameters, each name at most once (parameter pollution is rejected, R07).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(uri: &Uri) -> Result<Query, ProxyError> {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(other, _)| other == k) {
+                return Err(ProxyError::BadRequest("duplicate_parameter"));
+            }
+        }
+        Ok(Query(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn has_csrf_header(req: &RequestHeader) -> bool {
+    let mut values = req.headers.get_all("x-csrf").iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes() == b"1")
+}
+
+pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
+    if has_csrf_header(req) {
+        Ok(())
+    } else {
+        Err(ProxyError::CsrfRejected)
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (it is consumed: only for endpoints answered
+/// here, never for proxied requests).
+async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ProxyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|_| ProxyError::BadRequest("body_unreadable"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ProxyError::BadRequest("body_too_large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+impl Portcullis {
+    pub(super) async fn bff_endpoint(
+        &self,
+        endpoint: Endpoint,
+        session: &mut Session,
+    ) -> Result<Reply, ProxyError> {
+        let method = session.req_header().method.clone();
+        self.rate_limit(&endpoint, session)?;
+        match (endpoint, method) {
+            (Endpoint::Login, Method::GET) => self.login(session.req_header()).await,
+            (Endpoint::Callback, Method::GET) => self.callback(session.req_header()).await,
+            (Endpoint::User, Method::GET) => self.user(session.req_header()).await,
+            (Endpoint::Logout, Method::GET | Method::POST) => {
+                self.logout(session.req_header()).await
+            }
+            (Endpoint::BackchannelLogout, Method::POST) => self.backchannel_logout(session).await,
+            _ => Err(ProxyError::MethodNotAllowed),
+        }
+    }
+
+    /// Login, callback and back-channel logout can be hit without a session; each is rate
+    /// limited per client address and globally.
+    fn rate_limit(&self, endpoint: &Endpoint, session: &Session) -> Result<(), ProxyError> {
+        let name = match endpoint {
+            Endpoint::Login => "login",
+            Endpoint::Callback => "callback",
+            Endpoint::BackchannelLogout => "backchannel_logout",
+            Endpoint::User | Endpoint::Logout => return Ok(()),
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match self.rate_limiter.check(client) {
+            Ok(()) => Ok(()),
+            Err(limited) => {
+                let limit = match limited {
+                    Limited::Client => "client",
+                    Limited::Global => "global",
+                };
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[name, limit])
+                    .inc();
+                Err(ProxyError::RateLimited(if limit == "client" {
+                    "rate_limited_client"
+                } else {
+                    "rate_limited_global"
+                }))
+            }
+        }
+    }
+
+    /// `GET /bff/user` with `X-CSRF: 1`: who is logged in, never a token.
+    async fn user(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        require_csrf_header(req)?;
+        let auth = self
+            .authenticate(&req.headers)
+            .await?
+            .ok_or_else(|| self.unauthenticated(&req.headers))?;
+        let now = unix_now();
+        let body = json!({
+            "sub": auth.data.sub,
+            "claims": auth.data.claims,
+            "session": {
+                "expires_in": auth.data.absolute_deadline.saturating_sub(now),
+                "idle_expires_in": self.sessions.config().idle_timeout.as_secs().min(auth.data.absolute_deadline.saturating_sub(now)),
+            },
+            "logout_url": format!("/bff/logout?sid={}", auth.data.logout_id),
+        });
+        Ok(Reply::json(200, body.to_string()))
+    }
+}
