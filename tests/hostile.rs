@@ -18,15 +18,14 @@ const PARTNER: &str = "https://partner.example";
 async fn hostile_world() -> World {
     let mut w = World::start(WorldOptions::default()).await;
     let up = w.upstream.url();
-    let config = std::fs::read_to_string(w.proxy.config_path()).unwrap().replace(
+    w.reconfigure(
         "routes:\n",
         &format!(
             "security:\n  allowed_origins: [\"{PARTNER}\"]\n  content_security_policy: \"default-src 'self'\"\n  rate_limit_per_client: \"6/min\"\n\
              routes:\n  - {{ path: \"/ws/\", upstream: \"{up}\", kind: api, websocket: true }}\n  - {{ path: \"/api/orders/\", upstream: \"{up}\", kind: api, methods: [GET, POST] }}\n"
         ),
-    );
-    w.proxy.stop();
-    w.proxy.start(&config).await;
+    )
+    .await;
     w
 }
 

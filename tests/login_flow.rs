@@ -470,14 +470,11 @@ async fn admin_endpoints_live_on_their_own_port() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
     let mut w = World::start(WorldOptions::default()).await;
-    let config = std::fs::read_to_string(w.proxy.config_path())
-        .unwrap()
-        .replace(
-            "session:\n",
-            "session:\n  idle_timeout: 2s\n  absolute_timeout: 5s\n",
-        );
-    w.proxy.stop();
-    w.proxy.start(&config).await;
+    w.reconfigure(
+        "session:\n",
+        "session:\n  idle_timeout: 2s\n  absolute_timeout: 5s\n",
+    )
+    .await;
 
     let mut idle = w.browser();
     idle.login("alice", "/").await;

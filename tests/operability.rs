@@ -7,14 +7,11 @@ use support::{last_bearer, World, WorldOptions};
 
 async fn json_logging_world() -> World {
     let mut w = World::start(WorldOptions::default()).await;
-    let config = std::fs::read_to_string(w.proxy.config_path())
-        .unwrap()
-        .replace(
-            "log:\n  level: \"info\"\n",
-            "log:\n  level: \"info\"\n  format: json\n",
-        );
-    w.proxy.stop();
-    w.proxy.start(&config).await;
+    w.reconfigure(
+        "log:\n  level: \"info\"\n",
+        "log:\n  level: \"info\"\n  format: json\n",
+    )
+    .await;
     w
 }
 

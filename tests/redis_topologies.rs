@@ -233,14 +233,11 @@ async fn a_stopped_store_fails_closed_and_recovers_without_a_restart() {
     })
     .await;
     // A short store budget keeps this test quick; the default rides out failovers.
-    let config = std::fs::read_to_string(w.proxy.config_path())
-        .unwrap()
-        .replace(
-            "  store: redis\n",
-            "  store: redis\n  redis_command_timeout: \"800ms\"\n",
-        );
-    w.proxy.stop();
-    w.proxy.start(&config).await;
+    w.reconfigure(
+        "  store: redis\n",
+        "  store: redis\n  redis_command_timeout: \"800ms\"\n",
+    )
+    .await;
     let mut b = w.browser();
     b.login("alice", "/").await;
     assert_eq!(b.api("/api/x").await.status, 200);

@@ -56,14 +56,11 @@ async fn cached_sessions_follow_changes_made_on_another_replica() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cache_can_be_turned_off() {
     let mut w = World::start(WorldOptions::default()).await;
-    let config = std::fs::read_to_string(w.proxy.config_path())
-        .unwrap()
-        .replace(
-            "  store: redis\n",
-            "  store: redis\n  cache_max_entries: 0\n",
-        );
-    w.proxy.stop();
-    w.proxy.start(&config).await;
+    w.reconfigure(
+        "  store: redis\n",
+        "  store: redis\n  cache_max_entries: 0\n",
+    )
+    .await;
     let mut b = w.browser();
     b.login("alice", "/").await;
     for _ in 0..5 {

@@ -164,6 +164,14 @@ impl World {
         replica
     }
 
+    /// Restarts this world's portcullis with `from` in its configuration replaced by `to`.
+    pub async fn reconfigure(&mut self, from: &str, to: &str) {
+        let config = std::fs::read_to_string(self.proxy.config_path()).expect("read config");
+        assert!(config.contains(from), "the configuration has no {from:?}");
+        self.proxy.stop();
+        self.proxy.start(&config.replace(from, to)).await;
+    }
+
     pub fn redis(&self) -> &redis::RedisServer {
         self.redis.as_ref().expect("this world has redis")
     }
