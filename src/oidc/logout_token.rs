@@ -82,7 +82,7 @@ impl Oidc {
             return Err(reject("alg"));
         }
         let kid = header.get("kid").and_then(Value::as_str);
-        let keys = provider.jwks.keys();
+        let keys = provider.jwks().keys();
         let candidates: Vec<_> = match kid {
             Some(kid) => keys
                 .iter()

@@ -71,17 +71,20 @@ type DiscoveredClient = CoreClient<
     EndpointMaybeSet,
 >;
 
-/// One successful discovery: the client built from it and the extra metadata.
+/// One successful discovery (with its JWKS): the client built from it and the extra metadata.
 pub struct Provider {
     metadata: Metadata,
     client: DiscoveredClient,
-    jwks: CoreJsonWebKeySet,
     pub extra: ExtraMetadata,
 }
 
 impl Provider {
+    fn jwks(&self) -> &CoreJsonWebKeySet {
+        self.metadata.jwks()
+    }
+
     fn has_key(&self, kid: &str) -> bool {
-        self.jwks
+        self.jwks()
             .keys()
             .iter()
             .any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
@@ -204,7 +207,6 @@ impl Oidc {
         .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
         .set_auth_type(auth_type);
         Provider {
-            jwks: metadata.jwks().clone(),
             extra: metadata.additional_metadata().clone(),
             metadata,
             client,
@@ -220,7 +222,7 @@ impl Oidc {
     /// The provider to verify a token signed with `kid`: the current one, or, when its key set
     /// lacks `kid`, one with the JWKS fetched again (rate-limited by `JWKS_REFETCH_INTERVAL`).
     /// A failed or useless fetch leaves the current provider, and verification then fails.
-    pub async fn provider_for_kid(&self, kid: Option<&str>) -> Result<Arc<Provider>, OidcError> {
+    async fn provider_for_kid(&self, kid: Option<&str>) -> Result<Arc<Provider>, OidcError> {
         let provider = self.provider()?;
         let Some(kid) = kid.filter(|k| !provider.has_key(k)) else {
             return Ok(provider);

@@ -23,8 +23,8 @@ const DEFAULT_EXPIRES_IN_SECS: u64 = 300;
 const MAX_SUB_LEN: usize = 255;
 /// Claims that describe the token rather than the user; `/bff/user` does not show them.
 const TOKEN_ONLY_CLAIMS: [&str; 5] = ["nonce", "at_hash", "c_hash", "s_hash", "auth_time"];
-/// How the `iat` check's message starts, so its failure is told from an expired `exp` (the
-/// library reports both as `Expired`).
+/// The `iat` check's message, by which its failure is told from an expired `exp` (the library
+/// reports both as `Expired`).
 const IAT_FAILURE: &str = "iat is in the future";
 
 /// A validated token response. `claims` are the ID token's claims (signature already verified).
