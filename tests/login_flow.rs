@@ -472,7 +472,7 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
     let mut w = World::start(WorldOptions::default()).await;
     w.reconfigure(
         "session:\n",
-        "session:\n  idle_timeout: 2s\n  absolute_timeout: 5s\n",
+        "session:\n  idle_timeout: 3s\n  absolute_timeout: 7s\n",
     )
     .await;
 
@@ -505,8 +505,8 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
         );
     };
     assert!(
-        ended_after >= std::time::Duration::from_secs(3),
-        "ended after {ended_after:?}: activity kept it past the 2 s idle timeout"
+        ended_after >= std::time::Duration::from_secs(4),
+        "ended after {ended_after:?}: activity kept it past the 3 s idle timeout"
     );
     assert!(redis.keys("portcullis:s:*").is_empty(), "session deleted");
 }
