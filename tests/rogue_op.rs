@@ -20,10 +20,15 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+/// A rig whose portcullis configuration ends with `extra`.
+async fn rig_with(extra: &str) -> Rig {
     let rogue = RogueOp::start();
     let upstream = Upstream::start();
     let mut proxy = Portcullis::reserve();
-    let config = proxy.config(&rogue.issuer, &upstream, &Store::Memory, "");
+    let config = proxy.config(&rogue.issuer, &upstream, &Store::Memory, extra);
     proxy.start(&config).await;
     Rig {
         rogue,
@@ -435,4 +440,100 @@ async fn bad_authorization_responses_never_reach_the_token_endpoint() {
         );
     }
     assert_eq!(r.upstream.count(), 0);
+}
+
+/// `access.*`: a user the OP logs in but the policy does not admit (e-mail domain, unverified
+/// address, group) gets a 403 and no session; the others log in.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_policy_admits_by_email_domain_and_group() {
+    let r = rig_with(
+        "access:\n  email_domains: [\"Example.com\"]\n  groups: [\"admins\"]\n  groups_claim: \"roles\"\n",
+    )
+    .await;
+    let cases: Vec<(&str, u16, &str, ClaimsEdit)> = vec![
+        (
+            "admitted",
+            200,
+            "-",
+            Box::new(|c| {
+                c["email"] = json!("ada@example.com");
+                c["roles"] = json!(["users", "admins"]);
+            }),
+        ),
+        (
+            "case of the domain",
+            200,
+            "-",
+            Box::new(|c| {
+                c["email"] = json!("ada@EXAMPLE.COM");
+                c["email_verified"] = json!(true);
+                c["roles"] = json!("admins");
+            }),
+        ),
+        (
+            "lookalike domain",
+            403,
+            "access_denied_email",
+            Box::new(|c| {
+                c["email"] = json!("ada@example.com.evil.test");
+                c["roles"] = json!(["admins"]);
+            }),
+        ),
+        (
+            "unverified address",
+            403,
+            "access_denied_email",
+            Box::new(|c| {
+                c["email"] = json!("ada@example.com");
+                c["email_verified"] = json!(false);
+                c["roles"] = json!(["admins"]);
+            }),
+        ),
+        (
+            "no e-mail",
+            403,
+            "access_denied_email",
+            Box::new(|c| {
+                c["roles"] = json!(["admins"]);
+            }),
+        ),
+        (
+            "not in the group",
+            403,
+            "access_denied_group",
+            Box::new(|c| {
+                c["email"] = json!("ada@example.com");
+                c["roles"] = json!(["users"]);
+            }),
+        ),
+        (
+            "groups under another claim",
+            403,
+            "access_denied_group",
+            Box::new(|c| {
+                c["email"] = json!("ada@example.com");
+                c["groups"] = json!(["admins"]);
+            }),
+        ),
+    ];
+    for (case, status, reason, edit) in cases {
+        r.rogue.issue(crafted(&r.rogue.key, json!({}), edit));
+        let forwarded = r.upstream.count();
+        let logged = r.proxy.logs().len();
+        let (resp, mut b) = r.login().await;
+        assert_eq!(resp.status, status, "{case}: {}", resp.body);
+        if status == 200 {
+            assert_eq!(b.api("/api/x").await.status, 200, "{case}");
+            continue;
+        }
+        assert!(resp.body.contains("Access denied"), "{case}: {}", resp.body);
+        assert!(b.session_cookie().is_none(), "{case}: a session was set");
+        assert_eq!(b.api("/api/x").await.status, 401, "{case}");
+        assert_eq!(r.upstream.count(), forwarded, "{case}");
+        let logs = &r.proxy.logs()[logged..];
+        assert!(
+            logs.contains(&format!("outcome=\"failure\" reason=\"{reason}\"")),
+            "{case}: {logs}"
+        );
+    }
 }

@@ -21,6 +21,15 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub access: RawAccess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccess {
+    pub email_domains: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub groups_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

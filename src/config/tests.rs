@@ -128,6 +128,10 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "oidc.scopes: must include \"openid\" (portcullis is an OpenID Connect client)"),
         ("client_id: \"spa\"", "client_id: \"spa\"\n  allowed_login_params: [\"redirect_uri\"]",
          "oidc.allowed_login_params: \"redirect_uri\" is set by portcullis itself and cannot be passed through (remove it)"),
+        ("routes:", "access:\n  email_domains: [\"@example.com\"]\nroutes:",
+         "access.email_domains[0]: must be a domain such as example.com (no @, no leading dot, no wildcard)"),
+        ("routes:", "access:\n  groups: [\"\"]\nroutes:",
+         "access.groups[0]: must not be empty (list group names as the OP puts them in the groups claim)"),
         ("routes:", "listen: \"4480\"\nroutes:",
          "listen: \"4480\" is not an address (write IP:PORT, e.g. \"0.0.0.0:4480\")"),
     ];

@@ -24,6 +24,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub log: LogConfig,
     pub security: SecurityConfig,
+    pub access: AccessConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +173,16 @@ pub struct RouteConfig {
 pub struct Rate {
     pub count: u32,
     pub per: Duration,
+}
+
+/// Who may log in, from the ID token's claims; empty lists admit everyone the OP admits.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// Lower-case domains; the `email` claim must be at one of them and not unverified.
+    pub email_domains: Vec<String>,
+    /// At least one of these must be in the `groups_claim` claim.
+    pub groups: Vec<String>,
+    pub groups_claim: String,
 }
 
 #[derive(Debug, Clone)]

@@ -23,6 +23,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The user logged in at the OP, but the `access` policy does not admit them.
+    #[error("access denied: {0}")]
+    AccessDenied(&'static str),
     #[error("login failed: {0}")]
     LoginFailed(&'static str),
     /// The OP's answer to the code exchange was refused or unusable: a 400 like `LoginFailed`,
@@ -58,7 +61,7 @@ impl ProxyError {
             ProxyError::CsrfRejected => "csrf_header_missing",
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
-            ProxyError::StaleCookie(r) => r,
+            ProxyError::StaleCookie(r) | ProxyError::AccessDenied(r) => r,
             ProxyError::LoginRejected(e) => e.reason(),
             ProxyError::LogoutTokenRejected(r) => r,
             ProxyError::AmbiguousPath(r)

@@ -7,6 +7,7 @@
 //! cookies; `fail_to_proxy` turns upstream failures into generic 502/504; `logging` records
 //! metrics.
 
+mod access;
 mod authenticate;
 mod bff;
 mod browser_checks;
@@ -34,7 +35,7 @@ pub use bff::validate_return_to;
 use error::ProxyError;
 use respond::Reply;
 
-use crate::config::{Config, RouteConfig, RouteKind, SecurityConfig};
+use crate::config::{AccessConfig, Config, RouteConfig, RouteKind, SecurityConfig};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
@@ -79,6 +80,7 @@ pub struct Portcullis {
     public_proto: HeaderValue,
     in_flight: InFlight,
     limits: SecurityConfig,
+    access: AccessConfig,
     origins: TrustedOrigins,
     rate_limiter: RateLimiter,
     page_csp: Option<HeaderValue>,
@@ -121,6 +123,7 @@ impl Portcullis {
             request_ids: RequestIds::new(),
             in_flight,
             limits: cfg.security.clone(),
+            access: cfg.access.clone(),
             origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
             rate_limiter: RateLimiter::new(
                 cfg.security.rate_limit_per_client,

@@ -119,6 +119,11 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed\n"),
         ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n"),
         ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n"),
+        ProxyError::AccessDenied(_) => (
+            403,
+            "access_denied",
+            "Access denied: this account may not use this application.\n",
+        ),
         ProxyError::Unauthenticated | ProxyError::StaleCookie(_) => {
             (401, "unauthorized", "Unauthorized\n")
         }

@@ -2,6 +2,7 @@
 //! as "what is wrong (how to fix it)" under the key path it belongs to. The only I/O is reading
 //! secret files, done through the `read_file` argument so tests can supply their own.
 
+mod access;
 mod limits;
 mod oidc;
 mod routes;
@@ -63,6 +64,7 @@ pub fn validate(
     let server = c.server(&raw.server);
     let log = c.log(&raw.log);
     let security = c.security(raw.security);
+    let access = c.access(raw.access);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -102,6 +104,7 @@ pub fn validate(
         server,
         log,
         security,
+        access,
     })
 }
 

@@ -4,6 +4,7 @@ use pingora::http::RequestHeader;
 use subtle::ConstantTimeEq;
 
 use super::Query;
+use crate::proxy::access::check_access;
 use crate::proxy::browser_checks;
 use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
@@ -178,6 +179,7 @@ impl Portcullis {
             )
             .await
             .map_err(ProxyError::LoginRejected)?;
+        check_access(&self.access, &tokens.claims)?;
         // R18: no identifier from before the login survives it.
         if let Some(old) = self.load_session(&req.headers).await? {
             self.sessions
