@@ -21,7 +21,13 @@ pub const LOGIN_OUTCOMES: [&str; 3] = ["started", "succeeded", "failed"];
 pub const STORE_OPS: [&str; 8] = [
     "get", "set", "take", "expire", "delete", "lock", "unlock", "ping",
 ];
-pub const SESSION_END_REASONS: [&str; 4] = ["logout", "expired", "refresh_failed", "invalid"];
+pub const SESSION_END_REASONS: [&str; 5] = [
+    "logout",
+    "expired",
+    "refresh_failed",
+    "access_denied",
+    "invalid",
+];
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
 pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];

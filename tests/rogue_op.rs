@@ -537,3 +537,50 @@ async fn the_access_policy_admits_by_email_domain_and_group() {
         );
     }
 }
+
+/// A user removed from the admitted group loses the session at the next refresh, whose new ID
+/// token carries the current claims.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_policy_is_checked_again_on_refresh() {
+    let r = rig_with("access:\n  groups: [\"admins\"]\n").await;
+    r.rogue.access_tokens_live(2);
+    r.rogue.issue(crafted(&r.rogue.key, json!({}), |c| {
+        c["groups"] = json!(["admins"])
+    }));
+    let (resp, mut b) = r.login().await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let after_login = r.rogue.token_requests();
+    poll_api_until(&mut b, "a refresh while still admitted", |status| {
+        status == 200 && r.rogue.token_requests() > after_login
+    })
+    .await;
+
+    r.rogue.issue(crafted(&r.rogue.key, json!({}), |c| {
+        c["groups"] = json!(["users"])
+    }));
+    let logged = r.proxy.logs().len();
+    poll_api_until(&mut b, "the session to end at the next refresh", |status| {
+        status == 401
+    })
+    .await;
+    let logs = &r.proxy.logs()[logged..];
+    assert!(
+        logs.contains("event=\"token_refresh\" outcome=\"failure\" reason=\"access_denied_group\""),
+        "{logs}"
+    );
+}
+
+/// Calls `/api/x` every 100 ms until `done` accepts the status, for at most 10 s.
+async fn poll_api_until(b: &mut Browser, what: &str, done: impl Fn(u16) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if done(b.api("/api/x").await.status) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

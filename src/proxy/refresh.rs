@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::access::check_access;
 use super::authenticate::Authenticated;
 use super::error::ProxyError;
 use super::Portcullis;
@@ -173,6 +174,18 @@ impl Portcullis {
             .await
         {
             Ok(tokens) => {
+                // A refreshed ID token carries current claims: a user the access policy no
+                // longer admits (removed from the group) loses the session here.
+                if tokens.id_token.is_some() {
+                    if let Err(denied) = check_access(&self.access, &tokens.claims) {
+                        audit("token_refresh", "failure", denied.reason(), Some(&data.sub));
+                        self.metrics.refreshes.with_label_values(&["fatal"]).inc();
+                        self.sessions
+                            .delete(&secret, &data, "access_denied")
+                            .await?;
+                        return Ok(Refreshed::Ended);
+                    }
+                }
                 data.access_token = tokens.access_token;
                 data.access_expires_at = tokens_expiry(tokens.expires_in);
                 data.access_lifetime = tokens.expires_in;

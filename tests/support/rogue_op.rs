@@ -101,6 +101,8 @@ struct State {
     callback: CallbackEdit,
     /// Pads access tokens to this many bytes (0: no padding).
     access_token_len: usize,
+    /// `expires_in` of every token response.
+    expires_in: u64,
     /// code → nonce of the authorization request it answers.
     codes: HashMap<String, String>,
     jwks_fetches: usize,
@@ -133,6 +135,7 @@ impl RogueOp {
             discovery: Box::new(|_| {}),
             callback: Box::new(|_| {}),
             access_token_len: 0,
+            expires_in: 300,
             codes: HashMap::new(),
             jwks_fetches: 0,
             token_requests: 0,
@@ -177,6 +180,11 @@ impl RogueOp {
     /// From now on the authorization response carries what `edit` makes of its parameters.
     pub fn edit_callback(&self, edit: impl Fn(&mut Vec<(String, String)>) + Send + 'static) {
         self.with(|s| s.callback = Box::new(edit));
+    }
+
+    /// From now on access tokens live `secs` seconds (`expires_in`).
+    pub fn access_tokens_live(&self, secs: u64) {
+        self.with(|s| s.expires_in = secs);
     }
 
     /// From now on access tokens are `len` bytes long.
@@ -315,7 +323,15 @@ fn respond(
             s.token_requests += 1;
             let form: HashMap<String, String> =
                 url::form_urlencoded::parse(body).into_owned().collect();
-            let Some(nonce) = form.get("code").and_then(|c| s.codes.remove(c)) else {
+            // A refresh grant mints an ID token too, without a nonce (OIDC Core §12.2).
+            let redeemed = if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                form.get("refresh_token")
+                    .filter(|t| t.starts_with("rogue-rt-"))
+                    .map(|_| String::new())
+            } else {
+                form.get("code").and_then(|c| s.codes.remove(c))
+            };
+            let Some(nonce) = redeemed else {
                 return (
                     "400 Bad Request",
                     "application/json",
@@ -335,7 +351,8 @@ fn respond(
             let id_token = (s.id_token)(&grant);
             json_reply(json!({
                 "access_token": grant.access_token, "token_type": "Bearer",
-                "expires_in": 300, "id_token": id_token,
+                "expires_in": s.expires_in, "id_token": id_token,
+                "refresh_token": format!("rogue-rt-{}", s.token_requests),
             }))
         }
         _ => (
