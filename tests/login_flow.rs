@@ -410,7 +410,7 @@ async fn login_rejects_open_redirects_and_keeps_its_own_parameters() {
     assert!(!get("scope")[0].contains("admin"));
     let txn = resp.set_cookies().join("\n");
     assert!(
-        txn.contains("__Host-portcullis-txn=") && txn.contains("SameSite=Lax; Max-Age=600"),
+        txn.contains("__Host-portcullis-txn=") && txn.contains("SameSite=Lax; Max-Age=1200"),
         "{txn}"
     );
     assert_eq!(

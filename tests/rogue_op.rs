@@ -584,3 +584,46 @@ async fn poll_api_until(b: &mut Browser, what: &str, done: impl Fn(u16) -> bool)
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// C11: a callback that arrives after `session.login_timeout` is refused as expired (not as
+/// unknown), before the token endpoint is called.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_after_the_login_timeout_is_told_it_expired() {
+    let rogue = RogueOp::start();
+    let upstream = Upstream::start();
+    let mut proxy = Portcullis::reserve();
+    let config = proxy
+        .config(&rogue.issuer, &upstream, &Store::Memory, "")
+        .replace("session:\n", "session:\n  login_timeout: 1s\n");
+    proxy.start(&config).await;
+    let r = Rig {
+        rogue,
+        upstream,
+        proxy,
+    };
+    let unix_secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = unix_secs();
+    let mut b = Browser::new(&r.proxy.origin());
+    let auth = b.start_login("/").await;
+    let callback = b.authorize_at_op(auth, "rogue-user").await;
+    // Valid for 1 s from the second it started (at most `before + 1`): wait for the clock to
+    // pass that, polling it with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while unix_secs() < before + 3 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let token_requests = r.rogue.token_requests();
+    let logged = r.proxy.logs().len();
+    let resp = b.get(&callback, &[]).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(b.session_cookie().is_none());
+    assert_eq!(r.rogue.token_requests(), token_requests);
+    let logs = &r.proxy.logs()[logged..];
+    assert!(logs.contains("reason=\"transaction_expired\""), "{logs}");
+}

@@ -116,6 +116,13 @@ impl SessionConfig {
     pub fn transaction_cookie_name(&self) -> String {
         format!("{}-txn", self.cookie_name)
     }
+
+    /// How long a login transaction (its record and its cookie) is kept: `login_timeout`, and
+    /// as long again (at least a minute), so a late callback is told the login expired (the
+    /// callback compares `created_at` with the timeout) rather than that it is unknown.
+    pub fn transaction_kept_for(&self) -> Duration {
+        self.login_timeout + self.login_timeout.max(Duration::from_secs(60))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

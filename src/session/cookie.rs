@@ -43,7 +43,7 @@ impl CookiePolicy {
             ),
             txn_attrs: format!(
                 "Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
-                cfg.login_timeout.as_secs()
+                cfg.transaction_kept_for().as_secs()
             ),
             session_expired_attrs: format!(
                 "Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age=0"
@@ -240,7 +240,7 @@ mod tests {
         );
         assert!(p
             .set_transaction(&s)
-            .ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"));
+            .ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=1200"));
         assert!(p.expire_session().ends_with("Max-Age=0"));
         assert!(p.sets_own_cookie(b"__Host-Portcullis=x; Path=/"));
         assert!(!p.sets_own_cookie(b"theme=dark"));

@@ -413,12 +413,9 @@ impl Sessions {
         let key = self.key("t", &keys.id);
         let plain =
             serde_json::to_vec(txn).map_err(|e| StoreError::Unavailable(format!("encode: {e}")))?;
-        self.timed(
-            "set",
-            self.store
-                .set(&key, keys.seal(&key, &plain), self.cfg.login_timeout),
-        )
-        .await
+        let kept = self.cfg.transaction_kept_for();
+        self.timed("set", self.store.set(&key, keys.seal(&key, &plain), kept))
+            .await
     }
 
     /// Consumes the transaction for this browser and `state`; a second call finds nothing.

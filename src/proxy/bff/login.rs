@@ -145,6 +145,10 @@ impl Portcullis {
             .take_transaction(&browser, state)
             .await?
             .ok_or(ProxyError::LoginFailed("unknown_or_expired_transaction"))?;
+        let valid_for = self.sessions.config().login_timeout.as_secs();
+        if unix_now() > txn.created_at.saturating_add(valid_for) {
+            return Err(ProxyError::LoginFailed("transaction_expired"));
+        }
         let state_matches: bool = txn.state.expose().as_bytes().ct_eq(state.as_bytes()).into();
         if !state_matches {
             return Err(ProxyError::LoginFailed("state_mismatch"));
