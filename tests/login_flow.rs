@@ -161,6 +161,10 @@ async fn logout_ends_the_session_and_a_replayed_cookie_gets_401() {
         "{location}"
     );
     assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    assert!(
+        location.contains("&state="),
+        "RP-initiated logout sends a state: {location}"
+    );
     assert_eq!(resp.header("cache-control"), Some("no-store"));
     let cleared = resp.set_cookies().join("\n");
     assert!(

@@ -361,3 +361,71 @@ async fn logout_revokes_the_refresh_token_at_the_op() {
     w.op.wait_until_inactive(&token, "the grant to be revoked at the OP")
         .await;
 }
+
+/// R57, R58, O09: the end-session redirect carries a `state`; the OP returns through
+/// `/bff/logout/callback` (the default post-logout URI) to the `returnTo` chosen at logout, once;
+/// a forged or replayed return gets a 400 and no redirect; a foreign `returnTo` is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn rp_initiated_logout_returns_through_the_callback_to_a_local_page() {
+    let w = World::start(WorldOptions::default()).await;
+    let origin = w.proxy.origin();
+    let mut b = w.browser();
+    b.login("erin", "/").await;
+    let logout_url = b.logout_url().await;
+
+    let foreign = b
+        .get(&format!("{logout_url}&returnTo=https://evil.test/"), &[])
+        .await;
+    assert_eq!(foreign.status, 400, "a foreign returnTo is refused");
+    assert_eq!(b.api("/api/x").await.status, 200, "and logs nobody out");
+
+    let resp = b
+        .get(&format!("{logout_url}&returnTo=/goodbye?x=1"), &[])
+        .await;
+    assert_eq!(resp.status, 302);
+    let end_session = resp.header("location").unwrap().to_string();
+    let parsed = url::Url::parse(&end_session).unwrap();
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(
+        param("post_logout_redirect_uri").as_deref(),
+        Some(format!("{origin}/bff/logout/callback").as_str())
+    );
+    let state = param("state").expect("a state");
+    assert_eq!(state.len(), 43);
+
+    let back = b.end_session_at_op(&end_session).await;
+    assert!(
+        back.starts_with(&format!("{origin}/bff/logout/callback?"))
+            && back.contains(&format!("state={state}")),
+        "{back}"
+    );
+    let landing = b.get(&back, &[]).await;
+    assert_eq!(landing.status, 302);
+    assert_eq!(
+        landing.header("location"),
+        Some(format!("{origin}/goodbye?x=1").as_str())
+    );
+
+    for (case, url) in [
+        ("replayed", back.clone()),
+        (
+            "forged",
+            format!("{origin}/bff/logout/callback?state=forged&returnTo=https://evil.test"),
+        ),
+    ] {
+        let resp = b.get(&url, &[]).await;
+        assert_eq!(resp.status, 400, "{case}");
+        assert!(resp.header("location").is_none(), "{case}: redirected");
+    }
+    let no_state = b.get(&format!("{origin}/bff/logout/callback"), &[]).await;
+    assert_eq!(
+        (no_state.status, no_state.header("location")),
+        (302, Some(format!("{origin}/").as_str())),
+        "an OP that drops the state still gets the browser home"
+    );
+}

@@ -32,7 +32,7 @@ wait_for_line() {
 }
 
 cd "$root/tests/fixtures/op"
-OP_PORT=0 REDIRECT_URIS="$origin/bff/callback" POST_LOGOUT_REDIRECT_URIS="$origin/" AT_TTL=60 \
+OP_PORT=0 REDIRECT_URIS="$origin/bff/callback" POST_LOGOUT_REDIRECT_URIS="$origin/bff/logout/callback" AT_TTL=60 \
   node op.mjs >"$work/op.out" 2>"$work/op.log" &
 pids+=($!)
 cd "$root/deploy/demo"

@@ -57,7 +57,7 @@ fn the_contract_example_is_complete() {
     );
     assert_eq!(
         cfg.oidc.post_logout_redirect_uri.as_str(),
-        "https://app.example.com/"
+        "https://app.example.com/bff/logout/callback"
     );
     assert_eq!(cfg.session.cookie_name, "__Host-portcullis");
     assert_eq!(cfg.session.same_site, SameSite::Strict);

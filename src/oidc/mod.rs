@@ -287,12 +287,15 @@ impl Oidc {
         }
     }
 
-    /// The RP-initiated logout URL (RP-Initiated Logout 1.0 §2), or the post-logout target
-    /// itself when the OP has no `end_session_endpoint`.
-    pub fn end_session_url(&self, provider: Option<&Provider>, id_token_hint: &str) -> Url {
-        let Some(mut url) = provider.and_then(|p| p.extra.end_session_endpoint.clone()) else {
-            return self.cfg.post_logout_redirect_uri.clone();
-        };
+    /// The RP-initiated logout URL (RP-Initiated Logout 1.0 §2) carrying `state`, or `None`
+    /// when the OP has no `end_session_endpoint`.
+    pub fn end_session_url(
+        &self,
+        provider: Option<&Provider>,
+        id_token_hint: &str,
+        state: &str,
+    ) -> Option<Url> {
+        let mut url = provider.and_then(|p| p.extra.end_session_endpoint.clone())?;
         if self.cfg.send_id_token_hint {
             url.query_pairs_mut()
                 .append_pair("id_token_hint", id_token_hint);
@@ -302,8 +305,9 @@ impl Oidc {
             .append_pair(
                 "post_logout_redirect_uri",
                 self.cfg.post_logout_redirect_uri.as_str(),
-            );
-        url
+            )
+            .append_pair("state", state);
+        Some(url)
     }
 
     /// RFC 7009 revocation of a refresh token, when the OP offers a `revocation_endpoint`.

@@ -77,6 +77,10 @@ pub struct Portcullis {
     /// `X-Forwarded-Host` and `-Proto` values, built once. A validated URL's host and port
     /// always make a header value; `None` would only leave the header out.
     public_host: Option<HeaderValue>,
+    /// `public_url`'s origin, for redirects portcullis builds itself.
+    public_origin: String,
+    /// Whether the OP returns logged-out browsers through `/bff/logout/callback`.
+    logout_callback_registered: bool,
     public_proto: HeaderValue,
     in_flight: InFlight,
     limits: SecurityConfig,
@@ -116,6 +120,9 @@ impl Portcullis {
                 "http"
             }),
             public_host: HeaderValue::from_str(public_host).ok(),
+            public_origin: cfg.public_origin.clone(),
+            logout_callback_registered: cfg.oidc.post_logout_redirect_uri.as_str()
+                == format!("{}/bff/logout/callback", cfg.public_origin),
             sessions,
             oidc,
             request_series: RequestSeries::new(&metrics),

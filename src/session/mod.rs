@@ -434,6 +434,24 @@ impl Sessions {
             .and_then(|plain| serde_json::from_slice::<LoginTransaction>(&plain).ok()))
     }
 
+    /// Remembers where `/bff/logout/callback` sends the browser back for this logout `state`.
+    pub async fn put_logout_return(&self, state: &str, target: &str) -> Result<(), StoreError> {
+        let key = self.key("logout", &identity_id(&["logout", state]));
+        self.timed(
+            "set",
+            self.store
+                .set(&key, target.as_bytes().to_vec(), self.cfg.login_timeout),
+        )
+        .await
+    }
+
+    /// The target remembered for this logout `state`, once.
+    pub async fn take_logout_return(&self, state: &str) -> Result<Option<String>, StoreError> {
+        let key = self.key("logout", &identity_id(&["logout", state]));
+        let target = self.timed("take", self.store.take(&key)).await?;
+        Ok(target.and_then(|t| String::from_utf8(t).ok()))
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.timed("ping", self.store.ping()).await
     }

@@ -205,9 +205,19 @@ impl Browser {
     /// would from another application; the OP then calls back-channel logout.
     pub async fn logout_at_op(&mut self, issuer: &str) {
         let start = format!("{issuer}/session/end?client_id={}", super::op::CLIENT_ID);
+        self.end_session_at_op(&start).await;
+    }
+
+    /// Follows an end-session URL at the OP through its confirmation form; returns where the OP
+    /// then redirects (the post-logout redirect URI, with `state` when one was sent).
+    pub async fn end_session_at_op(&mut self, start: &str) -> String {
+        let issuer = {
+            let u = Url::parse(start).expect("absolute end-session URL");
+            u.origin().ascii_serialization()
+        };
         let page = self
             .op
-            .get(&start)
+            .get(start)
             .send()
             .await
             .expect("OP answers")
@@ -228,6 +238,11 @@ impl Browser {
             "the OP confirmed the logout: {}",
             resp.status()
         );
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn api(&mut self, path: &str) -> Response {

@@ -51,7 +51,11 @@ impl Op {
             .iter()
             .map(|o| format!("{o}/bff/callback"))
             .collect();
-        let post_logout: Vec<String> = opts.app_origins.iter().map(|o| format!("{o}/")).collect();
+        let post_logout: Vec<String> = opts
+            .app_origins
+            .iter()
+            .flat_map(|o| [format!("{o}/"), format!("{o}/bff/logout/callback")])
+            .collect();
         let backchannel = match (opts.backchannel, opts.app_origins.first()) {
             (true, Some(o)) => format!("{o}/bff/backchannel-logout"),
             _ => String::new(),

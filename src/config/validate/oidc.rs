@@ -73,7 +73,7 @@ impl Checker<'_> {
         }
         let post_logout = raw
             .post_logout_redirect_uri
-            .unwrap_or_else(|| format!("{public_origin}/"));
+            .unwrap_or_else(|| format!("{public_origin}/bff/logout/callback"));
         let post_logout_redirect_uri = self.url("oidc.post_logout_redirect_uri", &post_logout);
         let auth_method = match raw
             .token_endpoint_auth_method

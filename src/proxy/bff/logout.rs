@@ -5,22 +5,26 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use subtle::ConstantTimeEq;
 
-use super::{read_body, require_csrf_header, Query};
+use super::{read_body, require_csrf_header, validate_return_to, Query};
 use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
 use std::sync::Arc;
 
 use crate::oidc::Provider;
+use crate::session::crypto::random_token;
 use crate::session::{unix_now, SessionData};
 use crate::telemetry::audit;
 
 /// Largest back-channel logout body read; a logout token is a few hundred bytes.
 const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
+/// Longest `state` accepted back on the logout callback (ours are 43 characters).
+const MAX_LOGOUT_STATE: usize = 128;
 
 impl Portcullis {
-    /// `GET /bff/logout?sid=…` or `POST /bff/logout` with `X-CSRF: 1`: ends the session here,
-    /// then sends the browser to the OP's end-session endpoint.
+    /// `GET /bff/logout?sid=…` or `POST /bff/logout` with `X-CSRF: 1` (either with an optional
+    /// local `returnTo`): ends the session here, then sends the browser to the OP's
+    /// end-session endpoint.
     pub(super) async fn logout(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
         let query = Query::parse(&req.uri)?;
         let presented_sid = if req.method == Method::POST {
@@ -34,9 +38,10 @@ impl Portcullis {
                     .ok_or(ProxyError::Forbidden("logout_sid_missing"))?,
             )
         };
+        let return_to = query.get("returnTo").map(validate_return_to).transpose()?;
         let Some(auth) = self.load_session(&req.headers).await? else {
-            // Nothing to end here: still clear the cookies and finish at the post-logout page.
-            return Ok(self.logged_out(self.oidc.config().post_logout_redirect_uri.to_string()));
+            // Nothing to end here: still clear the cookies and finish where a logout would.
+            return Ok(self.logged_out(self.logout_landing(return_to)));
         };
         if let Some(sid) = presented_sid {
             let matches: bool = auth.data.logout_id.as_bytes().ct_eq(sid.as_bytes()).into();
@@ -59,10 +64,63 @@ impl Portcullis {
         audit("logout", "success", scope, Some(&auth.data.sub));
         let provider = self.oidc.provider().ok();
         self.revoke_in_background(provider.clone(), &auth.data);
+        let location = self
+            .logout_location(provider.as_deref(), auth.data.id_token.expose(), return_to)
+            .await?;
+        Ok(self.logged_out(location))
+    }
+
+    /// The page a logged-out browser lands on: the validated `returnTo` on this origin, else
+    /// the configured post-logout URI, unless that is `/bff/logout/callback` itself, which
+    /// then defaults to the application's root.
+    fn logout_landing(&self, return_to: Option<&str>) -> String {
+        match return_to {
+            Some(path) => format!("{}{path}", self.public_origin),
+            None if self.logout_callback_registered => format!("{}/", self.public_origin),
+            None => self.oidc.config().post_logout_redirect_uri.to_string(),
+        }
+    }
+
+    /// The OP's end-session URL with a fresh `state` (RP-Initiated Logout §2). When the OP
+    /// returns through `/bff/logout/callback`, that state is remembered with the landing page;
+    /// otherwise the OP sends the browser to the configured URI. Without an end-session
+    /// endpoint, the landing page itself.
+    async fn logout_location(
+        &self,
+        provider: Option<&Provider>,
+        id_token: &str,
+        return_to: Option<&str>,
+    ) -> Result<String, ProxyError> {
+        let state = random_token::<32>();
+        let Some(url) = self.oidc.end_session_url(provider, id_token, &state) else {
+            return Ok(self.logout_landing(return_to));
+        };
+        if self.logout_callback_registered {
+            self.sessions
+                .put_logout_return(&state, &self.logout_landing(return_to))
+                .await?;
+        }
+        Ok(url.to_string())
+    }
+
+    /// `GET /bff/logout/callback?state=…`, the default post-logout redirect URI: a `state` one of
+    /// our logouts sent takes the browser, once, to the page chosen then; an unknown or replayed
+    /// one gets a 400 and no redirect (R58); none at all, the application's root.
+    pub(super) async fn logout_callback(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
+        let query = Query::parse(&req.uri)?;
+        // An OP that does not echo `state` still gets the browser home, to the fixed root.
+        let Some(state) = query.get("state") else {
+            return Ok(Reply::redirect(format!("{}/", self.public_origin)));
+        };
+        if state.is_empty() || state.len() > MAX_LOGOUT_STATE {
+            return Err(ProxyError::BadRequest("logout_state_unknown"));
+        }
         let target = self
-            .oidc
-            .end_session_url(provider.as_deref(), auth.data.id_token.expose());
-        Ok(self.logged_out(target.to_string()))
+            .sessions
+            .take_logout_return(state)
+            .await?
+            .ok_or(ProxyError::BadRequest("logout_state_unknown"))?;
+        Ok(Reply::redirect(target))
     }
 
     /// RFC 7009 revocation of the ended session's refresh token, off the response path.

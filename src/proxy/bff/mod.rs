@@ -24,6 +24,7 @@ pub enum Endpoint {
     Callback,
     User,
     Logout,
+    LogoutCallback,
     BackchannelLogout,
 }
 
@@ -34,6 +35,7 @@ impl Endpoint {
             "/bff/callback" => Some(Endpoint::Callback),
             "/bff/user" => Some(Endpoint::User),
             "/bff/logout" => Some(Endpoint::Logout),
+            "/bff/logout/callback" => Some(Endpoint::LogoutCallback),
             "/bff/backchannel-logout" => Some(Endpoint::BackchannelLogout),
             _ => None,
         }
@@ -110,6 +112,9 @@ impl Portcullis {
             (Endpoint::Logout, Method::GET | Method::POST) => {
                 self.logout(session.req_header()).await
             }
+            (Endpoint::LogoutCallback, Method::GET) => {
+                self.logout_callback(session.req_header()).await
+            }
             (Endpoint::BackchannelLogout, Method::POST) => self.backchannel_logout(session).await,
             _ => Err(ProxyError::MethodNotAllowed),
         }
@@ -122,6 +127,7 @@ impl Portcullis {
             Endpoint::Login => "login",
             Endpoint::Callback => "callback",
             Endpoint::BackchannelLogout => "backchannel_logout",
+            Endpoint::LogoutCallback => "logout_callback",
             Endpoint::User | Endpoint::Logout => return Ok(()),
         };
         let client = session
