@@ -16,6 +16,36 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Binds a loopback port and runs `serve` on it on a thread and runtime of its own, so the
+/// server outlives any one test's runtime; it stops when the returned sender fires or drops.
+/// Returns the port too.
+pub fn spawn_server<F, Fut>(serve: F) -> (u16, tokio::sync::oneshot::Sender<()>)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let port = listener.local_addr().expect("local address").port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            tokio::select! {
+                _ = stop_rx => {}
+                _ = serve(listener) => {}
+            }
+        });
+    });
+    (port, stop_tx)
+}
+
 /// A port the OS just handed out on 127.0.0.1. Freed before use, so a race with another test
 /// is possible but rare; callers that fail to bind retry with a new port.
 pub fn free_port() -> u16 {

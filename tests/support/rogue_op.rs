@@ -120,16 +120,10 @@ pub struct RogueOp {
 impl RogueOp {
     /// Starts on its own thread and runtime, issuing valid ID tokens until told otherwise.
     pub fn start() -> RogueOp {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind rogue OP");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let issuer = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
         let key = Key::generate("rogue-1");
         let signer = key.clone();
         let state = Arc::new(Mutex::new(State {
-            issuer: issuer.clone(),
+            issuer: String::new(),
             jwks: vec![key.clone()],
             id_token: Box::new(move |g| signer.sign(&signer.header(), &g.valid_claims())),
             discovery: Box::new(|_| {}),
@@ -140,21 +134,10 @@ impl RogueOp {
             jwks_fetches: 0,
             token_requests: 0,
         }));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let shared = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).expect("tokio listener");
-                tokio::select! {
-                    _ = stop_rx => {}
-                    _ = accept_loop(listener, shared) => {}
-                }
-            });
-        });
+        let (port, stop_tx) = super::spawn_server(move |listener| accept_loop(listener, shared));
+        let issuer = format!("http://127.0.0.1:{port}");
+        state.lock().expect("rogue OP state").issuer = issuer.clone();
         RogueOp {
             issuer,
             key,

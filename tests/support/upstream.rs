@@ -44,28 +44,8 @@ impl Upstream {
     /// Starts on its own thread and runtime so it outlives any one test's runtime.
     pub fn start() -> Upstream {
         let records = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let rec = records.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind upstream");
-                port_tx
-                    .send(listener.local_addr().expect("addr").port())
-                    .expect("report port");
-                tokio::select! {
-                    _ = stop_rx => {}
-                    _ = accept_loop(listener, rec) => {}
-                }
-            });
-        });
-        let port = port_rx.recv().expect("upstream started");
+        let (port, stop_tx) = super::spawn_server(move |listener| accept_loop(listener, rec));
         Upstream {
             port,
             records,
