@@ -20,15 +20,20 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    rig_with("").await
+    rig_edited(|config| config).await
 }
 
 /// A rig whose portcullis configuration ends with `extra`.
 async fn rig_with(extra: &str) -> Rig {
+    rig_edited(|config| config + extra).await
+}
+
+/// A rig whose portcullis configuration is the usual one as `edit` changes it.
+async fn rig_edited(edit: impl FnOnce(String) -> String) -> Rig {
     let rogue = RogueOp::start();
     let upstream = Upstream::start();
     let mut proxy = Portcullis::reserve();
-    let config = proxy.config(&rogue.issuer, &upstream, &Store::Memory, extra);
+    let config = edit(proxy.config(&rogue.issuer, &upstream, &Store::Memory, ""));
     proxy.start(&config).await;
     Rig {
         rogue,
@@ -589,32 +594,16 @@ async fn poll_api_until(b: &mut Browser, what: &str, done: impl Fn(u16) -> bool)
 /// unknown), before the token endpoint is called.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callback_after_the_login_timeout_is_told_it_expired() {
-    let rogue = RogueOp::start();
-    let upstream = Upstream::start();
-    let mut proxy = Portcullis::reserve();
-    let config = proxy
-        .config(&rogue.issuer, &upstream, &Store::Memory, "")
-        .replace("session:\n", "session:\n  login_timeout: 1s\n");
-    proxy.start(&config).await;
-    let r = Rig {
-        rogue,
-        upstream,
-        proxy,
-    };
-    let unix_secs = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
-    let before = unix_secs();
+    let r =
+        rig_edited(|config| config.replace("session:\n", "session:\n  login_timeout: 1s\n")).await;
+    let before = support::rogue_op::unix_now();
     let mut b = Browser::new(&r.proxy.origin());
     let auth = b.start_login("/").await;
     let callback = b.authorize_at_op(auth, "rogue-user").await;
     // Valid for 1 s from the second it started (at most `before + 1`): wait for the clock to
     // pass that, polling it with a deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while unix_secs() < before + 3 {
+    while support::rogue_op::unix_now() < before + 3 {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
