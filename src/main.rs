@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             match portcullis::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.is_config_error() => {
-                    tracing::error!(error = %e, "configuration does not fit the identity provider");
+                    tracing::error!(error = %e, "portcullis cannot start with this configuration");
                     eprintln!("{e}");
                     ExitCode::from(EXIT_CONFIG)
                 }

@@ -47,12 +47,26 @@ pub enum ServeError {
     Provider { file: PathBuf, error: OidcError },
     #[error("cannot start a runtime for start-up checks: {0}")]
     Runtime(std::io::Error),
+    #[error("{}: {error}", file.display())]
+    Listen { file: PathBuf, error: ListenError },
+}
+
+/// A listen address another process holds, or one that is not this host's.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: cannot listen on {addr}: {error}")]
+pub struct ListenError {
+    key: &'static str,
+    addr: String,
+    error: std::io::Error,
 }
 
 impl ServeError {
     /// Whether the fix is in the configuration file (exit code 2) rather than the environment.
     pub fn is_config_error(&self) -> bool {
-        matches!(self, ServeError::Provider { .. })
+        matches!(
+            self,
+            ServeError::Provider { .. } | ServeError::Listen { .. }
+        )
     }
 }
 
@@ -121,6 +135,11 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         metrics.op_duration.clone(),
     )?);
     warn_about_risky_settings(&cfg);
+    check_listen_addresses(&[("listen", &cfg.listen), ("admin_listen", &cfg.admin_listen)])
+        .map_err(|error| ServeError::Listen {
+            file: cfg.source.clone(),
+            error,
+        })?;
     preflight_discovery(&cfg, &metrics)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
@@ -169,6 +188,22 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerm { in_flight }),
     });
+    Ok(())
+}
+
+/// Pingora retries a taken address for 30 s and then gives up on that service alone, so a port
+/// another container of the pod already uses would leave the admin port answering "ready" with
+/// no proxy behind it. Binding once first turns that into a failed start naming the setting.
+/// std binds with SO_REUSEADDR as Pingora does, so a socket lingering in TIME_WAIT from a
+/// previous run does not count as taken.
+pub fn check_listen_addresses(addrs: &[(&'static str, &str)]) -> Result<(), ListenError> {
+    for &(key, addr) in addrs {
+        std::net::TcpListener::bind(addr).map_err(|error| ListenError {
+            key,
+            addr: addr.to_string(),
+            error,
+        })?;
+    }
     Ok(())
 }
 

@@ -1,13 +1,42 @@
-//! SIGTERM: requests in flight finish, new connections are refused, the process exits 0 as soon
-//! as it has drained and within `server.drain_timeout`.
+//! The process's start and end. SIGTERM: requests in flight finish, new connections are
+//! refused, the process exits 0 as soon as it has drained and within `server.drain_timeout`.
+//! A listen address another process holds stops the start.
 
 mod support;
 
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use support::upstream::SLOW_RESPONSE;
+use support::portcullis::{Portcullis, Store};
+use support::upstream::{Upstream, SLOW_RESPONSE};
 use support::{eventually, World, WorldOptions};
+
+/// In a pod every container shares one network namespace, so a sidecar port the app already
+/// uses is a plain misconfiguration: it must fail the start, naming the key, rather than leave
+/// the admin port answering ready while another process answers the traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listen_address_in_use_stops_the_start_naming_the_key() {
+    let upstream = Upstream::start();
+    for key in ["listen", "admin_listen"] {
+        let mut proxy = Portcullis::reserve();
+        let taken = if key == "listen" {
+            proxy.port
+        } else {
+            proxy.admin_port
+        };
+        let _holder = TcpListener::bind(("127.0.0.1", taken)).expect("hold the port");
+        // Nothing answers on the issuer: the check must come before any network call.
+        let config = proxy.config("http://127.0.0.1:9", &upstream, &Store::Memory, "");
+        let (code, stderr) = proxy.start_expecting_exit(&config).await;
+        assert_eq!(code, Some(2), "{key}: {stderr}");
+        let named = format!(
+            "{}: {key}: cannot listen on 127.0.0.1:{taken}: ",
+            proxy.config_path().display()
+        );
+        assert!(stderr.contains(&named), "{key}: {stderr}");
+        assert!(stderr.contains("in use"), "{key}: {stderr}");
+    }
+}
 
 const DRAIN: Duration = Duration::from_secs(8);
 

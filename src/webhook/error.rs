@@ -65,4 +65,6 @@ pub enum RunError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Listen(#[from] crate::server::ListenError),
 }

@@ -32,10 +32,15 @@ use pingora::services::listening::Service as ListeningService;
 pub use config::WebhookConfig;
 pub use error::{RunError, WebhookError};
 
-/// Serves until SIGTERM. The certificate is loaded first, so a bad one fails the start.
+/// Serves until SIGTERM. The certificate is loaded and the addresses checked first, so a bad
+/// certificate or a taken port fails the start.
 pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
     let metrics = Arc::new(http::WebhookMetrics::new()?);
     let cert = Arc::new(tls::ReloadingCert::load(&cfg.tls)?);
+    crate::server::check_listen_addresses(&[
+        ("listen", &cfg.listen),
+        ("admin_listen", &cfg.admin_listen),
+    ])?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf());
     server.bootstrap();

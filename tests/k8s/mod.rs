@@ -9,6 +9,13 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "../support/ports.rs"]
+mod ports;
+
+pub fn free_port() -> u16 {
+    ports::free_port()
+}
+
 /// Kubernetes minors the chart and the injected pods are validated against.
 pub const KUBE_VERSIONS: [&str; 4] = ["1.29.0", "1.31.0", "1.33.0", "1.35.0"];
 
@@ -134,13 +141,6 @@ pub fn values_files() -> Vec<Option<PathBuf>> {
     std::iter::once(None)
         .chain(files.into_iter().map(Some))
         .collect()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.

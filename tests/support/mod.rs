@@ -1,15 +1,19 @@
 //! Test harness: real processes on loopback (redis-server, the oidc-provider fixture, the
 //! portcullis binary) plus a recording upstream, each stopped when its handle drops.
-//! Ports come from the OS; every wait polls with a deadline.
+//! Servers in this process bind port 0; processes get a port from `free_port`. Every wait polls
+//! with a deadline.
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod op;
 pub mod portcullis;
+mod ports;
 pub mod redis;
 pub mod redis_topologies;
 pub mod rogue_op;
 pub mod upstream;
+
+pub use ports::free_port;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -44,15 +48,6 @@ where
         });
     });
     (port, stop_tx)
-}
-
-/// A port the OS just handed out on 127.0.0.1. Freed before use, so a race with another test
-/// is possible but rare; callers that fail to bind retry with a new port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the OS hands out a loopback port")
 }
 
 pub fn repo_root() -> PathBuf {

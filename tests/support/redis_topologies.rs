@@ -2,9 +2,9 @@
 //! fixtures: real `redis-server` / `redis-sentinel` child processes on 127.0.0.1, each in a
 //! fresh temp dir, killed (SIGKILL) and reaped when the handle drops, also on unwind.
 //!
-//! Ports are picked at random *below* the kernel's ephemeral range (so an outgoing connection
-//! can never grab a fixture's port while a node is down) and checked by binding; a node that
-//! fails to start is retried on new ports. Cluster bus ports are chosen the same way and set
+//! Ports come from `support::free_port` (below the kernel's ephemeral range, so an outgoing
+//! connection can never grab a fixture's port while a node is down); a node that fails to start
+//! is retried on new ports. Cluster bus ports are chosen the same way and set
 //! with `--cluster-port`, so the `port + 10000` rule never applies. Every wait polls with a
 //! deadline and panics with the last state it saw.
 //!
@@ -14,12 +14,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::free_port;
 use super::redis::{read_resp, Resp};
 
 /// Deadline for every topology-level wait (cluster up, failover, sentinel discovery).
@@ -203,45 +203,6 @@ fn poll<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<T, 
     }
 }
 
-/// Ports handed out by this process, never reused within it.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// A free port on 127.0.0.1 below the kernel's ephemeral range.
-pub fn reserve_port() -> u16 {
-    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (lo, hi) = if ephemeral_low > 12000 {
-        (ephemeral_low - 12000, ephemeral_low)
-    } else {
-        (20000, 30000)
-    };
-    for _ in 0..10_000 {
-        let port = lo + (random_u64() % u64::from(hi - lo)) as u16;
-        let mut taken = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if taken.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        taken.insert(port);
-        return port;
-    }
-    panic!("no free loopback port in {lo}..{hi}");
-}
-
 fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -349,8 +310,8 @@ fn spawn_fresh_server(
         let dir = root.join(format!("{name}.{attempt}"));
         fs::create_dir_all(&dir).expect("node dir");
         let mut p = Proc {
-            port: reserve_port(),
-            bus_port: with_bus.then(reserve_port),
+            port: free_port(),
+            bus_port: with_bus.then(free_port),
             log: dir.join("redis.log"),
             dir,
             child: None,
@@ -1044,7 +1005,7 @@ impl RedisSentinel {
             let dir = self.root.path().join(format!("sentinel{i}.{attempt}"));
             fs::create_dir_all(&dir).expect("sentinel dir");
             let mut p = Proc {
-                port: reserve_port(),
+                port: free_port(),
                 bus_port: None,
                 log: dir.join("sentinel.log"),
                 dir,
