@@ -2,6 +2,7 @@
 //! OIDC discovery and its periodic refresh, memory-store sweeping), the proxy on `listen`, and
 //! the admin app on `admin_listen` with a thread of its own.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service as ListeningService;
 use pingora::services::ServiceReadyNotifier;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, ProxyListening};
 use crate::config::{is_loopback_name, Config, SessionConfig, StoreConfig};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
@@ -56,7 +57,7 @@ pub enum ServeError {
 #[error("{key}: cannot listen on {addr}: {error}")]
 pub struct ListenError {
     key: &'static str,
-    addr: String,
+    addr: SocketAddr,
     error: std::io::Error,
 }
 
@@ -135,11 +136,12 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         metrics.op_duration.clone(),
     )?);
     warn_about_risky_settings(&cfg);
-    check_listen_addresses(&[("listen", &cfg.listen), ("admin_listen", &cfg.admin_listen)])
-        .map_err(|error| ServeError::Listen {
+    check_listen_addresses(&[("listen", cfg.listen), ("admin_listen", cfg.admin_listen)]).map_err(
+        |error| ServeError::Listen {
             file: cfg.source.clone(),
             error,
-        })?;
+        },
+    )?;
     preflight_discovery(&cfg, &metrics)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
@@ -168,7 +170,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         app,
         "portcullis proxy",
     );
-    proxy.add_tcp(&cfg.listen);
+    proxy.add_tcp(&cfg.listen.to_string());
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&background);
 
@@ -178,10 +180,11 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             sessions,
             oidc,
             metrics,
+            proxy: ProxyListening::new(cfg.listen),
         }),
     );
     admin.threads = Some(1);
-    admin.add_tcp(&cfg.admin_listen);
+    admin.add_tcp(&cfg.admin_listen.to_string());
     server.add_service(admin);
 
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting");
@@ -196,13 +199,9 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
 /// no proxy behind it. Binding once first turns that into a failed start naming the setting.
 /// std binds with SO_REUSEADDR as Pingora does, so a socket lingering in TIME_WAIT from a
 /// previous run does not count as taken.
-pub fn check_listen_addresses(addrs: &[(&'static str, &str)]) -> Result<(), ListenError> {
+pub fn check_listen_addresses(addrs: &[(&'static str, SocketAddr)]) -> Result<(), ListenError> {
     for &(key, addr) in addrs {
-        std::net::TcpListener::bind(addr).map_err(|error| ListenError {
-            key,
-            addr: addr.to_string(),
-            error,
-        })?;
+        std::net::TcpListener::bind(addr).map_err(|error| ListenError { key, addr, error })?;
     }
     Ok(())
 }

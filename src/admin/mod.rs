@@ -1,9 +1,11 @@
 //! The admin listener, never on the browser-facing port:
-//! `GET /healthz` (the process serves), `GET /readyz` (discovery loaded and the session store
-//! answering), `GET /metrics` (Prometheus text format, every family `portcullis_`).
+//! `GET /healthz` (the process serves), `GET /readyz` (discovery loaded, the proxy port
+//! accepting and the session store answering), `GET /metrics` (Prometheus text format, every family `portcullis_`).
 //! It runs as its own Pingora service with its own runtime thread, so proxy load cannot queue
 //! ahead of a probe.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +25,56 @@ pub struct Admin {
     pub sessions: Arc<Sessions>,
     pub oidc: Arc<Oidc>,
     pub metrics: Arc<Metrics>,
+    pub proxy: ProxyListening,
+}
+
+/// Pingora binds the proxy's port in the proxy service's own thread, after the session store
+/// connects, while this service may already be answering; a probe that said ready before the
+/// bind would send traffic to a closed port. Until one connection to the port succeeds the
+/// process is not ready; after that the answer is remembered, as the port stays bound until
+/// exit.
+pub struct ProxyListening {
+    addr: SocketAddr,
+    seen: AtomicBool,
+}
+
+impl ProxyListening {
+    /// `listen` is the validated `listen` setting; a wildcard address is probed on loopback.
+    pub fn new(listen: SocketAddr) -> ProxyListening {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        ProxyListening {
+            addr: SocketAddr::new(ip, listen.port()),
+            seen: AtomicBool::new(false),
+        }
+    }
+
+    async fn accepting(&self) -> bool {
+        if self.seen.load(Ordering::Relaxed) {
+            return true;
+        }
+        let connect = tokio::net::TcpStream::connect(self.addr);
+        let accepting = matches!(
+            tokio::time::timeout(READINESS_PING_TIMEOUT, connect).await,
+            Ok(Ok(_))
+        );
+        if accepting {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+        accepting
+    }
 }
 
 impl Admin {
     async fn readiness(&self) -> Result<(), &'static str> {
         if !self.oidc.is_ready() {
             return Err("identity provider discovery has not completed\n");
+        }
+        if !self.proxy.accepting().await {
+            return Err("the proxy port is not accepting connections yet\n");
         }
         match tokio::time::timeout(READINESS_PING_TIMEOUT, self.sessions.ping()).await {
             Ok(Ok(())) => Ok(()),

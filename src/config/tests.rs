@@ -44,8 +44,8 @@ fn messages(text: &str) -> Vec<String> {
 #[test]
 fn the_contract_example_is_complete() {
     let cfg = load(MINIMAL).expect("valid");
-    assert_eq!(cfg.listen, "0.0.0.0:4480");
-    assert_eq!(cfg.admin_listen, "0.0.0.0:4481");
+    assert_eq!(cfg.listen.to_string(), "0.0.0.0:4480");
+    assert_eq!(cfg.admin_listen.to_string(), "0.0.0.0:4481");
     assert_eq!(
         cfg.redirect_uri.as_str(),
         "https://app.example.com/bff/callback"
@@ -134,6 +134,8 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "access.groups[0]: must not be empty (list group names as the OP puts them in the groups claim)"),
         ("routes:", "listen: \"4480\"\nroutes:",
          "listen: \"4480\" is not an address (write IP:PORT, e.g. \"0.0.0.0:4480\")"),
+        ("routes:", "listen: \"0.0.0.0:9000\"\nadmin_listen: \"127.0.0.1:9000\"\nroutes:",
+         "admin_listen: must differ from listen (the admin port is never browser-facing)"),
     ];
     for (from, to, expected) in cases {
         assert!(MINIMAL.contains(from), "fixture lacks {from}");

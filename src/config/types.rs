@@ -1,6 +1,7 @@
 //! Validated configuration handed to the rest of portcullis. Every value here has passed
 //! `validate`, so consumers never re-check it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
-    pub listen: String,
-    pub admin_listen: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     /// The origin the browser sees, without a trailing slash, e.g. `https://app.example.com`.
     pub public_origin: String,
     pub public_is_https: bool,

@@ -11,7 +11,7 @@
 //!   mode: native                    # native (init container, restartPolicy Always) | classic
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,8 +21,9 @@ use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
 use crate::config::{validate_log, ConfigError, LogConfig, Problem};
 
-const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
-const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8081";
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
+const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8081));
 /// A kubelet refreshes a mounted Secret within about a minute; polling every 10 s keeps the
 /// served certificate at most that much behind cert-manager's renewal.
 const DEFAULT_RELOAD_INTERVAL: &str = "10s";
@@ -31,8 +32,8 @@ const DEFAULT_RUN_AS_USER: i64 = 65532;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    pub listen: String,
-    pub admin_listen: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     pub tls: TlsFiles,
     pub sidecar: SidecarSettings,
     pub log: LogConfig,
@@ -154,15 +155,17 @@ impl Checker {
         }
     }
 
-    fn socket_addr(&mut self, key: &str, value: Option<String>, default: &str) -> String {
-        let text = value.unwrap_or_else(|| default.to_string());
-        if text.parse::<SocketAddr>().is_err() {
+    fn socket_addr(&mut self, key: &str, value: Option<String>, default: SocketAddr) -> SocketAddr {
+        let Some(text) = value else {
+            return default;
+        };
+        text.parse().unwrap_or_else(|_| {
             self.problem(
                 key,
-                format!("{text:?} is not an address (write host:port, e.g. \"{default}\")"),
+                format!("{text:?} is not an address (write IP:PORT, e.g. \"{default}\")"),
             );
-        }
-        text
+            default
+        })
     }
 
     fn tls(&mut self, raw: RawTls) -> TlsFiles {
@@ -344,8 +347,8 @@ mod tests {
         let yaml =
             "tls: {cert_file: tls/tls.crt, key_file: /abs/tls.key}\nsidecar: {image: img:1}\n";
         let c = WebhookConfig::from_yaml(yaml, Path::new("/etc/w/webhook.yaml")).expect("valid");
-        assert_eq!(c.listen, "0.0.0.0:8443");
-        assert_eq!(c.admin_listen, "0.0.0.0:8081");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.admin_listen.to_string(), "0.0.0.0:8081");
         assert_eq!(c.tls.cert_file, PathBuf::from("/etc/w/tls/tls.crt"));
         assert_eq!(c.tls.key_file, PathBuf::from("/abs/tls.key"));
         assert_eq!(c.tls.reload_interval, Duration::from_secs(10));
@@ -368,7 +371,7 @@ mod tests {
         assert_eq!(
             problems(&yaml),
             vec![
-                "listen: \"nope\" is not an address (write host:port, e.g. \"0.0.0.0:8443\")",
+                "listen: \"nope\" is not an address (write IP:PORT, e.g. \"0.0.0.0:8443\")",
                 "tls.reload_interval: \"0s\" is not a duration longer than zero (write e.g. \"10s\")",
                 "tls.cert_file: is required (the PEM file mounted from the webhook's TLS Secret)",
                 "tls.key_file: is required (the PEM file mounted from the webhook's TLS Secret)",

@@ -38,8 +38,8 @@ pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
     let metrics = Arc::new(http::WebhookMetrics::new()?);
     let cert = Arc::new(tls::ReloadingCert::load(&cfg.tls)?);
     crate::server::check_listen_addresses(&[
-        ("listen", &cfg.listen),
-        ("admin_listen", &cfg.admin_listen),
+        ("listen", cfg.listen),
+        ("admin_listen", cfg.admin_listen),
     ])?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf());
@@ -67,7 +67,7 @@ pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
         reason: e.to_string(),
     })?;
     tls.set_cert_resolver(cert);
-    mutate.add_tls_with_settings(&cfg.listen, None, tls);
+    mutate.add_tls_with_settings(&cfg.listen.to_string(), None, tls);
     server.add_service(mutate);
 
     let mut admin = ListeningService::new(
@@ -75,7 +75,7 @@ pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
         HttpServer::new_app(http::AdminApp { metrics }),
     );
     admin.threads = Some(1);
-    admin.add_tcp(&cfg.admin_listen);
+    admin.add_tcp(&cfg.admin_listen.to_string());
     server.add_service(admin);
 
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis webhook starting");

@@ -8,7 +8,7 @@ mod oidc;
 mod routes;
 mod session;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,8 +19,10 @@ use super::raw::RawConfig;
 use super::types::*;
 use crate::secret::Secret;
 
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:4480";
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:4481";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4480));
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4481));
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-portcullis";
 
 /// Reads a file named in the configuration; tests pass their own.
@@ -50,7 +52,10 @@ pub fn validate(
         raw.admin_listen.as_deref(),
         DEFAULT_ADMIN_LISTEN,
     );
-    if listen == admin_listen {
+    let overlapping_ips = listen.ip() == admin_listen.ip()
+        || listen.ip().is_unspecified()
+        || admin_listen.ip().is_unspecified();
+    if listen.port() == admin_listen.port() && overlapping_ips {
         c.problem(
             "admin_listen",
             "must differ from listen (the admin port is never browser-facing)",
@@ -135,15 +140,17 @@ impl Checker<'_> {
         self.problems.push(Problem::new(key, message));
     }
 
-    fn socket_addr(&mut self, key: &str, value: Option<&str>, default: &str) -> String {
-        let value = value.unwrap_or(default);
-        if value.parse::<SocketAddr>().is_err() {
+    fn socket_addr(&mut self, key: &str, value: Option<&str>, default: SocketAddr) -> SocketAddr {
+        let Some(value) = value else {
+            return default;
+        };
+        value.parse().unwrap_or_else(|_| {
             self.problem(
                 key,
-                format!("{value:?} is not an address (write IP:PORT, e.g. {default:?})"),
+                format!("{value:?} is not an address (write IP:PORT, e.g. \"{default}\")"),
             );
-        }
-        value.to_string()
+            default
+        })
     }
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
