@@ -21,7 +21,7 @@ async fn hostile_world() -> World {
     w.reconfigure(
         "routes:\n",
         &format!(
-            "security:\n  allowed_origins: [\"{PARTNER}\"]\n  content_security_policy: \"default-src 'self'\"\n  rate_limit_per_client: \"6/min\"\n\
+            "security:\n  allowed_origins: [\"{PARTNER}\"]\n  content_security_policy: \"default-src 'self'\"\n  rate_limit_per_client: \"6/h\"\n\
              routes:\n  - {{ path: \"/ws/\", upstream: \"{up}\", kind: api, websocket: true }}\n  - {{ path: \"/api/orders/\", upstream: \"{up}\", kind: api, methods: [GET, POST] }}\n"
         ),
     )

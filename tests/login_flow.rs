@@ -492,9 +492,10 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
     .await;
     assert_eq!(idle.api("/api/x").await.status, 401, "idle session ended");
 
+    // Timed from before the login, so the session is younger than `started` says.
+    let started = std::time::Instant::now();
     let mut busy = w.browser();
     busy.login("bob", "/").await;
-    let started = std::time::Instant::now();
     let mut pace = tokio::time::interval(std::time::Duration::from_millis(250));
     let ended_after = loop {
         pace.tick().await;

@@ -284,6 +284,7 @@ async fn a_rotated_key_is_fetched_once_and_then_used() {
 async fn unknown_keys_are_refused_after_one_refetch_per_interval() {
     let r = rig().await;
     let at_start = r.rogue.jwks_fetches();
+    let began = std::time::Instant::now();
     for i in 0..5 {
         let stranger = Key::generate(&format!("unknown-{i}"));
         r.refused(
@@ -293,10 +294,13 @@ async fn unknown_keys_are_refused_after_one_refetch_per_interval() {
         )
         .await;
     }
-    assert_eq!(
-        r.rogue.jwks_fetches(),
-        at_start + 1,
-        "one JWKS refetch for 5 unknown kids"
+    // One refetch per 10 s interval; a machine slow enough to spread the logins over more
+    // than one interval may see one more per interval begun.
+    let intervals = 1 + began.elapsed().as_secs() as usize / 10;
+    let refetches = r.rogue.jwks_fetches() - at_start;
+    assert!(
+        (1..=intervals).contains(&refetches),
+        "{refetches} JWKS refetches for 5 unknown kids over {intervals} interval(s)"
     );
 }
 
@@ -596,14 +600,14 @@ async fn poll_api_until(b: &mut Browser, what: &str, done: impl Fn(u16) -> bool)
 async fn a_callback_after_the_login_timeout_is_told_it_expired() {
     let r =
         rig_edited(|config| config.replace("session:\n", "session:\n  login_timeout: 1s\n")).await;
-    let before = support::rogue_op::unix_now();
     let mut b = Browser::new(&r.proxy.origin());
     let auth = b.start_login("/").await;
+    let started = support::rogue_op::unix_now();
     let callback = b.authorize_at_op(auth, "rogue-user").await;
-    // Valid for 1 s from the second it started (at most `before + 1`): wait for the clock to
+    // Valid for 1 s from the second it started (at most `started`): wait for the clock to
     // pass that, polling it with a deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while support::rogue_op::unix_now() < before + 3 {
+    while support::rogue_op::unix_now() < started + 2 {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

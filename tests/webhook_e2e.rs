@@ -108,11 +108,15 @@ impl Webhook {
         w
     }
 
+    /// The admin port answers and the TLS port accepts: two services, bound by two threads.
     fn wait_ready(&self) {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         k8s::eventually("the webhook's /readyz", STARTUP, || {
             let status = block_on(async { reqwest::get(&url).await.map(|r| r.status().as_u16()) });
             (status.ok() == Some(200)).then_some(())
+        });
+        k8s::eventually("the webhook's TLS port to accept", STARTUP, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.tls_port)).ok()
         });
     }
 

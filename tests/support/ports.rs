@@ -24,16 +24,25 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// The 12 000 ports just below the ephemeral range (20000..30000 if that range starts low).
+/// Up to 12 000 ports just below the ephemeral range, or above it where the range starts too
+/// low to leave room; a machine whose ephemeral range covers nearly every port cannot give
+/// tests race-free ports, and says so.
 fn reserved_range() -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    if ephemeral_low > 12000 {
-        (ephemeral_low - 12000, ephemeral_low)
-    } else {
-        (20000, 30000)
+        .and_then(|s| {
+            let mut bounds = s.split_whitespace().map(|b| b.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    const ROOM: u16 = 5000;
+    match ephemeral {
+        (low, _) if low >= 1024 + ROOM => (low.saturating_sub(12000).max(1024), low),
+        (_, high) if high <= u16::MAX - ROOM => (high + 1, high.saturating_add(12000)),
+        (low, high) => panic!(
+            "the ephemeral port range {low}-{high} leaves no room for test ports \
+             (see /proc/sys/net/ipv4/ip_local_port_range)"
+        ),
     }
 }
 
