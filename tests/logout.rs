@@ -37,14 +37,6 @@ async fn backchannel_world() -> World {
     .await
 }
 
-async fn sid_of(b: &mut Browser) -> String {
-    let user: serde_json::Value = serde_json::from_str(&b.api("/bff/user").await.body).unwrap();
-    user["claims"]["sid"]
-        .as_str()
-        .expect("the OP issued a sid")
-        .to_string()
-}
-
 async fn post_logout_token(origin: &str, token: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(format!("{origin}/bff/backchannel-logout"))
@@ -106,10 +98,14 @@ async fn a_valid_logout_token_works_once_and_only_for_its_sid() {
     let w = backchannel_world().await;
     let mut a = w.browser();
     a.login("alice", "/").await;
+    let sid = w.op.latest_sid("alice").await;
+    // K13: the OP's session id stays server-side; only logout tokens name it.
+    let user = a.api("/bff/user").await;
+    assert_eq!(user.status, 200);
+    assert!(!user.body.contains(&sid), "{}", user.body);
     let mut other = w.browser();
     other.login("alice", "/").await;
-    let sid = sid_of(&mut a).await;
-    assert_ne!(sid, sid_of(&mut other).await, "two OP sessions");
+    assert_ne!(sid, w.op.latest_sid("alice").await, "two OP sessions");
 
     let token =
         w.op.sign(logout_claims(&w, Some(&sid), Some("alice")), json!({}))
@@ -144,7 +140,7 @@ async fn forged_expired_and_confused_tokens_change_nothing() {
     let w = backchannel_world().await;
     let mut b = w.browser();
     b.login("alice", "/").await;
-    let sid = sid_of(&mut b).await;
+    let sid = w.op.latest_sid("alice").await;
     let base = logout_claims(&w, Some(&sid), Some("alice"));
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut c = base.clone();

@@ -179,6 +179,24 @@ impl Op {
             .unwrap_or_default()
     }
 
+    /// The OP session id of the latest session `sub` logged in to.
+    pub async fn latest_sid(&self, sub: &str) -> String {
+        let body: serde_json::Value = Self::client()
+            .get(format!("{}/test/sids?sub={sub}", self.issuer))
+            .send()
+            .await
+            .expect("sids answer")
+            .json()
+            .await
+            .expect("sids are JSON");
+        body["sids"]
+            .as_array()
+            .and_then(|sids| sids.last())
+            .and_then(|sid| sid.as_str())
+            .expect("the OP issued a sid")
+            .to_string()
+    }
+
     pub async fn revoke_grants(&self, sub: &str) {
         let status = Self::client()
             .post(format!("{}/test/revoke-grants?sub={sub}", self.issuer))

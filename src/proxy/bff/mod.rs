@@ -19,6 +19,11 @@ use crate::session::unix_now;
 
 pub use login::validate_return_to;
 
+/// Claims the session keeps but `/bff/user` does not show. The OP's session id is what a
+/// back-channel logout token names; script in the page has no use for it, and injected script
+/// should learn as little about the OP session as it can.
+const CLAIMS_KEPT_FROM_THE_BROWSER: [&str; 1] = ["sid"];
+
 pub enum Endpoint {
     Login,
     Callback,
@@ -154,7 +159,7 @@ impl Portcullis {
         }
     }
 
-    /// `GET /bff/user` with `X-CSRF: 1`: who is logged in, never a token.
+    /// `GET /bff/user` with `X-CSRF: 1`: who is logged in, never a token nor the OP's session id.
     async fn user(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
         require_csrf_header(req)?;
         let auth = self
@@ -162,9 +167,13 @@ impl Portcullis {
             .await?
             .ok_or_else(|| self.unauthenticated(&req.headers))?;
         let now = unix_now();
+        let mut claims = auth.data.claims.clone();
+        for hidden in CLAIMS_KEPT_FROM_THE_BROWSER {
+            claims.remove(hidden);
+        }
         let body = json!({
             "sub": auth.data.sub,
-            "claims": auth.data.claims,
+            "claims": claims,
             "session": {
                 "expires_in": auth.data.absolute_deadline.saturating_sub(now),
                 "idle_expires_in": self.sessions.config().idle_timeout.as_secs().min(auth.data.absolute_deadline.saturating_sub(now)),
