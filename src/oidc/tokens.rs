@@ -69,13 +69,31 @@ fn token_endpoint_error(e: TokenError) -> OidcError {
         RequestTokenError::ServerResponse(resp) => OidcError::Rejected {
             code: resp.error().as_ref().to_string(),
         },
-        // The body is not a token response, or its `id_token` is not a JWT openidconnect can
-        // read (an unknown `alg` such as "None" among them).
-        RequestTokenError::Parse(..) => {
-            OidcError::TokenResponse("not a token response with a readable ID token")
-        }
+        RequestTokenError::Parse(_, body) => unreadable_token_response(&body),
         other => OidcError::TokenEndpoint(error_chain(&other)),
     }
+}
+
+/// openidconnect cannot read a response whose ID token names an algorithm it does not know
+/// (`"None"`, `"ES256K"`, …) and reports the whole response as unparsable; that case is the
+/// algorithm check failing, and is named so. Anything else is a malformed response.
+fn unreadable_token_response(body: &[u8]) -> OidcError {
+    let id_token_alg = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|response| jose::header(response.get("id_token")?.as_str()?))
+        .and_then(|header| header.get("alg")?.as_str().map(str::to_string));
+    match id_token_alg {
+        Some(alg) if !is_allowed_alg(&alg) => {
+            OidcError::id_token("id_token_alg", "an algorithm that is not accepted")
+        }
+        _ => OidcError::TokenResponse("not a token response with a readable ID token"),
+    }
+}
+
+fn is_allowed_alg(name: &str) -> bool {
+    allowed_algs()
+        .iter()
+        .any(|alg| serde_json::to_value(alg).ok().as_ref().and_then(Value::as_str) == Some(name))
 }
 
 /// The JWT payload as JSON. Called only after the signature has been verified.
