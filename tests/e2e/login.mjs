@@ -575,7 +575,42 @@ async function main() {
     storageSnapshots.push({ when: 'signed in, after API calls', ...(await appState(page)) });
   }
 
-  // 8. Sign out through the OP and back.
+  // 8. K07: a link on another site into the app. The Strict session cookie stays home, so the
+  // navigation arrives signed out: a page route answers with the way to sign in (the login
+  // itself is stopped here, it would start a second session), an API route refuses, and the
+  // signed-in tab is unaffected. The OP's origin serves as the other site.
+  {
+    const other = await context.newPage();
+    await other.route(`${APP_ORIGIN}/bff/login**`, (route) => route.abort('blockedbyclient'));
+    for (const [path, expected] of [['/', [302]], ['/api/whoami', [401, 403]]]) {
+      const name = `K07: a link from another site to ${path} arrives without the session cookie -> ${expected.join('/')}`;
+      const target = `${APP_ORIGIN}${path}`;
+      await other.goto(`${opOrigin}/.well-known/openid-configuration`, { waitUntil: 'domcontentloaded' });
+      const [response] = await Promise.all([
+        other.waitForResponse((r) => r.url() === target, { timeout: STEP_TIMEOUT_MS }),
+        other.evaluate((href) => {
+          const a = document.createElement('a');
+          a.href = href;
+          document.body.appendChild(a);
+          a.click();
+        }, target),
+      ]);
+      const headers = await response.request().allHeaders();
+      const location = response.headers().location || '';
+      const problems = [];
+      if (!expected.includes(response.status())) problems.push(`status ${response.status()}`);
+      // By exact name: the Lax login-transaction cookie (`__Host-portcullis-txn`) may go along.
+      const sent = (headers.cookie || '').split(';').map((c) => c.trim().split('=')[0]);
+      if (sent.includes(SESSION_COOKIE)) problems.push('the session cookie was sent');
+      if (path === '/' && !location.startsWith('/bff/login')) problems.push(`location ${JSON.stringify(location)}`);
+      record(name, problems.length === 0, problems.join('; '));
+    }
+    await other.close();
+    const still = await pageFetch(page, '/api/whoami', { 'X-CSRF': '1' });
+    record('K07: the signed-in tab still calls the API (same-site fetch)', still.status === 200, `status ${still.status}`);
+  }
+
+  // 9. Sign out through the OP and back.
   {
     const name = 'sign out: "Sign out" -> OP confirmation -> "Yes, sign me out" -> back at the app, signed out';
     const loginNavsBefore = loginNavs();
