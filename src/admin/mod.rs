@@ -1,6 +1,7 @@
 //! The admin listener, never on the browser-facing port:
 //! `GET /healthz` (the process serves), `GET /readyz` (discovery loaded, the proxy port
-//! accepting and the session store answering), `GET /metrics` (Prometheus text format, every family `portcullis_`).
+//! accepting and the session store answering), `GET /metrics` (Prometheus text format, every
+//! family `portcullis_`).
 //! It runs as its own Pingora service with its own runtime thread, so proxy load cannot queue
 //! ahead of a probe.
 

@@ -91,9 +91,13 @@ fn unreadable_token_response(body: &[u8]) -> OidcError {
 }
 
 fn is_allowed_alg(name: &str) -> bool {
-    allowed_algs()
-        .iter()
-        .any(|alg| serde_json::to_value(alg).ok().as_ref().and_then(Value::as_str) == Some(name))
+    allowed_algs().iter().any(|alg| {
+        serde_json::to_value(alg)
+            .ok()
+            .as_ref()
+            .and_then(Value::as_str)
+            == Some(name)
+    })
 }
 
 /// The JWT payload as JSON. Called only after the signature has been verified.

@@ -128,16 +128,21 @@ impl Op {
         .await;
     }
 
-    /// Successful token responses so far, by grant type.
-    pub async fn grant_counts(&self) -> (u64, u64) {
-        let body: serde_json::Value = Self::client()
-            .get(format!("{}/test/stats", self.issuer))
+    /// `GET` on one of the fixture's test endpoints, as JSON.
+    async fn test_endpoint(&self, path_and_query: &str) -> serde_json::Value {
+        Self::client()
+            .get(format!("{}{path_and_query}", self.issuer))
             .send()
             .await
-            .expect("stats answer")
+            .unwrap_or_else(|e| panic!("the OP answers {path_and_query}: {e}"))
             .json()
             .await
-            .expect("stats are JSON");
+            .unwrap_or_else(|e| panic!("{path_and_query} answers JSON: {e}"))
+    }
+
+    /// Successful token responses so far, by grant type.
+    pub async fn grant_counts(&self) -> (u64, u64) {
+        let body = self.test_endpoint("/test/stats").await;
         (
             body["authorization_code"].as_u64().unwrap_or(0),
             body["refresh_token"].as_u64().unwrap_or(0),
@@ -161,14 +166,7 @@ impl Op {
 
     /// Every authorization code, PKCE verifier and token that crossed the OP's token endpoint.
     pub async fn issued_secrets(&self) -> Vec<String> {
-        let body: serde_json::Value = Self::client()
-            .get(format!("{}/test/secrets", self.issuer))
-            .send()
-            .await
-            .expect("secrets answer")
-            .json()
-            .await
-            .expect("secrets are JSON");
+        let body = self.test_endpoint("/test/secrets").await;
         body["secrets"]
             .as_array()
             .map(|a| {
@@ -181,14 +179,7 @@ impl Op {
 
     /// The OP session id of the latest session `sub` logged in to.
     pub async fn latest_sid(&self, sub: &str) -> String {
-        let body: serde_json::Value = Self::client()
-            .get(format!("{}/test/sids?sub={sub}", self.issuer))
-            .send()
-            .await
-            .expect("sids answer")
-            .json()
-            .await
-            .expect("sids are JSON");
+        let body = self.test_endpoint(&format!("/test/sids?sub={sub}")).await;
         body["sids"]
             .as_array()
             .and_then(|sids| sids.last())
