@@ -13,7 +13,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem};
 pub use types::*;
-pub use validate::{is_loopback_name, validate_log};
+pub use validate::{
+    is_loopback_name, listen_addresses_overlap, validate_log, validate_socket_addr,
+};
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -19,7 +19,9 @@ use serde::Deserialize;
 
 use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
-use crate::config::{validate_log, ConfigError, LogConfig, Problem};
+use crate::config::{
+    listen_addresses_overlap, validate_log, validate_socket_addr, ConfigError, LogConfig, Problem,
+};
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
 const DEFAULT_ADMIN_LISTEN: SocketAddr =
@@ -140,7 +142,7 @@ impl Checker {
     fn webhook(&mut self, raw: RawWebhook) -> WebhookConfig {
         let listen = self.socket_addr("listen", raw.listen, DEFAULT_LISTEN);
         let admin_listen = self.socket_addr("admin_listen", raw.admin_listen, DEFAULT_ADMIN_LISTEN);
-        if listen == admin_listen {
+        if listen_addresses_overlap(listen, admin_listen) {
             self.problem(
                 "admin_listen",
                 "must differ from listen (probes and metrics stay off the TLS webhook port)",
@@ -156,16 +158,9 @@ impl Checker {
     }
 
     fn socket_addr(&mut self, key: &str, value: Option<String>, default: SocketAddr) -> SocketAddr {
-        let Some(text) = value else {
-            return default;
-        };
-        text.parse().unwrap_or_else(|_| {
-            self.problem(
-                key,
-                format!("{text:?} is not an address (write IP:PORT, e.g. \"{default}\")"),
-            );
-            default
-        })
+        let (addr, problem) = validate_socket_addr(key, value.as_deref(), default);
+        self.problems.extend(problem);
+        addr
     }
 
     fn tls(&mut self, raw: RawTls) -> TlsFiles {

@@ -52,10 +52,7 @@ pub fn validate(
         raw.admin_listen.as_deref(),
         DEFAULT_ADMIN_LISTEN,
     );
-    let overlapping_ips = listen.ip() == admin_listen.ip()
-        || listen.ip().is_unspecified()
-        || admin_listen.ip().is_unspecified();
-    if listen.port() == admin_listen.port() && overlapping_ips {
+    if listen_addresses_overlap(listen, admin_listen) {
         c.problem(
             "admin_listen",
             "must differ from listen (the admin port is never browser-facing)",
@@ -141,16 +138,9 @@ impl Checker<'_> {
     }
 
     fn socket_addr(&mut self, key: &str, value: Option<&str>, default: SocketAddr) -> SocketAddr {
-        let Some(value) = value else {
-            return default;
-        };
-        value.parse().unwrap_or_else(|_| {
-            self.problem(
-                key,
-                format!("{value:?} is not an address (write IP:PORT, e.g. \"{default}\")"),
-            );
-            default
-        })
+        let (addr, problem) = validate_socket_addr(key, value, default);
+        self.problems.extend(problem);
+        addr
     }
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
@@ -254,6 +244,32 @@ impl Checker<'_> {
 }
 
 /// `log.format` and `log.level`, for the proxy's and the webhook's configuration alike.
+/// A listen address (`IP:PORT`), or `default` when unset; shared with the webhook's config.
+pub fn validate_socket_addr(
+    key: &str,
+    value: Option<&str>,
+    default: SocketAddr,
+) -> (SocketAddr, Option<Problem>) {
+    let Some(value) = value else {
+        return (default, None);
+    };
+    match value.parse() {
+        Ok(addr) => (addr, None),
+        Err(_) => (
+            default,
+            Some(Problem::new(
+                key,
+                format!("{value:?} is not an address (write IP:PORT, e.g. \"{default}\")"),
+            )),
+        ),
+    }
+}
+
+/// Whether two listen addresses would claim the same port: the same IP, or either a wildcard.
+pub fn listen_addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 pub fn validate_log(format: Option<&str>, level: Option<&str>) -> (LogConfig, Vec<Problem>) {
     let mut problems = Vec::new();
     let format = match format.unwrap_or("text") {

@@ -65,6 +65,19 @@ fn has_dot_segment(p: &str) -> bool {
     })
 }
 
+/// A callback parameter that must be present, non-empty and of a sane length; `missing` is the
+/// rejection reason otherwise.
+fn callback_param<'q>(
+    query: &'q Query,
+    name: &str,
+    missing: &'static str,
+) -> Result<&'q str, ProxyError> {
+    query
+        .get(name)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CALLBACK_PARAM)
+        .ok_or(ProxyError::LoginFailed(missing))
+}
+
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -136,10 +149,7 @@ impl Portcullis {
         let Presented::Valid(browser) = self.cookies.transaction(&req.headers) else {
             return Err(ProxyError::LoginFailed("missing_transaction"));
         };
-        let state = query
-            .get("state")
-            .filter(|s| !s.is_empty() && s.len() <= MAX_CALLBACK_PARAM);
-        let state = state.ok_or(ProxyError::LoginFailed("state_missing"))?;
+        let state = callback_param(&query, "state", "state_missing")?;
         let txn = self
             .sessions
             .take_transaction(&browser, state)
@@ -169,10 +179,7 @@ impl Portcullis {
             }
             _ => {}
         }
-        let code = query
-            .get("code")
-            .filter(|c| !c.is_empty() && c.len() <= MAX_CALLBACK_PARAM);
-        let code = code.ok_or(ProxyError::LoginFailed("code_missing"))?;
+        let code = callback_param(&query, "code", "code_missing")?;
         let tokens = self
             .oidc
             .exchange_code(
