@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod metrics;
 pub mod oidc;
 pub mod percent;

@@ -3,7 +3,8 @@
 //! bounded and nothing secret can reach a label.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Request latency buckets: a sidecar adds well under a millisecond, upstreams take longer.
@@ -31,6 +32,18 @@ pub const SESSION_END_REASONS: [&str; 5] = [
 pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
 pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
+/// Why the edge ended a downstream connection (or a request body read) itself.
+pub const CONNECTION_CLOSE_REASONS: [&str; 9] = [
+    "header_timeout",
+    "body_timeout",
+    "keepalive_timeout",
+    "connection_limit",
+    "uri_too_long",
+    "headers_too_large",
+    "body_too_large",
+    "bad_request",
+    "bad_framing",
+];
 pub const OP_CALLS: [&str; 5] = ["discovery", "jwks", "token", "refresh", "revocation"];
 
 pub struct Metrics {
@@ -48,6 +61,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub session_cache: IntCounterVec,
     pub op_duration: HistogramVec,
+    pub connections_open: IntGauge,
+    pub connections_closed: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -182,6 +197,17 @@ impl Metrics {
                 .buckets(REQUEST_BUCKETS.to_vec()),
                 &["call"],
             )?,
+            connections_open: IntGauge::new(
+                "portcullis_connections_open",
+                "Downstream connections open now (at most server.max_connections)",
+            )?,
+            connections_closed: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_connections_closed_total",
+                    "Downstream connections or requests ended by portcullis's own limits and timeouts, by reason",
+                ),
+                &["reason"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -211,6 +237,8 @@ impl Metrics {
         r.register(Box::new(self.rate_limited.clone()))?;
         r.register(Box::new(self.session_cache.clone()))?;
         r.register(Box::new(self.op_duration.clone()))?;
+        r.register(Box::new(self.connections_open.clone()))?;
+        r.register(Box::new(self.connections_closed.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -248,6 +276,9 @@ impl Metrics {
         }
         for call in OP_CALLS {
             self.op_duration.with_label_values(&[call]);
+        }
+        for r in CONNECTION_CLOSE_REASONS {
+            self.connections_closed.with_label_values(&[r]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -1,5 +1,6 @@
 //! Pingora wiring: one server with three services — a background service (store connection,
-//! OIDC discovery and its periodic refresh, memory-store sweeping), the proxy on `listen`, and
+//! OIDC discovery and its periodic refresh, memory-store sweeping), the proxy on `listen` (the
+//! `edge` in front of Pingora's HTTP proxy), and
 //! the admin app on `admin_listen` with a thread of its own.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use pingora::services::ServiceReadyNotifier;
 
 use crate::admin::{Admin, ProxyListening};
 use crate::config::{is_loopback_name, Config, SessionConfig, StoreConfig};
+use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::Portcullis;
@@ -165,11 +167,12 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         metrics.clone(),
         in_flight.clone(),
     );
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        app,
-        "portcullis proxy",
+    let edge = Edge::new(
+        &cfg,
+        pingora::proxy::http_proxy(&server.configuration, app),
+        &metrics,
     );
+    let mut proxy = ListeningService::new("portcullis proxy".to_string(), edge);
     proxy.add_tcp(&cfg.listen.to_string());
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&background);

@@ -38,6 +38,7 @@ pub struct RawSecurity {
     pub max_header_bytes: Option<usize>,
     pub max_header_count: Option<usize>,
     pub max_cookie_bytes: Option<usize>,
+    pub max_chunked_body_bytes: Option<usize>,
     pub allowed_origins: Option<Vec<String>>,
     pub content_security_policy: Option<String>,
     pub rate_limit_per_client: Option<String>,
@@ -95,6 +96,8 @@ pub struct RawRoute {
     pub websocket: bool,
     #[serde(default)]
     pub allow_ambiguous_paths: bool,
+    #[serde(default)]
+    pub allow_chunked_requests: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +106,11 @@ pub struct RawServer {
     pub drain_timeout: Option<String>,
     pub upstream_connect_timeout: Option<String>,
     pub upstream_read_timeout: Option<String>,
+    pub request_header_timeout: Option<String>,
+    pub request_body_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -174,6 +174,8 @@ pub struct RouteConfig {
     pub websocket: bool,
     /// Skip the ambiguous-path check for this route's (unusual) upstream API.
     pub allow_ambiguous_paths: bool,
+    /// Requests with a chunked body are accepted (strictly checked, then buffered) on this route.
+    pub allow_chunked_requests: bool,
 }
 
 /// A token-bucket rate: `count` requests per `per`.
@@ -199,6 +201,8 @@ pub struct SecurityConfig {
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     pub max_cookie_bytes: usize,
+    /// The most a chunked request body may hold; portcullis buffers it whole before forwarding.
+    pub max_chunked_body_bytes: usize,
     /// Origins besides `public_url` trusted for CORS and Origin/Fetch-Metadata checks (exact).
     pub allowed_origins: Vec<String>,
     pub content_security_policy: Option<String>,
@@ -212,6 +216,17 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
+    /// The whole request header must arrive within this (from the connection's start, or from
+    /// the first byte of a later request on it).
+    pub request_header_timeout: Duration,
+    /// The longest pause between two reads of a request body.
+    pub request_body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// Downstream connections served at once by this process; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Lower-case host names (no port) besides `public_url`'s that requests may name in `Host`.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

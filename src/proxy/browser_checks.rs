@@ -1,6 +1,6 @@
 //! Browser-facing defences beyond the CSRF header: Fetch Metadata and `Origin` checks (R33),
-//! CORS for explicitly trusted origins only (R34), and the size limits a browser never needs
-//! to exceed (R48).
+//! CORS for explicitly trusted origins only (R34), the `Host` a request may name, and the
+//! header size the forwarded request may reach (R48).
 
 use http::Method;
 use pingora::http::RequestHeader;
@@ -73,33 +73,49 @@ pub fn check_top_level_navigation(req: &RequestHeader) -> Result<(), ProxyError>
     }
 }
 
-/// URI, header and cookie sizes (414 / 431), checked before anything else reads them. Returns
-/// the size of the header block, counted as on the wire.
-pub fn check_sizes(req: &RequestHeader, limits: &SecurityConfig) -> Result<usize, ProxyError> {
-    if req.raw_path().len() > limits.max_uri_bytes {
-        return Err(ProxyError::UriTooLong);
-    }
-    if req.headers.len() > limits.max_header_count {
-        return Err(ProxyError::HeadersTooLarge("too_many_headers"));
-    }
-    let header_bytes: usize = req
-        .headers
+/// The size of the request's header block, counted as on the wire. The edge has already held
+/// it to `security.max_header_bytes`; the forwarded request adds `Authorization` to it.
+pub fn header_block_bytes(req: &RequestHeader) -> usize {
+    req.headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > limits.max_header_bytes {
-        return Err(ProxyError::HeadersTooLarge("headers_too_large"));
+        .sum()
+}
+
+/// The host names a request may be for: `public_url`'s and `server.allowed_hosts`. Anything
+/// else was misdirected (a DNS-rebinding page, a scanner, a wrong route in an ingress) and is
+/// answered 421 with nothing forwarded (RFC 9110 §15.5.20). Ports are not compared: the name
+/// is what a rebinding attack cannot fake.
+pub struct OurHosts(Vec<String>);
+
+impl OurHosts {
+    pub fn new(public_origin: &str, allowed: &[String]) -> OurHosts {
+        let public = url::Url::parse(public_origin)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        OurHosts(public.into_iter().chain(allowed.iter().cloned()).collect())
     }
-    let cookie_bytes: usize = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| v.len())
-        .sum();
-    if cookie_bytes > limits.max_cookie_bytes {
-        return Err(ProxyError::HeadersTooLarge("cookies_too_large"));
+
+    pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
+        let authority = match req.uri.authority() {
+            Some(a) => a.as_str(),
+            None => header(req, "host").ok_or(ProxyError::BadRequest("host_missing"))?,
+        };
+        let host = host_without_port(authority);
+        if self.0.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            Ok(())
+        } else {
+            Err(ProxyError::Misdirected)
+        }
     }
-    Ok(header_bytes)
+}
+
+/// `name`, `name:port`, `[v6]` or `[v6]:port` → the name or the bracketed address.
+fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }
 
 /// The forwarded request also carries `Authorization: Bearer …`: an OP that issues very large

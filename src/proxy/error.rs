@@ -38,8 +38,13 @@ pub enum ProxyError {
     Oidc(#[from] OidcError),
     #[error("ambiguous request target: {0}")]
     AmbiguousPath(&'static str),
-    #[error("request target too long")]
-    UriTooLong,
+    /// The request names a host that is not portcullis's (421).
+    #[error("request for another host")]
+    Misdirected,
+    #[error("the request body stopped arriving")]
+    BodyTimeout,
+    #[error("request body too large")]
+    BodyTooLarge,
     #[error("request headers too large: {0}")]
     HeadersTooLarge(&'static str),
     #[error("rate limited: {0}")]
@@ -53,6 +58,15 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether the connection is closed after the answer: the request's own bytes were the
+    /// problem, so whatever follows them on the connection is not trusted.
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BodyTimeout | ProxyError::BodyTooLarge | ProxyError::BadRequest(_)
+        )
+    }
+
     /// A stable, low-cardinality reason code for logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -67,7 +81,9 @@ impl ProxyError {
             ProxyError::AmbiguousPath(r)
             | ProxyError::HeadersTooLarge(r)
             | ProxyError::RateLimited(r) => r,
-            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::Misdirected => "misdirected_request",
+            ProxyError::BodyTimeout => "body_timeout",
+            ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::Store(_) => "store_unavailable",
             ProxyError::Oidc(OidcError::NotReady) => "oidc_not_ready",
             ProxyError::Oidc(_) => "oidc_error",

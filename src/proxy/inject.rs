@@ -7,19 +7,8 @@ use std::borrow::Cow;
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
+use super::hop_by_hop::{connection_tokens, HOP_BY_HOP};
 use crate::session::cookie::CookiePolicy;
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and relatives that must not cross a proxy.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "http2-settings",
-    "proxy-authenticate",
-];
 
 /// Credentials and identity/forwarding claims only portcullis may set. Matched after
 /// lower-casing and mapping `_` to `-`, because WSGI/PHP upstreams treat both alike
@@ -74,15 +63,7 @@ pub fn prepare_upstream_request(
 }
 
 fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
-    let nominated: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let nominated = connection_tokens(&req.headers);
     let mut strip = Vec::new();
     for name in req.headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.

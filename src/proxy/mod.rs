@@ -13,6 +13,7 @@ mod bff;
 mod browser_checks;
 pub mod canonical;
 mod error;
+mod hop_by_hop;
 mod inject;
 mod rate_limit;
 mod refresh;
@@ -34,6 +35,7 @@ use pingora::{Error, ErrorType};
 pub use bff::validate_return_to;
 use error::ProxyError;
 use respond::Reply;
+pub use route::RouteTable;
 
 use crate::config::{AccessConfig, Config, RouteConfig, RouteKind, SecurityConfig};
 use crate::metrics::{Metrics, RequestSeries};
@@ -43,10 +45,9 @@ use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use bff::Endpoint;
-use browser_checks::TrustedOrigins;
+use browser_checks::{OurHosts, TrustedOrigins};
 use rate_limit::RateLimiter;
 use respond::SecurityHeaders;
-use route::RouteTable;
 use tracing::Instrument;
 
 /// Per-request state carried between phases.
@@ -86,6 +87,7 @@ pub struct Portcullis {
     limits: SecurityConfig,
     access: AccessConfig,
     origins: TrustedOrigins,
+    hosts: OurHosts,
     rate_limiter: RateLimiter,
     page_csp: Option<HeaderValue>,
 }
@@ -132,6 +134,7 @@ impl Portcullis {
             limits: cfg.security.clone(),
             access: cfg.access.clone(),
             origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
+            hosts: OurHosts::new(&cfg.public_origin, &cfg.server.allowed_hosts),
             rate_limiter: RateLimiter::new(
                 cfg.security.rate_limit_per_client,
                 cfg.security.rate_limit_global,
@@ -150,10 +153,11 @@ impl Portcullis {
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
         let req = session.req_header();
+        self.hosts.check(req)?;
         if is_refused_method(&req.method) {
             return Err(ProxyError::MethodNotAllowed);
         }
-        let header_bytes = browser_checks::check_sizes(req, &self.limits)?;
+        let header_bytes = browser_checks::header_block_bytes(req);
         let route = self.routes.find(req.uri.path());
         if let Err(rejection) = canonical::check_target(req.raw_path()) {
             let opted_out = route
@@ -268,6 +272,19 @@ fn preflight_reply(origin: &str, route: &RouteConfig) -> Reply {
         .header("vary", "Origin")
 }
 
+/// The status for a failure to proxy: the client's own fault (a body that stopped arriving, or
+/// broke off) or the upstream's, never echoing the error itself.
+fn failure_status(e: &Error) -> u16 {
+    let downstream = e.esource() == &pingora::ErrorSource::Downstream;
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ReadTimedout if downstream => 408,
+        _ if downstream => 400,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => 502,
+    }
+}
+
 fn is_refused_method(m: &Method) -> bool {
     m == Method::TRACE || m == Method::CONNECT || m.as_str() == "TRACK"
 }
@@ -312,6 +329,17 @@ impl ProxyHttp for Portcullis {
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
                 log_rejection(&e, &ctx.request_id);
+                if e.ends_connection() {
+                    // The rest of this request (a body, more header) cannot be trusted to be
+                    // framed as the client meant: say so and close.
+                    session.set_keepalive(None);
+                }
+                if matches!(e, ProxyError::BodyTimeout) {
+                    self.metrics
+                        .connections_closed
+                        .with_label_values(&["body_timeout"])
+                        .inc();
+                }
                 let reply = respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)));
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
@@ -361,13 +389,15 @@ impl ProxyHttp for Portcullis {
         upstream_request.insert_header("x-request-id", &ctx.request_id)
     }
 
-    /// Drop any `Set-Cookie` by which an upstream would set or clear portcullis's cookies.
+    /// Drop the upstream's hop-by-hop fields and any `Set-Cookie` by which it would set or
+    /// clear portcullis's cookies; add the request id, CORS and CSP headers.
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        hop_by_hop::strip_from_response(resp);
         resp.insert_header("x-request-id", &ctx.request_id)?;
         if let Some(origin) = &ctx.cors_origin {
             resp.insert_header("access-control-allow-origin", origin)?;
@@ -412,26 +442,23 @@ impl ProxyHttp for Portcullis {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let status = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
-            _ if e.esource() == &pingora::ErrorSource::Downstream => 400,
-            _ => 502,
-        };
-        tracing::warn!(route_kind = ctx.label, status, error = %e, "proxying failed");
-        let reply = Reply::text(
-            status,
-            if status == 504 {
-                "Gateway timeout\n"
-            } else {
-                "Bad gateway\n"
-            },
-        );
-        let reply = if status == 400 {
-            Reply::text(400, "Bad request\n")
+        let status = failure_status(e);
+        if status == 408 {
+            self.metrics
+                .connections_closed
+                .with_label_values(&["body_timeout"])
+                .inc();
+            tracing::debug!(reason = "body_timeout", "connection closed");
         } else {
-            reply
+            tracing::warn!(route_kind = ctx.label, status, error = %e, "proxying failed");
+        }
+        let reply = match status {
+            400 => Reply::text(400, "Bad request\n"),
+            408 => Reply::text(408, "Request timeout\n"),
+            504 => Reply::text(504, "Gateway timeout\n"),
+            _ => Reply::text(status, "Bad gateway\n"),
         };
+        session.set_keepalive(None);
         if let Err(write_err) = respond::write_reply(session, reply, &self.security).await {
             tracing::debug!(error = %write_err, "could not write the error response");
         }

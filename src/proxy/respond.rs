@@ -130,7 +130,9 @@ pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
         ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
             (400, "bad_request", "Bad request\n")
         }
-        ProxyError::UriTooLong => (414, "uri_too_long", "URI too long\n"),
+        ProxyError::Misdirected => (421, "misdirected_request", "Misdirected request\n"),
+        ProxyError::BodyTimeout => (408, "request_timeout", "Request timeout\n"),
+        ProxyError::BodyTooLarge => (413, "content_too_large", "Content too large\n"),
         ProxyError::HeadersTooLarge(_) => (
             431,
             "headers_too_large",

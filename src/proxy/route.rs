@@ -60,6 +60,7 @@ mod tests {
             methods: None,
             websocket: false,
             allow_ambiguous_paths: false,
+            allow_chunked_requests: false,
         }
     }
 

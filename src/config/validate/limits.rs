@@ -8,21 +8,50 @@ use super::{origin_of, validate_log, Checker};
 use crate::config::raw::{RawLog, RawSecurity, RawServer};
 use crate::config::types::*;
 
+/// Header lines Pingora's parser holds (its `MAX_HEADERS`); one more is a parse error there.
+const MAX_HEADER_COUNT: usize = 256;
+
 impl Checker<'_> {
     pub(super) fn security(&mut self, raw: RawSecurity) -> Option<SecurityConfig> {
-        let mut size = |key: &str, value: Option<usize>, default: usize| {
+        // The upper bounds keep every limit below Pingora's own (a 1 MiB request head, 256
+        // header lines), so portcullis's check, with its precise status, is always the one hit.
+        let mut size = |key: &str, value: Option<usize>, default: usize, max: usize| {
             let v = value.unwrap_or(default);
-            if v < 256 {
-                self.problem(key, "must be at least 256 bytes");
+            if !(256..=max).contains(&v) {
+                self.problem(key, format!("must be between 256 and {max} bytes"));
             }
             v
         };
-        let max_uri_bytes = size("security.max_uri_bytes", raw.max_uri_bytes, 8 * 1024);
-        let max_header_bytes = size("security.max_header_bytes", raw.max_header_bytes, 32 * 1024);
-        let max_cookie_bytes = size("security.max_cookie_bytes", raw.max_cookie_bytes, 8 * 1024);
+        let max_uri_bytes = size(
+            "security.max_uri_bytes",
+            raw.max_uri_bytes,
+            8 * 1024,
+            256 * 1024,
+        );
+        let max_header_bytes = size(
+            "security.max_header_bytes",
+            raw.max_header_bytes,
+            32 * 1024,
+            512 * 1024,
+        );
+        let max_cookie_bytes = size(
+            "security.max_cookie_bytes",
+            raw.max_cookie_bytes,
+            8 * 1024,
+            512 * 1024,
+        );
+        let max_chunked_body_bytes = size(
+            "security.max_chunked_body_bytes",
+            raw.max_chunked_body_bytes,
+            1024 * 1024,
+            64 * 1024 * 1024,
+        );
         let max_header_count = raw.max_header_count.unwrap_or(100);
-        if !(8..=1000).contains(&max_header_count) {
-            self.problem("security.max_header_count", "must be between 8 and 1000");
+        if !(8..=MAX_HEADER_COUNT).contains(&max_header_count) {
+            self.problem(
+                "security.max_header_count",
+                format!("must be between 8 and {MAX_HEADER_COUNT}"),
+            );
         }
         let mut allowed_origins = Vec::new();
         for (i, origin) in raw.allowed_origins.unwrap_or_default().iter().enumerate() {
@@ -56,6 +85,7 @@ impl Checker<'_> {
             max_header_bytes,
             max_header_count,
             max_cookie_bytes,
+            max_chunked_body_bytes,
             allowed_origins,
             content_security_policy,
             rate_limit_per_client,
@@ -92,6 +122,10 @@ impl Checker<'_> {
         if threads == 0 || threads > 256 {
             self.problem("server.threads", "must be between 1 and 256");
         }
+        let max_connections = raw.max_connections.unwrap_or(1024);
+        if !(1..=1_000_000).contains(&max_connections) {
+            self.problem("server.max_connections", "must be between 1 and 1000000");
+        }
         Some(ServerSettings {
             threads,
             drain_timeout: self.duration(
@@ -109,7 +143,55 @@ impl Checker<'_> {
                 raw.upstream_read_timeout.as_deref(),
                 "60s",
             ),
+            request_header_timeout: self.duration(
+                "server.request_header_timeout",
+                raw.request_header_timeout.as_deref(),
+                "10s",
+            ),
+            request_body_timeout: self.duration(
+                "server.request_body_timeout",
+                raw.request_body_timeout.as_deref(),
+                "30s",
+            ),
+            keepalive_timeout: self.whole_seconds(
+                "server.keepalive_timeout",
+                raw.keepalive_timeout.as_deref(),
+                "60s",
+            ),
+            max_connections,
+            allowed_hosts: self.allowed_hosts(raw.allowed_hosts.as_deref().unwrap_or_default()),
         })
+    }
+
+    /// Pingora keeps the keep-alive time in whole seconds.
+    fn whole_seconds(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let d = self.duration(key, value, default);
+        if d.subsec_nanos() != 0 {
+            self.problem(key, "must be a whole number of seconds (e.g. \"60s\")");
+        }
+        d
+    }
+
+    /// Host names as a `Host` header carries them, without the port: in-cluster callers use
+    /// the Service's name (`shop.shop.svc`), which differs from `public_url`'s host.
+    fn allowed_hosts(&mut self, hosts: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let lower = host.to_ascii_lowercase();
+            // Parsing as a URL host and printing it back must give the same text: anything with
+            // a port, a path, a wildcard or another spelling of an address is refused.
+            let valid =
+                !host.contains('*') && url::Host::parse(host).is_ok_and(|h| h.to_string() == lower);
+            if valid {
+                out.push(lower);
+            } else {
+                self.problem(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host name (write it as in a Host header, without scheme, port, path or wildcard)"),
+                );
+            }
+        }
+        out
     }
 
     pub(super) fn log(&mut self, raw: &RawLog) -> Option<LogConfig> {

@@ -92,6 +92,7 @@ impl Checker<'_> {
             methods,
             websocket: raw.websocket,
             allow_ambiguous_paths: raw.allow_ambiguous_paths,
+            allow_chunked_requests: raw.allow_chunked_requests,
         })
     }
 

@@ -88,14 +88,26 @@ pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
 /// Reads a request body of at most `limit` bytes (it is consumed: only for endpoints answered
 /// here, never for proxied requests).
 async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ProxyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
     let mut body = Vec::new();
     while let Some(chunk) = session
         .read_request_body()
         .await
-        .map_err(|_| ProxyError::BadRequest("body_unreadable"))?
+        .map_err(|e| match e.etype() {
+            pingora::ErrorType::ReadTimedout => ProxyError::BodyTimeout,
+            _ => ProxyError::BadRequest("body_unreadable"),
+        })?
     {
         if body.len() + chunk.len() > limit {
-            return Err(ProxyError::BadRequest("body_too_large"));
+            return Err(ProxyError::BodyTooLarge);
         }
         body.extend_from_slice(&chunk);
     }

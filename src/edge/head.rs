@@ -1,0 +1,400 @@
+//! The request head as it arrives, checked line by line before Pingora parses it: the limits a
+//! browser never needs to exceed (each refused with the status that names it, as soon as the
+//! bytes received prove it, so a huge line is never buffered whole) and the framing fields,
+//! refused whenever two parsers could read them differently (RFC 9112 §6.1, §6.3, §11.2).
+//!
+//! The scan is incremental: bytes are fed as they arrive and each complete line is looked at
+//! once, so a client sending one byte at a time costs no more than one sending them together.
+
+use super::Refusal;
+
+/// Longest method portcullis expects (`OPTIONS`, `DELETE`, with room for extension methods):
+/// with the version and separators it bounds the request line beyond the target's own limit.
+const REQUEST_LINE_OVERHEAD: usize = 32 + " HTTP/1.1\r\n".len() + 1;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_target_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub max_cookie_bytes: usize,
+}
+
+/// How the request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    NoBody,
+    Length(u64),
+    Chunked,
+}
+
+/// A complete, acceptable request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes of the head, up to and including the empty line.
+    pub len: usize,
+    pub framing: Framing,
+    /// The request target as sent (origin-, absolute-, authority- or asterisk-form).
+    pub target: String,
+    pub expects_continue: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct HeadScanner {
+    /// Start of the first line not yet looked at.
+    line_start: usize,
+    target: Option<String>,
+    http10: bool,
+    header_count: usize,
+    header_bytes: usize,
+    cookie_bytes: usize,
+    content_length: Option<u64>,
+    chunked: bool,
+    hosts: usize,
+    expects_continue: bool,
+}
+
+impl HeadScanner {
+    /// Looks at the lines of `buf` (everything received so far) not yet looked at. `Ok(None)`:
+    /// the head is not complete yet, and nothing received so far breaks a rule.
+    pub fn scan(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, Refusal> {
+        while let Some(offset) = memchr_lf(&buf[self.line_start..]) {
+            let end = self.line_start + offset + 1;
+            let line = &buf[self.line_start..end];
+            self.line_start = end;
+            let content = strip_crlf(line)?;
+            if self.target.is_none() {
+                self.request_line(content, limits)?;
+            } else if content.is_empty() {
+                return self.finish(end).map(Some);
+            } else {
+                self.header_line(content, line.len(), limits)?;
+            }
+        }
+        self.check_partial_line(buf.len(), limits)?;
+        Ok(None)
+    }
+
+    /// An unfinished line already longer than its limit is refused without waiting for its end.
+    /// Before the request line, everything received counts (empty lines included), so endless
+    /// empty lines are bounded too.
+    fn check_partial_line(&self, received: usize, limits: &HeadLimits) -> Result<(), Refusal> {
+        if self.target.is_none() {
+            if received > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+                return Err(Refusal::UriTooLong);
+            }
+        } else if self.header_bytes + (received - self.line_start) > limits.max_header_bytes {
+            return Err(Refusal::HeadersTooLarge("headers_too_large"));
+        }
+        Ok(())
+    }
+
+    fn request_line(&mut self, line: &[u8], limits: &HeadLimits) -> Result<(), Refusal> {
+        // RFC 9112 §2.2: empty lines before the request line are ignored; they still count
+        // towards the request line's bound, as the partial-line check counts them.
+        if line.is_empty() {
+            return Ok(());
+        }
+        let text = std::str::from_utf8(line).map_err(|_| Refusal::BadRequest("request_line"))?;
+        let mut parts = text.split(' ');
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Refusal::BadRequest("request_line"));
+        };
+        if target.len() > limits.max_target_bytes {
+            return Err(Refusal::UriTooLong);
+        }
+        if method.is_empty() || !method.bytes().all(is_token_byte) || target.is_empty() {
+            return Err(Refusal::BadRequest("request_line"));
+        }
+        self.http10 = match version {
+            "HTTP/1.1" => false,
+            "HTTP/1.0" => true,
+            _ => return Err(Refusal::BadRequest("http_version")),
+        };
+        self.target = Some(target.to_string());
+        Ok(())
+    }
+
+    fn header_line(
+        &mut self,
+        line: &[u8],
+        wire_len: usize,
+        limits: &HeadLimits,
+    ) -> Result<(), Refusal> {
+        self.header_count += 1;
+        self.header_bytes += wire_len;
+        if self.header_count > limits.max_header_count {
+            return Err(Refusal::HeadersTooLarge("too_many_headers"));
+        }
+        if self.header_bytes > limits.max_header_bytes {
+            return Err(Refusal::HeadersTooLarge("headers_too_large"));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(Refusal::BadRequest("header_line"))?;
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        // Also refuses obs-fold (a line starting with whitespace) and "Name :" (RFC 9112 §5.1).
+        if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+            return Err(Refusal::BadRequest("header_line"));
+        }
+        if value.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(Refusal::BadRequest("header_value"));
+        }
+        self.note_field(name, value, limits)
+    }
+
+    /// Remembers the fields that decide framing, routing and limits.
+    fn note_field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<(), Refusal> {
+        if name.eq_ignore_ascii_case(b"cookie") {
+            self.cookie_bytes += value.len();
+            if self.cookie_bytes > limits.max_cookie_bytes {
+                return Err(Refusal::HeadersTooLarge("cookies_too_large"));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if self.content_length.is_some() {
+                return Err(Refusal::BadFraming("content_length_repeated"));
+            }
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only a single `chunked` is understood; a list or another coding could be
+            // read differently by the upstream.
+            if self.chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Refusal::BadFraming("transfer_encoding"));
+            }
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            self.expects_continue = value.eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, len: usize) -> Result<Head, Refusal> {
+        // RFC 9112 §3.2: a request with more than one Host is answered 400.
+        if self.hosts > 1 {
+            return Err(Refusal::BadRequest("host_repeated"));
+        }
+        let framing = match (self.chunked, self.content_length) {
+            (true, Some(_)) => return Err(Refusal::BadFraming("length_and_chunked")),
+            // RFC 9112 §6.1: HTTP/1.0 has no chunked coding; its framing would be faulty.
+            (true, None) if self.http10 => return Err(Refusal::BadFraming("chunked_in_http10")),
+            (true, None) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::NoBody,
+        };
+        Ok(Head {
+            len,
+            framing,
+            target: self.target.take().unwrap_or_default(),
+            expects_continue: self.expects_continue,
+        })
+    }
+}
+
+/// `1*DIGIT`, at most 18 digits so it always fits a `u64`.
+fn parse_content_length(value: &[u8]) -> Result<u64, Refusal> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Refusal::BadFraming("content_length"));
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(Refusal::BadFraming("content_length"))
+    })
+}
+
+pub(super) fn memchr_lf(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// A line without its CRLF; a bare LF or a CR anywhere else is refused (RFC 9112 §2.2 lets a
+/// recipient accept a bare LF, and that leniency is what request smuggling feeds on).
+pub(super) fn strip_crlf(line: &[u8]) -> Result<&[u8], Refusal> {
+    let content = line
+        .strip_suffix(b"\r\n")
+        .ok_or(Refusal::BadFraming("bare_lf"))?;
+    if content.contains(&b'\r') {
+        return Err(Refusal::BadFraming("bare_cr"));
+    }
+    Ok(content)
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub(super) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_target_bytes: 64,
+        max_header_bytes: 256,
+        max_header_count: 4,
+        max_cookie_bytes: 40,
+    };
+
+    fn scan_all(input: &[u8]) -> Result<Option<Head>, Refusal> {
+        HeadScanner::default().scan(input, &LIMITS)
+    }
+
+    fn scan_bytewise(input: &[u8]) -> Result<Option<Head>, Refusal> {
+        let mut s = HeadScanner::default();
+        for end in 1..input.len() {
+            if let Some(head) = s.scan(&input[..end], &LIMITS)? {
+                return Ok(Some(head));
+            }
+        }
+        s.scan(input, &LIMITS)
+    }
+
+    #[test]
+    fn a_plain_get_is_complete_whether_it_arrives_whole_or_byte_by_byte() {
+        let req = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\nNEXT";
+        for result in [scan_all(req), scan_bytewise(req)] {
+            let head = result.unwrap().unwrap();
+            assert_eq!(head.len, req.len() - 4);
+            assert_eq!(head.framing, Framing::NoBody);
+            assert_eq!(head.target, "/a?b=1");
+        }
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more() {
+        assert_eq!(scan_all(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn framing_fields_are_read() {
+        let head = |h: &str| scan_all(format!("POST / HTTP/1.1\r\nHost: x\r\n{h}\r\n").as_bytes());
+        assert_eq!(
+            head("Content-Length: 12\r\n").unwrap().unwrap().framing,
+            Framing::Length(12)
+        );
+        assert_eq!(
+            head("transfer-encoding: Chunked\r\n")
+                .unwrap()
+                .unwrap()
+                .framing,
+            Framing::Chunked
+        );
+        assert!(
+            head("Expect: 100-continue\r\n")
+                .unwrap()
+                .unwrap()
+                .expects_continue
+        );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for (fields, reason) in [
+            (
+                "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n",
+                "length_and_chunked",
+            ),
+            (
+                "Content-Length: 1\r\nContent-Length: 1\r\n",
+                "content_length_repeated",
+            ),
+            ("Content-Length: +1\r\n", "content_length"),
+            ("Content-Length: 1, 1\r\n", "content_length"),
+            ("Content-Length: 99999999999999999999\r\n", "content_length"),
+            ("Transfer-Encoding: gzip, chunked\r\n", "transfer_encoding"),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "transfer_encoding",
+            ),
+            ("Transfer-Encoding: xchunked\r\n", "transfer_encoding"),
+        ] {
+            let req = format!("POST / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+            assert_eq!(
+                scan_all(req.as_bytes()),
+                Err(Refusal::BadFraming(reason)),
+                "{fields}"
+            );
+        }
+        assert_eq!(
+            scan_all(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Refusal::BadFraming("chunked_in_http10"))
+        );
+    }
+
+    #[test]
+    fn line_endings_other_than_crlf_are_refused() {
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\nHost: x\r\n\r\n"),
+            Err(Refusal::BadFraming("bare_lf"))
+        );
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"),
+            Err(Refusal::BadFraming("bare_cr"))
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_refused() {
+        for req in [
+            &b"GET  / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName : v\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        ] {
+            assert!(
+                matches!(scan_all(req), Err(Refusal::BadRequest(_))),
+                "{}",
+                req.escape_ascii()
+            );
+        }
+    }
+
+    #[test]
+    fn limits_name_their_status_before_the_line_ends() {
+        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(64));
+        assert_eq!(scan_all(long_target.as_bytes()), Err(Refusal::UriTooLong));
+        // A request line that never ends is refused once it is past any acceptable length.
+        let endless = format!("GET /{}", "a".repeat(200));
+        assert_eq!(scan_bytewise(endless.as_bytes()), Err(Refusal::UriTooLong));
+        let endless_header = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300));
+        assert_eq!(
+            scan_bytewise(endless_header.as_bytes()),
+            Err(Refusal::HeadersTooLarge("headers_too_large"))
+        );
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: 1\r\n".repeat(5));
+        assert_eq!(
+            scan_all(many.as_bytes()),
+            Err(Refusal::HeadersTooLarge("too_many_headers"))
+        );
+        let cookies = format!(
+            "GET / HTTP/1.1\r\nCookie: {0}\r\nCookie: {0}\r\n\r\n",
+            "c".repeat(30)
+        );
+        assert_eq!(
+            scan_all(cookies.as_bytes()),
+            Err(Refusal::HeadersTooLarge("cookies_too_large"))
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! The HTTP/1 edge: what a downstream connection must satisfy before Pingora parses a request
+//! from it. Between the listener and the proxy (`server` → `edge` → `proxy`).
+//!
+//! Pingora 0.9 reads a request head with a per-read timeout only (a client sending one byte a
+//! second holds its connection for ever), answers every head it cannot parse with 400 (also
+//! a head too large or with too many lines), accepts framing that other parsers read
+//! differently, and takes any number of connections. So portcullis reads each request head
+//! itself, with a deadline for the whole head and the limits of `security.*`, refuses what it
+//! must with the status that names the problem and `Connection: close`, and only then hands
+//! Pingora the bytes, which it parses without another read. A chunked body, on the routes that
+//! accept one, is read strictly and buffered whole first, so a malformed one reaches nobody.
+//! Each connection holds a permit of `server.max_connections`.
+
+mod chunked;
+pub mod head;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
+use crate::proxy::{Portcullis, RouteTable};
+use chunked::ChunkedReader;
+use head::{Framing, Head, HeadLimits, HeadScanner};
+
+/// First allocation for a request head; most browser requests fit.
+const HEAD_BUFFER: usize = 4096;
+/// After refusing a request, its remaining bytes are read and dropped for at most this long
+/// (and this much) before closing, so the client's kernel does not answer our response with a
+/// reset that destroys it unread (nginx's lingering close, bounded).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Why the edge refuses a request: each maps to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UriTooLong,
+    HeadersTooLarge(&'static str),
+    BadRequest(&'static str),
+    /// Message framing that could be read two ways (a smuggling primitive).
+    BadFraming(&'static str),
+    BodyTooLarge,
+}
+
+impl Refusal {
+    fn status(self) -> u16 {
+        match self {
+            Refusal::UriTooLong => 414,
+            Refusal::HeadersTooLarge(_) => 431,
+            Refusal::BadRequest(_) | Refusal::BadFraming(_) => 400,
+            Refusal::BodyTooLarge => 413,
+        }
+    }
+
+    /// The detailed reason, for the log line.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::UriTooLong => "uri_too_long",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::HeadersTooLarge(r) | Refusal::BadRequest(r) | Refusal::BadFraming(r) => r,
+        }
+    }
+
+    /// The `reason` label of `portcullis_connections_closed_total`.
+    fn metric_reason(self) -> &'static str {
+        match self {
+            Refusal::UriTooLong => "uri_too_long",
+            Refusal::HeadersTooLarge(_) => "headers_too_large",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::BadFraming(_) => "bad_framing",
+            Refusal::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+/// How a connection's wait for its next request ended, when no request came of it.
+enum End {
+    /// The client closed, or the server is shutting down: nothing to say.
+    Quiet,
+    /// No (further) request began in time; closed without a word, as nginx does.
+    Idle(&'static str),
+    /// A request began but did not arrive in time: 408.
+    TooSlow(&'static str),
+    Refused(Refusal),
+}
+
+enum Read {
+    Bytes,
+    Closed,
+    TimedOut,
+    ShuttingDown,
+}
+
+pub struct Edge {
+    proxy: Arc<HttpProxy<Portcullis>>,
+    routes: RouteTable,
+    limits: HeadLimits,
+    max_chunked_body: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    keepalive_timeout: Duration,
+    connections: Arc<Semaphore>,
+    open: IntGauge,
+    closed: ClosedSeries,
+}
+
+impl Edge {
+    pub fn new(cfg: &Config, proxy: HttpProxy<Portcullis>, metrics: &Metrics) -> Edge {
+        Edge {
+            proxy: Arc::new(proxy),
+            routes: RouteTable::new(&cfg.routes),
+            limits: HeadLimits {
+                max_target_bytes: cfg.security.max_uri_bytes,
+                max_header_bytes: cfg.security.max_header_bytes,
+                max_header_count: cfg.security.max_header_count,
+                max_cookie_bytes: cfg.security.max_cookie_bytes,
+            },
+            max_chunked_body: cfg.security.max_chunked_body_bytes,
+            header_timeout: cfg.server.request_header_timeout,
+            body_timeout: cfg.server.request_body_timeout,
+            keepalive_timeout: cfg.server.keepalive_timeout,
+            connections: Arc::new(Semaphore::new(cfg.server.max_connections)),
+            open: metrics.connections_open.clone(),
+            closed: ClosedSeries::new(metrics),
+        }
+    }
+
+    /// Reads the next request on `stream` up to where Pingora can take over: its head and, for
+    /// a chunked body, the whole body re-encoded.
+    async fn next_request(
+        &self,
+        stream: &mut Stream,
+        first: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Result<BytesMut, End> {
+        let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+        // A new connection has `request_header_timeout` for its whole first head, counted from
+        // the accept; a kept-alive one may idle for `keepalive_timeout` first.
+        let (idle, idle_reason) = if first {
+            (self.header_timeout, "header_timeout")
+        } else {
+            (self.keepalive_timeout, "keepalive_timeout")
+        };
+        let begun = Instant::now();
+        match read_until(stream, &mut buf, begun + idle, Some(shutdown)).await {
+            Read::Bytes => {}
+            Read::TimedOut => return Err(End::Idle(idle_reason)),
+            Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
+        }
+        let head_deadline = if first { begun } else { Instant::now() } + self.header_timeout;
+        let head = self.read_head(stream, &mut buf, head_deadline).await?;
+        if head.framing == Framing::Chunked {
+            self.read_chunked_body(stream, &mut buf, &head).await?;
+        }
+        Ok(buf)
+    }
+
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        deadline: Instant,
+    ) -> Result<Head, End> {
+        let mut scanner = HeadScanner::default();
+        loop {
+            if let Some(head) = scanner.scan(buf, &self.limits).map_err(End::Refused)? {
+                return Ok(head);
+            }
+            match read_until(stream, buf, deadline, None).await {
+                Read::Bytes => {}
+                Read::TimedOut => return Err(End::TooSlow("header_timeout")),
+                Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
+            }
+        }
+    }
+
+    /// Reads a chunked body strictly and replaces it in `buf` by its canonical encoding. Only
+    /// routes that opted in accept one: browsers never send chunked request bodies.
+    async fn read_chunked_body(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        head: &Head,
+    ) -> Result<(), End> {
+        if !self.accepts_chunked(&head.target) {
+            return Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")));
+        }
+        if head.expects_continue {
+            // The client waits for this before sending the body portcullis must read first.
+            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let mut reader = ChunkedReader::new(
+            head.len,
+            self.max_chunked_body,
+            self.limits.max_header_bytes,
+        );
+        let end = loop {
+            if let Some(end) = reader.feed(buf).map_err(End::Refused)? {
+                break end;
+            }
+            match read_until(stream, buf, Instant::now() + self.body_timeout, None).await {
+                Read::Bytes => {}
+                Read::TimedOut => return Err(End::TooSlow("body_timeout")),
+                Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
+            }
+        };
+        let after = buf.split_off(end);
+        buf.truncate(head.len);
+        buf.extend_from_slice(&reader.canonical_body());
+        buf.extend_from_slice(&after);
+        Ok(())
+    }
+
+    fn accepts_chunked(&self, target: &str) -> bool {
+        let Ok(uri) = http::Uri::try_from(target) else {
+            return false;
+        };
+        self.routes
+            .find(uri.path())
+            .and_then(|i| self.routes.get(i))
+            .is_some_and(|r| r.allow_chunked_requests)
+    }
+
+    /// Ends a connection that produced no request for Pingora, saying why where there is
+    /// something to say.
+    async fn close(&self, mut stream: Stream, end: End) {
+        match end {
+            End::Quiet => {}
+            End::Idle(reason) => {
+                self.closed.count(reason);
+                tracing::debug!(reason, "connection closed");
+            }
+            End::TooSlow(reason) => {
+                self.closed.count(reason);
+                tracing::debug!(reason, "connection closed");
+                answer_and_close(&mut stream, 408, &[]).await;
+            }
+            End::Refused(refusal) => {
+                self.closed.count(refusal.metric_reason());
+                tracing::info!(
+                    reason = refusal.reason(),
+                    status = refusal.status(),
+                    "request rejected"
+                );
+                answer_and_close(&mut stream, refusal.status(), &[]).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+            self.closed.count("connection_limit");
+            tracing::debug!(reason = "connection_limit", "connection refused");
+            let mut stream = stream;
+            answer_and_close(&mut stream, 503, &["retry-after: 1"]).await;
+            return None;
+        };
+        self.open.inc();
+        let _open = DecOnDrop(&self.open);
+        let mut stream = stream;
+        let mut first = true;
+        loop {
+            let prefix = match self.next_request(&mut stream, first, shutdown).await {
+                Ok(prefix) => prefix,
+                Err(end) => {
+                    self.close(stream, end).await;
+                    return None;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            // Pingora's keep-alive timer never runs (the next head is read here); this only
+            // lets the connection be kept.
+            session.set_keepalive(Some(self.keepalive_timeout.as_secs()));
+            session.set_read_timeout(Some(self.body_timeout));
+            session.set_pipelined_prefix(prefix);
+            let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
+            stream = reused.consume().0;
+            first = false;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// Reads what is available into `buf`, waiting until `deadline` at most (and, when given,
+/// until shutdown begins).
+async fn read_until(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    shutdown: Option<&ShutdownWatch>,
+) -> Read {
+    let mut shutdown = shutdown.cloned();
+    if shutdown.as_ref().is_some_and(|s| *s.borrow()) {
+        return Read::ShuttingDown;
+    }
+    let shutting_down = async {
+        match shutdown.as_mut() {
+            Some(s) => {
+                let _ = s.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    if buf.capacity() == buf.len() {
+        buf.reserve(HEAD_BUFFER);
+    }
+    tokio::select! {
+        read = stream.read_buf(buf) => match read {
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(_) => Read::Bytes,
+        },
+        _ = tokio::time::sleep_until(deadline) => Read::TimedOut,
+        _ = shutting_down => Read::ShuttingDown,
+    }
+}
+
+/// Writes a fixed response that closes the connection, then closes it gently (see
+/// `LINGER_TIME`).
+async fn answer_and_close(stream: &mut Stream, status: u16, extra_headers: &[&str]) {
+    let response = fixed_response(status, extra_headers);
+    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = [0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+/// A response the edge writes itself: fixed body, never anything from the request, the same
+/// protective headers as every response portcullis generates, and `Connection: close`.
+fn fixed_response(status: u16, extra_headers: &[&str]) -> Vec<u8> {
+    let (phrase, body) = match status {
+        408 => ("Request Timeout", "Request timeout\n"),
+        413 => ("Content Too Large", "Content too large\n"),
+        414 => ("URI Too Long", "URI too long\n"),
+        431 => (
+            "Request Header Fields Too Large",
+            "Request header fields too large\n",
+        ),
+        503 => ("Service Unavailable", "Service unavailable\n"),
+        _ => ("Bad Request", "Bad request\n"),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         connection: close\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n\
+         referrer-policy: no-referrer\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'\r\n",
+        body.len()
+    );
+    for h in extra_headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// `portcullis_connections_closed_total`, one series per reason, resolved once.
+struct ClosedSeries(Vec<(&'static str, IntCounter)>);
+
+impl ClosedSeries {
+    fn new(metrics: &Metrics) -> ClosedSeries {
+        ClosedSeries(
+            CONNECTION_CLOSE_REASONS
+                .iter()
+                .map(|r| (*r, metrics.connections_closed.with_label_values(&[r])))
+                .collect(),
+        )
+    }
+
+    fn count(&self, reason: &str) {
+        if let Some((_, c)) = self.0.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        }
+    }
+}
+
+struct DecOnDrop<'a>(&'a IntGauge);
+
+impl Drop for DecOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
