@@ -15,6 +15,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub raw: Vec<u8>,
+    /// The body as sent, de-chunked when it came chunked.
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -128,36 +130,113 @@ async fn serve(mut stream: TcpStream, records: Arc<Mutex<Vec<Recorded>>>) -> std
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        while buf.len() < head_end + len {
+        let chunked = hdrs.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        let body_end = loop {
+            let end = if chunked {
+                chunked_end(&buf[head_end..]).map(|e| head_end + e)
+            } else {
+                (buf.len() >= head_end + len).then_some(head_end + len)
+            };
+            if let Some(end) = end {
+                break end;
+            }
             let mut chunk = [0u8; 8192];
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
                 return Ok(());
             }
             buf.extend_from_slice(&chunk[..n]);
-        }
-        let raw: Vec<u8> = buf.drain(..head_end + len).collect();
-        let response = respond_to(&path, &hdrs);
+        };
+        let raw: Vec<u8> = buf.drain(..body_end).collect();
+        let body = if chunked {
+            dechunk(&raw[head_end..])
+        } else {
+            raw[head_end..].to_vec()
+        };
+        let upgrade = hdrs
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"));
+        let response = if upgrade {
+            SWITCHING_PROTOCOLS.to_string()
+        } else {
+            respond_to(&path, &hdrs)
+        };
         let slow = path.contains("/slow");
         records.lock().expect("records").push(Recorded {
             method,
             path,
             headers: hdrs,
             raw,
+            body,
         });
         if slow {
             // Stands in for an upstream doing real work, so shutdown tests have requests in flight.
             tokio::time::sleep(SLOW_RESPONSE).await;
         }
         stream.write_all(response.as_bytes()).await?;
+        if upgrade {
+            // The handshake is all the tests look at; no frames follow.
+            return Ok(());
+        }
     }
 }
 
-/// Scripted answers: `/…/set-cookie` tries to set portcullis's cookie (which must be dropped);
+/// A WebSocket handshake answer that also names a field in `Connection` and sends other
+/// hop-by-hop fields, none of which may reach the browser.
+const SWITCHING_PROTOCOLS: &str = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+    connection: Upgrade, x-hop-secret\r\nx-hop-secret: 1\r\nkeep-alive: timeout=5\r\n\
+    sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+/// Where a chunked body ends in `b` (lenient: this upstream only records what it got).
+fn chunked_end(b: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let line_end = pos + find(&b[pos..], b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[pos..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            return find(&b[pos..], b"\r\n\r\n")
+                .map(|i| pos + i + 4)
+                .or_else(|| b[pos..].starts_with(b"\r\n").then_some(pos + 2));
+        }
+        if b.len() < pos + size + 2 {
+            return None;
+        }
+        pos += size + 2;
+    }
+}
+
+fn dechunk(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(line_end) = find(&b[pos..], b"\r\n").map(|i| pos + i) {
+        let size = std::str::from_utf8(&b[pos..line_end])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t.split(';').next()?.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || b.len() < line_end + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        pos = line_end + 2 + size + 2;
+    }
+    out
+}
+
+/// Scripted answers: `/…/hop-by-hop` sends every kind of hop-by-hop field (none may reach the
+/// browser); `/…/set-cookie` tries to set portcullis's cookie (which must be dropped);
 /// `/…/whoami` describes what arrived (as the demo upstream does) without echoing secrets.
 fn respond_to(path: &str, headers: &[(String, String)]) -> String {
     let mut extra = "";
-    let body = if path.ends_with("/set-cookie") {
+    let body = if path.ends_with("/hop-by-hop") {
+        extra = "connection: x-hop-secret, close\r\nx-hop-secret: 1\r\nkeep-alive: timeout=5\r\n\
+            proxy-authenticate: Basic realm=\"x\"\r\nproxy-connection: keep-alive\r\nte: trailers\r\n\
+            trailer: x-checksum\r\nupgrade: h2c\r\nx-kept: 1\r\n";
+        "{\"ok\":true}".to_string()
+    } else if path.ends_with("/set-cookie") {
         extra =
             "set-cookie: __Host-portcullis=planted; Path=/\r\nset-cookie: theme=dark; Path=/\r\n";
         "{\"ok\":true}".to_string()
