@@ -113,7 +113,7 @@ $(TOOLS)/bin/oauth2-proxy:
 ## runs FUZZ_SECONDS on its corpus in fuzz/corpus/, seeded from fuzz/seeds/. Fails when any target
 ## finds a crash (the input is in fuzz/artifacts/<target>/).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := cookie_secret return_to request_target config
+FUZZ_TARGETS := cookie_secret return_to request_target config request_head chunked_body
 
 fuzz-deps: build-deps
 	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal

@@ -345,6 +345,10 @@ fn the_gateway_serves_its_bff_port_through_its_service() {
     assert_eq!(config["listen"], "0.0.0.0:4480");
     assert_eq!(config["admin_listen"], "0.0.0.0:4481");
     assert_eq!(
+        config["server"]["allowed_hosts"][0],
+        "portcullis-gateway.portcullis.svc.cluster.local"
+    );
+    assert_eq!(
         k8s::find(&docs, "PodDisruptionBudget", "portcullis-gateway")["spec"]["minAvailable"],
         1
     );

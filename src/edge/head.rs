@@ -8,9 +8,10 @@
 
 use super::Refusal;
 
-/// Longest method portcullis expects (`OPTIONS`, `DELETE`, with room for extension methods):
-/// with the version and separators it bounds the request line beyond the target's own limit.
-const REQUEST_LINE_OVERHEAD: usize = 32 + " HTTP/1.1\r\n".len() + 1;
+/// Longest method portcullis accepts (room for extension methods); with the version and
+/// separators it bounds the request line beyond the target's own limit.
+const MAX_METHOD: usize = 32;
+const REQUEST_LINE_OVERHEAD: usize = MAX_METHOD + " HTTP/1.1\r\n".len() + 1;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -64,6 +65,9 @@ impl HeadScanner {
             self.line_start = end;
             let content = strip_crlf(line)?;
             if self.target.is_none() {
+                if end > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+                    return Err(Refusal::UriTooLong);
+                }
                 self.request_line(content, limits)?;
             } else if content.is_empty() {
                 return self.finish(end).map(Some);
@@ -105,7 +109,13 @@ impl HeadScanner {
         if target.len() > limits.max_target_bytes {
             return Err(Refusal::UriTooLong);
         }
-        if method.is_empty() || !method.bytes().all(is_token_byte) || target.is_empty() {
+        let visible = |b: u8| b > 0x20 && b != 0x7f;
+        if method.is_empty()
+            || method.len() > MAX_METHOD
+            || !method.bytes().all(is_token_byte)
+            || target.is_empty()
+            || !target.bytes().all(visible)
+        {
             return Err(Refusal::BadRequest("request_line"));
         }
         self.http10 = match version {

@@ -11,7 +11,7 @@
 //! accept one, is read strictly and buffered whole first, so a malformed one reaches nobody.
 //! Each connection holds a permit of `server.max_connections`.
 
-mod chunked;
+pub mod chunked;
 pub mod head;
 
 use std::sync::Arc;
