@@ -586,3 +586,45 @@ async fn a_backchannel_logout_wins_over_a_refresh_in_flight() {
     let forwarded = w.upstream.count();
     assert_logout_won(&w, request, &held, &cookie, forwarded).await;
 }
+
+/// Ending sessions through one index (back-channel logout by `sid`) unlists them from the
+/// other (the user's), so a later logout everywhere counts only the sessions still alive.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_bulk_logouts_count_each_session_once() {
+    let w = backchannel_world().await;
+    let mut browsers = Vec::new();
+    let mut first_sid = None;
+    for _ in 0..4 {
+        let mut b = w.browser();
+        b.login("alice", "/").await;
+        first_sid.get_or_insert(w.op.latest_sid("alice").await);
+        browsers.push(b);
+    }
+    let ended = |metrics: &str| {
+        metric(
+            metrics,
+            "portcullis_sessions_ended_total{reason=\"logout\"}",
+        )
+    };
+    let before = ended(&w.proxy.admin_get("/metrics").await.1);
+
+    let token =
+        w.op.sign(logout_claims(&w, first_sid.as_deref(), None), json!({}))
+            .await;
+    assert_eq!(post_logout_token(&w.proxy.origin(), &token).await.0, 200);
+    let url = format!("{}&everywhere=1", browsers[1].logout_url().await);
+    assert_eq!(browsers[1].get(&url, &[]).await.status, 302);
+    for b in &mut browsers {
+        assert_eq!(b.api("/api/x").await.status, 401);
+    }
+
+    let after = ended(&w.proxy.admin_get("/metrics").await.1);
+    assert_eq!(after - before, 4, "four sessions existed, four ended");
+    for kind in ["s", "user-logins", "op-session", "listed"] {
+        assert_eq!(
+            w.redis().keys(&format!("portcullis:{kind}:*")),
+            [] as [String; 0],
+            "{kind} keys left behind"
+        );
+    }
+}

@@ -84,6 +84,15 @@ fn identity_id(parts: &[&str]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..16])
 }
 
+/// The index keys a `listed` record names, one a line.
+fn decode_index_list(list: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(list)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
     /// Decoded sessions for the request path; `None` when turned off or when the store cannot
@@ -238,12 +247,12 @@ impl Sessions {
                 reason = "session_undecryptable",
                 "dropping a session record that does not open"
             );
-            self.end(&keys.id, "invalid").await?;
+            self.end(&keys.id, &[], "invalid").await?;
             return Ok(None);
         };
         let now = unix_now();
         if now >= data.absolute_deadline {
-            self.end(&keys.id, "expired").await?;
+            self.end(&keys.id, &[], "expired").await?;
             return Ok(None);
         }
         let remaining = Duration::from_secs(data.absolute_deadline - now);
@@ -254,15 +263,37 @@ impl Sessions {
         Ok(Some((data, Version(sealed))))
     }
 
-    async fn end(&self, id: &str, reason: &'static str) -> Result<(), StoreError> {
+    /// Ends the session `id`: deletes its record and unlists it from every index it is listed
+    /// in (those recorded at creation, plus `listed_in`), so ending it again through another
+    /// index finds nothing. Counted only when the record still existed; true then.
+    async fn end(
+        &self,
+        id: &str,
+        listed_in: &[String],
+        reason: &'static str,
+    ) -> Result<bool, StoreError> {
         let key = self.key("s", id);
-        self.write_through(&key, self.timed("delete", self.store.delete(&key)))
+        let existed = self
+            .write_through(&key, self.timed("delete", self.store.delete(&key)))
             .await?;
-        self.metrics
-            .sessions_ended
-            .with_label_values(&[reason])
-            .inc();
-        Ok(())
+        let recorded = self
+            .timed("take", self.store.take(&self.key("listed", id)))
+            .await?;
+        let mut indexes = recorded.map_or_else(Vec::new, |r| decode_index_list(&r));
+        indexes.extend(listed_in.iter().cloned());
+        indexes.sort();
+        indexes.dedup();
+        for index in &indexes {
+            self.timed("index", self.store.index_remove(index, id))
+                .await?;
+        }
+        if existed {
+            self.metrics
+                .sessions_ended
+                .with_label_values(&[reason])
+                .inc();
+        }
+        Ok(existed)
     }
 
     /// Stores a new session under a fresh secret and returns that secret for the cookie.
@@ -273,11 +304,21 @@ impl Sessions {
         let (sealed, ttl) = self.seal_record(&keys, &key, data)?;
         self.write_through(&key, self.timed("set", self.store.set(&key, sealed, ttl)))
             .await?;
-        for index in self.indexes_of(data) {
+        // Bulk logout reaches a session through one index; this list lets it unlist the
+        // session from the others too (the record itself only opens with the cookie).
+        let indexes = self.indexes_of(data);
+        let list = indexes.join("\n").into_bytes();
+        let listed = self.key("listed", &keys.id);
+        self.timed(
+            "set",
+            self.store.set(&listed, list, self.cfg.absolute_timeout),
+        )
+        .await?;
+        for index in &indexes {
             self.timed(
                 "index",
                 self.store
-                    .index_add(&index, &keys.id, data.created_at, self.cfg.absolute_timeout),
+                    .index_add(index, &keys.id, data.created_at, self.cfg.absolute_timeout),
             )
             .await?;
         }
@@ -343,16 +384,12 @@ impl Sessions {
         reason: &'static str,
     ) -> Result<(), StoreError> {
         let id = secret.derive(SESSION_PURPOSE).id;
-        self.end(&id, reason).await?;
-        for index in self.indexes_of(data) {
-            self.timed("index", self.store.index_remove(&index, &id))
-                .await?;
-        }
+        self.end(&id, &self.indexes_of(data), reason).await?;
         Ok(())
     }
 
     /// Ends the sessions of a user (`iss`, `sub`) created at or before `created_until` (unix
-    /// seconds; `u64::MAX` for all of them); returns how many were listed.
+    /// seconds; `u64::MAX` for all of them); returns how many were ended.
     pub async fn delete_user_sessions(
         &self,
         iss: &str,
@@ -377,7 +414,7 @@ impl Sessions {
 
     /// Exact-match deletion through an index, never a key pattern, so a `*` in a claim is just
     /// a character. Only the ended members are unlisted: a login that completes meanwhile
-    /// stays listed for the next logout.
+    /// stays listed for the next logout. Returns how many sessions still existed and ended.
     async fn delete_indexed(
         &self,
         index: &str,
@@ -387,12 +424,14 @@ impl Sessions {
         let ids = self
             .timed("index", self.store.index_members(index, created_until))
             .await?;
+        let via = [index.to_string()];
+        let mut ended = 0;
         for id in &ids {
-            self.end(id, reason).await?;
-            self.timed("index", self.store.index_remove(index, id))
-                .await?;
+            if self.end(id, &via, reason).await? {
+                ended += 1;
+            }
         }
-        Ok(ids.len())
+        Ok(ended)
     }
 
     /// Records a one-time value (a logout token's `jti`) for `ttl`; false when already seen.
