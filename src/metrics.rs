@@ -29,7 +29,14 @@ pub const SESSION_END_REASONS: [&str; 5] = [
     "access_denied",
     "invalid",
 ];
-pub const REFRESH_OUTCOMES: [&str; 4] = ["success", "fatal", "transient", "waited"];
+pub const REFRESH_OUTCOMES: [&str; 6] = [
+    "success",
+    "fatal",
+    "transient",
+    "waited",
+    "session_ended",
+    "superseded",
+];
 pub const RATE_LIMITED_ENDPOINTS: [&str; 3] = ["login", "callback", "backchannel_logout"];
 pub const BACKCHANNEL_OUTCOMES: [&str; 3] = ["success", "rejected", "replayed"];
 /// Why the edge ended a downstream connection (or a request body read) itself.

@@ -425,3 +425,206 @@ async fn rp_initiated_logout_returns_through_the_callback_to_a_local_page() {
         "an OP that drops the state still gets the browser home"
     );
 }
+
+/// An `api` request with this cookie, outside any `Browser` (so it can run in a task); its status.
+async fn api_status(origin: &str, cookie: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{origin}{path}"))
+        .header("cookie", cookie)
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// A logged-in browser whose access token has expired at the OP, with its logout link read
+/// while reading it still needed no refresh; `opts` start the world.
+async fn expired_session(opts: WorldOptions) -> (World, Browser, String) {
+    let w = World::start(WorldOptions {
+        access_token_ttl: 4,
+        ..opts
+    })
+    .await;
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    let logout_url = b.logout_url().await;
+    assert_eq!(b.api("/api/x").await.status, 200);
+    let token = last_bearer(&w.upstream);
+    w.op.wait_until_inactive(&token, "the access token to expire at the OP")
+        .await;
+    (w, b, logout_url)
+}
+
+/// Starts a request on `origin` that refreshes the session's token, and waits until the OP
+/// holds that refresh's response; the request's task and the tokens held.
+async fn request_held_in_refresh(
+    w: &World,
+    origin: &str,
+    cookie: &str,
+) -> (tokio::task::JoinHandle<u16>, support::op::HeldTokens) {
+    w.op.hold_refreshes().await;
+    let (origin, cookie) = (origin.to_string(), cookie.to_string());
+    let request =
+        tokio::spawn(async move { api_status(&origin, &cookie, "/api/during-refresh").await });
+    let held = w.op.held_refresh().await;
+    (request, held)
+}
+
+/// After the held refresh is released: the request it held answers as one without a session,
+/// the session stays gone, nothing reached the upstream after the logout, and the tokens the
+/// losing refresh obtained are revoked at the OP.
+async fn assert_logout_won(
+    w: &World,
+    request: tokio::task::JoinHandle<u16>,
+    held: &support::op::HeldTokens,
+    cookie: &str,
+    forwarded_before_logout: usize,
+) {
+    w.op.release_refreshes().await;
+    assert_eq!(
+        request.await.unwrap(),
+        401,
+        "the held request is not forwarded"
+    );
+    assert_eq!(
+        api_status(&w.proxy.origin(), cookie, "/bff/user").await,
+        401
+    );
+    assert_eq!(
+        api_status(&w.proxy.origin(), cookie, "/api/after").await,
+        401
+    );
+    assert_eq!(
+        w.upstream.count(),
+        forwarded_before_logout,
+        "nothing reached the upstream after the logout"
+    );
+    if let Some(redis) = &w.redis {
+        assert!(
+            redis.keys("portcullis:s:*").is_empty(),
+            "the refresh wrote the session back"
+        );
+    }
+    w.op.wait_for_revocation(&held.refresh_token, "refresh_token")
+        .await;
+    w.op.wait_for_revocation(&held.access_token, "access_token")
+        .await;
+    w.op.wait_until_inactive(&held.refresh_token, "the lost refresh token to be dead")
+        .await;
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_token_refreshes_total{outcome=\"session_ended\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "portcullis_token_refreshes_total{outcome=\"success\"}"
+        ),
+        0
+    );
+}
+
+async fn logout_during_a_held_refresh(redis: bool) {
+    let (w, mut b, logout_url) = expired_session(WorldOptions {
+        redis,
+        ..Default::default()
+    })
+    .await;
+    let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+    let (request, held) = request_held_in_refresh(&w, &w.proxy.origin(), &cookie).await;
+    assert_eq!(b.get(&logout_url, &[]).await.status, 302);
+    let forwarded = w.upstream.count();
+    assert_logout_won(&w, request, &held, &cookie, forwarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_in_flight_never_undoes_a_logout_memory_store() {
+    logout_during_a_held_refresh(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_in_flight_never_undoes_a_logout_redis_store() {
+    logout_during_a_held_refresh(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_on_one_replica_wins_over_a_refresh_in_flight_on_another() {
+    let (w, mut b, logout_url) = expired_session(WorldOptions::default()).await;
+    let replica = w.replica("").await;
+    let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+    let (request, held) = request_held_in_refresh(&w, &w.proxy.origin(), &cookie).await;
+    let on_replica = format!("{}{logout_url}", replica.origin());
+    assert_eq!(b.get(&on_replica, &[]).await.status, 302);
+    let forwarded = w.upstream.count();
+    assert_logout_won(&w, request, &held, &cookie, forwarded).await;
+    assert_eq!(
+        api_status(&replica.origin(), &cookie, "/bff/user").await,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backchannel_logout_wins_over_a_refresh_in_flight() {
+    let (w, b, _) = expired_session(WorldOptions {
+        backchannel: true,
+        ..Default::default()
+    })
+    .await;
+    let sid = w.op.latest_sid("alice").await;
+    let cookie = format!("__Host-portcullis={}", b.session_cookie().unwrap());
+    let (request, held) = request_held_in_refresh(&w, &w.proxy.origin(), &cookie).await;
+    let token =
+        w.op.sign(logout_claims(&w, Some(&sid), None), json!({}))
+            .await;
+    let (status, body) = post_logout_token(&w.proxy.origin(), &token).await;
+    assert_eq!(status, 200, "{body}");
+    let forwarded = w.upstream.count();
+    assert_logout_won(&w, request, &held, &cookie, forwarded).await;
+}
+
+/// Ending sessions through one index (back-channel logout by `sid`) unlists them from the
+/// other (the user's), so a later logout everywhere counts only the sessions still alive.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_bulk_logouts_count_each_session_once() {
+    let w = backchannel_world().await;
+    let mut browsers = Vec::new();
+    let mut first_sid = None;
+    for _ in 0..4 {
+        let mut b = w.browser();
+        b.login("alice", "/").await;
+        first_sid.get_or_insert(w.op.latest_sid("alice").await);
+        browsers.push(b);
+    }
+    let ended = |metrics: &str| {
+        metric(
+            metrics,
+            "portcullis_sessions_ended_total{reason=\"logout\"}",
+        )
+    };
+    let before = ended(&w.proxy.admin_get("/metrics").await.1);
+
+    let token =
+        w.op.sign(logout_claims(&w, first_sid.as_deref(), None), json!({}))
+            .await;
+    assert_eq!(post_logout_token(&w.proxy.origin(), &token).await.0, 200);
+    let url = format!("{}&everywhere=1", browsers[1].logout_url().await);
+    assert_eq!(browsers[1].get(&url, &[]).await.status, 302);
+    for b in &mut browsers {
+        assert_eq!(b.api("/api/x").await.status, 401);
+    }
+
+    let after = ended(&w.proxy.admin_get("/metrics").await.1);
+    assert_eq!(after - before, 4, "four sessions existed, four ended");
+    for kind in ["s", "user-logins", "op-session", "listed"] {
+        assert_eq!(
+            w.redis().keys(&format!("portcullis:{kind}:*")),
+            [] as [String; 0],
+            "{kind} keys left behind"
+        );
+    }
+}

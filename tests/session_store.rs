@@ -154,6 +154,50 @@ async fn contract(store: Arc<dyn SessionStore>) {
         [] as [String; 0]
     );
 
+    // replace is a compare-and-set: it writes only over the exact value that was read, so a
+    // record deleted or rewritten since stays as it is (a refresh never undoes a logout).
+    let record = key("record");
+    store.set(&record, b"read".to_vec(), ttl).await.unwrap();
+    assert!(store
+        .replace(&record, b"read", b"refreshed".to_vec(), ttl)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .replace(&record, b"read", b"stale".to_vec(), ttl)
+            .await
+            .unwrap(),
+        "a write over a value that changed since it was read loses"
+    );
+    assert_eq!(
+        store.get(&record, None).await.unwrap().as_deref(),
+        Some(&b"refreshed"[..])
+    );
+    assert!(
+        store.delete(&record).await.unwrap(),
+        "delete reports a live record"
+    );
+    assert!(!store.delete(&record).await.unwrap(), "and only once");
+    assert!(
+        !store
+            .replace(&record, b"refreshed", b"revived".to_vec(), ttl)
+            .await
+            .unwrap(),
+        "deletion wins"
+    );
+    assert_eq!(store.get(&record, None).await.unwrap(), None);
+    // Binary values (ciphertext) compare byte for byte.
+    let sealed: Vec<u8> = (0..=255).collect();
+    store.set(&record, sealed.clone(), ttl).await.unwrap();
+    assert!(store
+        .replace(&record, &sealed, vec![0, 255, 0], ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get(&record, None).await.unwrap().as_deref(),
+        Some(&[0u8, 255, 0][..])
+    );
+
     store.ping().await.unwrap();
 }
 

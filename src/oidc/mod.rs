@@ -310,16 +310,14 @@ impl Oidc {
         Some(url)
     }
 
-    /// RFC 7009 revocation of a refresh token, when the OP offers a `revocation_endpoint`.
-    /// Best effort: the session is already gone locally, so a failure is only logged.
-    pub async fn revoke_refresh_token(&self, provider: &Provider, refresh_token: &str) {
+    /// RFC 7009 revocation of a token, when the OP offers a `revocation_endpoint`. Best effort:
+    /// the session holding the token is already gone locally, so a failure is only logged.
+    pub async fn revoke_token(&self, provider: &Provider, token: &str, kind: TokenKind) {
         let Some(endpoint) = provider.extra.revocation_endpoint.clone() else {
             return;
         };
-        let mut form = vec![
-            ("token", refresh_token),
-            ("token_type_hint", "refresh_token"),
-        ];
+        let kind = kind.hint();
+        let mut form = vec![("token", token), ("token_type_hint", kind)];
         let mut request = self.http.post(endpoint);
         request = match self.cfg.auth_method {
             TokenAuthMethod::ClientSecretBasic => {
@@ -339,12 +337,13 @@ impl Oidc {
             }
         };
         match self.timed("revocation", request.form(&form).send()).await {
-            Ok(resp) if resp.status().is_success() => tracing::debug!("refresh token revoked"),
+            Ok(resp) if resp.status().is_success() => tracing::debug!(kind, "token revoked"),
             Ok(resp) => tracing::warn!(
+                kind,
                 status = resp.status().as_u16(),
-                "refresh token revocation refused"
+                "token revocation refused"
             ),
-            Err(e) => tracing::warn!(error = %error_chain(&e), "refresh token revocation failed"),
+            Err(e) => tracing::warn!(kind, error = %error_chain(&e), "token revocation failed"),
         }
     }
 
@@ -354,6 +353,22 @@ impl Oidc {
 
     pub fn refresh_skew(&self) -> Duration {
         self.cfg.refresh_skew
+    }
+}
+
+/// Which kind of token a revocation names (RFC 7009 `token_type_hint`).
+#[derive(Debug, Clone, Copy)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    fn hint(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access_token",
+            TokenKind::Refresh => "refresh_token",
+        }
     }
 }
 

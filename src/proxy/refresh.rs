@@ -4,6 +4,10 @@
 //! not get the lock re-reads the session until the holder has saved, so a rotating refresh
 //! token is presented to the OP exactly once (reuse makes the OP revoke the grant, RFC 9700
 //! §4.14.2). The lock lives in the session store under the session's own hash tag.
+//!
+//! The save is conditional on the record still being the one read before the OP was asked, so
+//! a logout (or any other end) that lands while the OP answers is never undone: the refresh
+//! loses, its tokens are revoked, and the request is treated as having no session.
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +15,9 @@ use super::access::check_access;
 use super::authenticate::Authenticated;
 use super::error::ProxyError;
 use super::Portcullis;
-use crate::oidc::tokens_expiry;
+use crate::oidc::{tokens_expiry, TokenKind};
 use crate::session::crypto::random_token;
-use crate::session::{unix_now, SessionData};
+use crate::session::{unix_now, CookieSecret, SessionData};
 use crate::telemetry::audit;
 
 /// How often a request waiting on another replica's refresh re-reads the session. A refresh
@@ -27,7 +31,7 @@ const REFRESH_RETRY_COOLDOWN: Duration = Duration::from_secs(1);
 enum Refreshed {
     /// The session with a usable token (refreshed now, or already by someone else).
     Current(Authenticated),
-    /// The grant is gone; the session was deleted.
+    /// The grant is gone and the session was deleted, or the session ended meanwhile.
     Ended,
     /// The OP could not be reached or failed; the session is kept as it was.
     OpUnavailable(Authenticated),
@@ -154,7 +158,7 @@ impl Portcullis {
     /// Re-reads the session (another replica may have refreshed it already), then runs the
     /// refresh grant if it is still needed.
     async fn refresh_with_grant(&self, auth: &Authenticated) -> Result<Refreshed, ProxyError> {
-        let Some(mut data) = self.sessions.load(&auth.secret).await? else {
+        let Some((mut data, version)) = self.sessions.load_versioned(&auth.secret).await? else {
             return Ok(Refreshed::Ended);
         };
         let secret = auth.secret.clone();
@@ -197,7 +201,9 @@ impl Portcullis {
                     data.id_token = id_token;
                     data.claims = tokens.claims;
                 }
-                self.sessions.save(&secret, &data).await?;
+                if !self.sessions.replace(&secret, &version, &data).await? {
+                    return self.refresh_lost(secret, data).await;
+                }
                 self.metrics.refreshes.with_label_values(&["success"]).inc();
                 Ok(Refreshed::Current(Authenticated { secret, data }))
             }
@@ -232,6 +238,38 @@ impl Portcullis {
                 Ok(Refreshed::OpUnavailable(Authenticated { secret, data }))
             }
         }
+    }
+
+    /// The record changed while the OP answered, so `obtained` was not saved. A session that
+    /// another replica rewrote serves as it now is; one that ended stays ended, and the tokens
+    /// just obtained for it, held by no session, are revoked.
+    async fn refresh_lost(
+        &self,
+        secret: CookieSecret,
+        obtained: SessionData,
+    ) -> Result<Refreshed, ProxyError> {
+        if let Some(data) = self.sessions.load(&secret).await? {
+            self.metrics
+                .refreshes
+                .with_label_values(&["superseded"])
+                .inc();
+            return Ok(Refreshed::Current(Authenticated { secret, data }));
+        }
+        audit(
+            "token_refresh",
+            "failure",
+            "session_ended",
+            Some(&obtained.sub),
+        );
+        self.metrics
+            .refreshes
+            .with_label_values(&["session_ended"])
+            .inc();
+        let refresh = obtained.refresh_token.map(|rt| (TokenKind::Refresh, rt));
+        let access = (TokenKind::Access, obtained.access_token);
+        let tokens = refresh.into_iter().chain([access]).collect();
+        self.revoke_in_background(self.oidc.provider().ok(), tokens);
+        Ok(Refreshed::Ended)
     }
 
     /// After a transient failure: the current token still serves while it is valid.

@@ -95,6 +95,26 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_entries(|m| match live(m, key, now) {
+            Some(e) if e.value == expected => {
+                *e = Entry {
+                    value,
+                    expires_at: now + ttl,
+                };
+                true
+            }
+            _ => false,
+        }))
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
         Ok(self.with_entries(|m| {
@@ -114,9 +134,9 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.with_entries(|m| m.remove(key));
-        Ok(())
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_entries(|m| m.remove(key).is_some_and(|e| e.expires_at > now)))
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -202,5 +222,75 @@ impl SessionStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn replace_writes_only_over_the_value_that_was_read() {
+        let store = MemoryStore::new();
+        store.set("k", b"v1".to_vec(), TTL).await.unwrap();
+        assert!(store
+            .replace("k", b"v1", b"v2".to_vec(), TTL)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get("k", None).await.unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert!(
+            !store
+                .replace("k", b"v1", b"v3".to_vec(), TTL)
+                .await
+                .unwrap(),
+            "a write based on a stale read loses"
+        );
+        assert_eq!(
+            store.get("k", None).await.unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_never_recreates_a_deleted_or_expired_record() {
+        let store = MemoryStore::new();
+        store.set("k", b"v1".to_vec(), TTL).await.unwrap();
+        assert!(store.delete("k").await.unwrap());
+        assert!(!store
+            .replace("k", b"v1", b"v2".to_vec(), TTL)
+            .await
+            .unwrap());
+        assert!(store.is_empty(), "the deleted record stays deleted");
+
+        store
+            .set("e", b"v1".to_vec(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(!store
+            .replace("e", b"v1", b"v2".to_vec(), TTL)
+            .await
+            .unwrap());
+        assert_eq!(store.get("e", None).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn delete_reports_whether_a_live_record_was_there() {
+        let store = MemoryStore::new();
+        store.set("k", b"v".to_vec(), TTL).await.unwrap();
+        assert!(store.delete("k").await.unwrap());
+        assert!(
+            !store.delete("k").await.unwrap(),
+            "a second delete ends nothing"
+        );
+        store.set("e", b"v".to_vec(), Duration::ZERO).await.unwrap();
+        assert!(
+            !store.delete("e").await.unwrap(),
+            "an expired record is not counted"
+        );
     }
 }

@@ -58,6 +58,11 @@ pub struct LoginTransaction {
     pub created_at: u64,
 }
 
+/// The sealed bytes of a session record as it was read. A write that follows the read is made
+/// only over exactly these bytes, so it can neither revive a session ended in between nor undo
+/// another replica's newer write. Sealing is randomised, so no two writes share a version.
+pub struct Version(Vec<u8>);
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,6 +82,15 @@ fn identity_id(parts: &[&str]) -> String {
         ctx.update(p.as_bytes());
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..16])
+}
+
+/// The index keys a `listed` record names, one a line.
+fn decode_index_list(list: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(list)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub struct Sessions {
@@ -140,9 +154,16 @@ impl Sessions {
     /// has expired or does not decrypt. Extends the idle timeout, never past the absolute
     /// deadline.
     pub async fn load(&self, secret: &CookieSecret) -> Result<Option<SessionData>, StoreError> {
-        let keys = secret.derive(SESSION_PURPOSE);
-        let key = self.key("s", &keys.id);
-        self.read_record(&keys, &key, true).await
+        Ok(self.load_versioned(secret).await?.map(|(data, _)| data))
+    }
+
+    /// `load`, with the version a later `replace` must find in the store to write.
+    pub async fn load_versioned(
+        &self,
+        secret: &CookieSecret,
+    ) -> Result<Option<(SessionData, Version)>, StoreError> {
+        self.read_record(&secret.derive(SESSION_PURPOSE), true)
+            .await
     }
 
     /// What forwarding a request needs from the session for a cookie: from the cache when it
@@ -161,9 +182,9 @@ impl Sessions {
             Lookup::Miss { epoch, touch } => (Some(epoch), touch),
         };
         let data = self
-            .read_record(&secret.derive(SESSION_PURPOSE), &key, touch)
+            .read_record(&secret.derive(SESSION_PURPOSE), touch)
             .await?;
-        let hot = data.as_ref().map(HotSession::of);
+        let hot = data.as_ref().map(|(data, _)| HotSession::of(data));
         match (&hot, epoch) {
             (None, _) => cache.forget(&key),
             // Only a plain read is cached: see `read_record`.
@@ -205,9 +226,9 @@ impl Sessions {
     async fn read_record(
         &self,
         keys: &crypto::DerivedKeys,
-        key: &str,
         touch: bool,
-    ) -> Result<Option<SessionData>, StoreError> {
+    ) -> Result<Option<(SessionData, Version)>, StoreError> {
+        let key = &self.key("s", &keys.id);
         let ttl = touch.then_some(self.cfg.idle_timeout);
         let sealed = self.timed("get", self.store.get(key, ttl)).await?;
         if let (true, Some(cache)) = (touch, &self.cache) {
@@ -226,12 +247,12 @@ impl Sessions {
                 reason = "session_undecryptable",
                 "dropping a session record that does not open"
             );
-            self.end(key, "invalid").await?;
+            self.end(&keys.id, &[], "invalid").await?;
             return Ok(None);
         };
         let now = unix_now();
         if now >= data.absolute_deadline {
-            self.end(key, "expired").await?;
+            self.end(&keys.id, &[], "expired").await?;
             return Ok(None);
         }
         let remaining = Duration::from_secs(data.absolute_deadline - now);
@@ -239,29 +260,65 @@ impl Sessions {
             self.timed("expire", self.store.expire(key, remaining))
                 .await?;
         }
-        Ok(Some(data))
+        Ok(Some((data, Version(sealed))))
     }
 
-    async fn end(&self, key: &str, reason: &'static str) -> Result<(), StoreError> {
-        self.write_through(key, self.timed("delete", self.store.delete(key)))
+    /// Ends the session `id`: deletes its record and unlists it from every index it is listed
+    /// in (those recorded at creation, plus `listed_in`), so ending it again through another
+    /// index finds nothing. Counted only when the record still existed; true then.
+    async fn end(
+        &self,
+        id: &str,
+        listed_in: &[String],
+        reason: &'static str,
+    ) -> Result<bool, StoreError> {
+        let key = self.key("s", id);
+        let existed = self
+            .write_through(&key, self.timed("delete", self.store.delete(&key)))
             .await?;
-        self.metrics
-            .sessions_ended
-            .with_label_values(&[reason])
-            .inc();
-        Ok(())
+        let recorded = self
+            .timed("take", self.store.take(&self.key("listed", id)))
+            .await?;
+        let mut indexes = recorded.map_or_else(Vec::new, |r| decode_index_list(&r));
+        indexes.extend(listed_in.iter().cloned());
+        indexes.sort();
+        indexes.dedup();
+        for index in &indexes {
+            self.timed("index", self.store.index_remove(index, id))
+                .await?;
+        }
+        if existed {
+            self.metrics
+                .sessions_ended
+                .with_label_values(&[reason])
+                .inc();
+        }
+        Ok(existed)
     }
 
     /// Stores a new session under a fresh secret and returns that secret for the cookie.
     pub async fn create(&self, data: &SessionData) -> Result<CookieSecret, StoreError> {
         let secret = CookieSecret::generate();
-        self.save(&secret, data).await?;
-        let id = secret.derive(SESSION_PURPOSE).id;
-        for index in self.indexes_of(data) {
+        let keys = secret.derive(SESSION_PURPOSE);
+        let key = self.key("s", &keys.id);
+        let (sealed, ttl) = self.seal_record(&keys, &key, data)?;
+        self.write_through(&key, self.timed("set", self.store.set(&key, sealed, ttl)))
+            .await?;
+        // Bulk logout reaches a session through one index; this list lets it unlist the
+        // session from the others too (the record itself only opens with the cookie).
+        let indexes = self.indexes_of(data);
+        let list = indexes.join("\n").into_bytes();
+        let listed = self.key("listed", &keys.id);
+        self.timed(
+            "set",
+            self.store.set(&listed, list, self.cfg.absolute_timeout),
+        )
+        .await?;
+        for index in &indexes {
             self.timed(
                 "index",
                 self.store
-                    .index_add(&index, &id, data.created_at, self.cfg.absolute_timeout),
+                    .index_add(index, &keys.id, data.created_at, self.cfg.absolute_timeout),
             )
             .await?;
         }
@@ -289,18 +346,34 @@ impl Sessions {
         self.key("op-session", &identity_id(&[iss, sid]))
     }
 
-    /// Writes the record with a TTL of the idle timeout, capped by the absolute deadline.
-    pub async fn save(&self, secret: &CookieSecret, data: &SessionData) -> Result<(), StoreError> {
-        let keys = secret.derive(SESSION_PURPOSE);
-        let key = self.key("s", &keys.id);
+    /// The sealed record and its TTL: the idle timeout, capped by the absolute deadline.
+    fn seal_record(
+        &self,
+        keys: &crypto::DerivedKeys,
+        key: &str,
+        data: &SessionData,
+    ) -> Result<(Vec<u8>, Duration), StoreError> {
         let plain = serde_json::to_vec(data)
             .map_err(|e| StoreError::Unavailable(format!("encode: {e}")))?;
         let remaining =
             Duration::from_secs(data.absolute_deadline.saturating_sub(unix_now()).max(1));
-        let ttl = self.cfg.idle_timeout.min(remaining);
-        let sealed = keys.seal(&key, &plain);
-        self.write_through(&key, self.timed("set", self.store.set(&key, sealed, ttl)))
-            .await
+        Ok((keys.seal(key, &plain), self.cfg.idle_timeout.min(remaining)))
+    }
+
+    /// Rewrites a session read as `version`; false, and nothing written, when the record is no
+    /// longer that version: the session was ended (logout, expiry, back-channel logout) or
+    /// rewritten by another replica since. Deletion always wins over this write.
+    pub async fn replace(
+        &self,
+        secret: &CookieSecret,
+        version: &Version,
+        data: &SessionData,
+    ) -> Result<bool, StoreError> {
+        let keys = secret.derive(SESSION_PURPOSE);
+        let key = self.key("s", &keys.id);
+        let (sealed, ttl) = self.seal_record(&keys, &key, data)?;
+        let write = self.store.replace(&key, &version.0, sealed, ttl);
+        self.write_through(&key, self.timed("set", write)).await
     }
 
     /// Ends one session and unlists it from its indexes.
@@ -311,16 +384,12 @@ impl Sessions {
         reason: &'static str,
     ) -> Result<(), StoreError> {
         let id = secret.derive(SESSION_PURPOSE).id;
-        self.end(&self.key("s", &id), reason).await?;
-        for index in self.indexes_of(data) {
-            self.timed("index", self.store.index_remove(&index, &id))
-                .await?;
-        }
+        self.end(&id, &self.indexes_of(data), reason).await?;
         Ok(())
     }
 
     /// Ends the sessions of a user (`iss`, `sub`) created at or before `created_until` (unix
-    /// seconds; `u64::MAX` for all of them); returns how many were listed.
+    /// seconds; `u64::MAX` for all of them); returns how many were ended.
     pub async fn delete_user_sessions(
         &self,
         iss: &str,
@@ -345,7 +414,7 @@ impl Sessions {
 
     /// Exact-match deletion through an index, never a key pattern, so a `*` in a claim is just
     /// a character. Only the ended members are unlisted: a login that completes meanwhile
-    /// stays listed for the next logout.
+    /// stays listed for the next logout. Returns how many sessions still existed and ended.
     async fn delete_indexed(
         &self,
         index: &str,
@@ -355,12 +424,14 @@ impl Sessions {
         let ids = self
             .timed("index", self.store.index_members(index, created_until))
             .await?;
+        let via = [index.to_string()];
+        let mut ended = 0;
         for id in &ids {
-            self.end(&self.key("s", id), reason).await?;
-            self.timed("index", self.store.index_remove(index, id))
-                .await?;
+            if self.end(id, &via, reason).await? {
+                ended += 1;
+            }
         }
-        Ok(ids.len())
+        Ok(ended)
     }
 
     /// Records a one-time value (a logout token's `jti`) for `ttl`; false when already seen.

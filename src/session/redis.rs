@@ -24,6 +24,12 @@ use crate::config::{RedisConfig, RedisTopology};
 const INDEX_ADD_SCRIPT: &str = "redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) \
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3]) \
     return redis.call('PEXPIRE', KEYS[1], ARGV[4])";
+/// Compare-and-set on one key: the new value is written only over the exact value that was
+/// read, so a record deleted (or rewritten) since stays as it is. One key, so atomic on every
+/// topology, Cluster included.
+const REPLACE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+    return 1";
 /// Compare-and-delete: the lock is released only by its owner.
 const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -276,6 +282,22 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![expected.into(), value[..].into(), ttl_millis(ttl).into()];
+        let replaced: i64 = self
+            .client
+            .eval(REPLACE_SCRIPT, vec![key], args)
+            .await
+            .map_err(unavailable)?;
+        Ok(replaced == 1)
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.client.getdel(key).await.map_err(unavailable)
     }
@@ -287,8 +309,9 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client.del::<(), _>(key).await.map_err(unavailable)
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let deleted: i64 = self.client.del(key).await.map_err(unavailable)?;
+        Ok(deleted > 0)
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {

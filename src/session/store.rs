@@ -19,10 +19,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads a value and, when `touch` is given, resets its time to live in the same step.
     async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Vec<u8>>, StoreError>;
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    /// Writes `value` only if `key` still holds exactly `expected`, in one atomic step; false
+    /// when it does not (deleted, expired or rewritten since it was read). A write that follows
+    /// a read goes through here, so it can never recreate a record that was ended meanwhile.
+    async fn replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     /// Reads and deletes in one atomic step, so a value can be consumed once only.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StoreError>;
-    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes `key`; true when it existed (and had not expired).
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Sets `key` to `owner` only if absent; true when this caller now holds the lock.
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Deletes `key` only if it still holds `owner`, so an expired lock taken over by another

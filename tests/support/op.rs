@@ -32,6 +32,12 @@ impl Default for OpOptions {
     }
 }
 
+/// The tokens in a refresh response the OP is holding back.
+pub struct HeldTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
 pub struct Op {
     pub issuer: String,
     child: Child,
@@ -188,14 +194,76 @@ impl Op {
             .to_string()
     }
 
-    pub async fn revoke_grants(&self, sub: &str) {
+    async fn test_post(&self, path: &str) {
         let status = Self::client()
-            .post(format!("{}/test/revoke-grants?sub={sub}", self.issuer))
+            .post(format!("{}{path}", self.issuer))
             .send()
             .await
-            .expect("revoke answers")
+            .unwrap_or_else(|e| panic!("the OP answers {path}: {e}"))
             .status();
-        assert!(status.is_success(), "revoke-grants answered {status}");
+        assert!(status.is_success(), "{path} answered {status}");
+    }
+
+    /// From now on the OP holds every refresh-token grant response (the rotation has already
+    /// happened) until `release_refreshes`.
+    pub async fn hold_refreshes(&self) {
+        self.test_post("/test/hold-refresh").await;
+    }
+
+    /// Waits until a refresh response is being held; the tokens it carries.
+    pub async fn held_refresh(&self) -> HeldTokens {
+        super::eventually(
+            "a refresh to be held at the OP",
+            Duration::from_secs(20),
+            || async move {
+                let body = self.test_endpoint("/test/held-refreshes").await;
+                let held = body["held"].as_array()?.first()?.clone();
+                Some(HeldTokens {
+                    access_token: held["access_token"].as_str()?.to_string(),
+                    refresh_token: held["refresh_token"].as_str()?.to_string(),
+                })
+            },
+        )
+        .await
+    }
+
+    /// Sends the held refresh responses and stops holding.
+    pub async fn release_refreshes(&self) {
+        self.test_post("/test/release-refresh").await;
+    }
+
+    /// The tokens the revocation endpoint accepted so far, with their `token_type_hint`.
+    pub async fn revocations(&self) -> Vec<(String, String)> {
+        let body = self.test_endpoint("/test/revocations").await;
+        body["revocations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let field = |name: &str| r[name].as_str().unwrap_or("").to_string();
+                        (field("token"), field("token_type_hint"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the revocation endpoint has accepted `token` as a `hint`.
+    pub async fn wait_for_revocation(&self, token: &str, hint: &str) {
+        super::eventually(
+            "the OP to see the token revoked",
+            Duration::from_secs(20),
+            || async move {
+                let wanted = (token.to_string(), hint.to_string());
+                self.revocations().await.contains(&wanted).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn revoke_grants(&self, sub: &str) {
+        self.test_post(&format!("/test/revoke-grants?sub={sub}"))
+            .await;
     }
 }
 

@@ -11,9 +11,10 @@ use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
 use std::sync::Arc;
 
-use crate::oidc::Provider;
+use crate::oidc::{Provider, TokenKind};
+use crate::secret::Secret;
 use crate::session::crypto::random_token;
-use crate::session::{unix_now, SessionData};
+use crate::session::unix_now;
 use crate::telemetry::audit;
 
 /// Largest back-channel logout body read; a logout token is a few hundred bytes.
@@ -63,7 +64,9 @@ impl Portcullis {
         };
         audit("logout", "success", scope, Some(&auth.data.sub));
         let provider = self.oidc.provider().ok();
-        self.revoke_in_background(provider.clone(), &auth.data);
+        let refresh_token = auth.data.refresh_token.clone();
+        let tokens = refresh_token.map(|rt| (TokenKind::Refresh, rt)).into_iter();
+        self.revoke_in_background(provider.clone(), tokens.collect());
         let location = self
             .logout_location(provider.as_deref(), auth.data.id_token.expose(), return_to)
             .await?;
@@ -123,13 +126,24 @@ impl Portcullis {
         Ok(Reply::redirect(target))
     }
 
-    /// RFC 7009 revocation of the ended session's refresh token, off the response path.
-    fn revoke_in_background(&self, provider: Option<Arc<Provider>>, data: &SessionData) {
-        let (Some(provider), Some(rt)) = (provider, data.refresh_token.clone()) else {
+    /// RFC 7009 revocation of tokens no session holds any more, in order, off the response path.
+    pub(in crate::proxy) fn revoke_in_background(
+        &self,
+        provider: Option<Arc<Provider>>,
+        tokens: Vec<(TokenKind, Secret<String>)>,
+    ) {
+        let Some(provider) = provider else {
             return;
         };
+        if tokens.is_empty() {
+            return;
+        }
         let oidc = self.oidc.clone();
-        tokio::spawn(async move { oidc.revoke_refresh_token(&provider, rt.expose()).await });
+        tokio::spawn(async move {
+            for (kind, token) in tokens {
+                oidc.revoke_token(&provider, token.expose(), kind).await;
+            }
+        });
     }
 
     /// `POST /bff/backchannel-logout` (Back-Channel Logout 1.0): a validated `logout_token`
