@@ -63,7 +63,9 @@ impl ProxyError {
     pub fn ends_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BodyTimeout | ProxyError::BodyTooLarge | ProxyError::BadRequest(_)
+            ProxyError::BodyTimeout
+                | ProxyError::BodyTooLarge
+                | ProxyError::BadRequest("body_unreadable")
         )
     }
 

@@ -233,6 +233,15 @@ impl Portcullis {
         }
     }
 
+    /// A request body that stopped arriving ends its connection like the edge's own timeouts.
+    fn count_body_timeout(&self) {
+        self.metrics
+            .connections_closed
+            .with_label_values(&["body_timeout"])
+            .inc();
+        tracing::debug!(reason = "body_timeout", "connection closed");
+    }
+
     fn login_redirect(&self, req: &pingora::http::RequestHeader) -> Reply {
         let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let return_to = validate_return_to(target).unwrap_or("/");
@@ -335,10 +344,7 @@ impl ProxyHttp for Portcullis {
                     session.set_keepalive(None);
                 }
                 if matches!(e, ProxyError::BodyTimeout) {
-                    self.metrics
-                        .connections_closed
-                        .with_label_values(&["body_timeout"])
-                        .inc();
+                    self.count_body_timeout();
                 }
                 let reply = respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)));
                 if matches!(e, ProxyError::StaleCookie(_)) {
@@ -444,11 +450,7 @@ impl ProxyHttp for Portcullis {
     ) -> FailToProxy {
         let status = failure_status(e);
         if status == 408 {
-            self.metrics
-                .connections_closed
-                .with_label_values(&["body_timeout"])
-                .inc();
-            tracing::debug!(reason = "body_timeout", "connection closed");
+            self.count_body_timeout();
         } else {
             tracing::warn!(route_kind = ctx.label, status, error = %e, "proxying failed");
         }
