@@ -131,10 +131,13 @@ async fn a_header_sent_one_byte_at_a_time_is_cut_off_at_the_header_deadline() {
     // The attack: a byte every 100 ms, for at most 15 s, while the server keeps listening.
     let mut response = None;
     for byte in head.bytes().chain(std::iter::repeat(b'a')).take(150) {
-        if !c.send(&[byte]) {
-            break;
-        }
-        if let Some(r) = c.read_until_closed(Duration::from_millis(100)) {
+        let sent = c.send(&[byte]);
+        let wait = if sent {
+            Duration::from_millis(100)
+        } else {
+            MARGIN
+        };
+        if let Some(r) = c.read_until_closed(wait) {
             response = Some(r);
             break;
         }
@@ -298,6 +301,7 @@ async fn every_limit_answers_with_its_status_and_closes() {
     assert_eq!(w.upstream.count(), 0, "nothing reached the upstream");
     assert!(closes(&w, "uri_too_long").await >= 2);
     assert!(closes(&w, "headers_too_large").await >= 3);
+    assert!(closes(&w, "body_too_large").await >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,14 +8,16 @@
 //! itself, with a deadline for the whole head and the limits of `security.*`, refuses what it
 //! must with the status that names the problem and `Connection: close`, and only then hands
 //! Pingora the bytes, which it parses without another read. A chunked body, on the routes that
-//! accept one, is read strictly and buffered whole first, so a malformed one reaches nobody.
+//! accept one, is read strictly and buffered whole first, so a malformed one reaches nobody; a
+//! body declared larger than a `/bff/` endpoint reads is refused here too, so the refusal can
+//! close the connection gently.
 //! Each connection holds a permit of `server.max_connections`.
 
 pub mod chunked;
 pub mod head;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -24,14 +26,14 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use pingora::time::fast_timeout::fast_timeout;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
-use crate::proxy::{Portcullis, RouteTable};
+use crate::proxy::{Portcullis, RouteTable, MAX_LOCAL_BODY};
 use chunked::ChunkedReader;
 use head::{Framing, Head, HeadLimits, HeadScanner};
 
@@ -161,8 +163,20 @@ impl Edge {
         }
         let head_deadline = if first { begun } else { Instant::now() } + self.header_timeout;
         let head = self.read_head(stream, &mut buf, head_deadline).await?;
-        if head.framing == Framing::Chunked {
-            self.read_chunked_body(stream, &mut buf, &head).await?;
+        let path = http::Uri::try_from(head.target.as_str())
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        let local = path == "/bff" || path.starts_with("/bff/");
+        match head.framing {
+            Framing::Length(n) if local && n > MAX_LOCAL_BODY as u64 => {
+                return Err(End::Refused(Refusal::BodyTooLarge));
+            }
+            Framing::Chunked if local || !self.accepts_chunked(&path) => {
+                // Browsers never send chunked request bodies; only routes that opted in take one.
+                return Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")));
+            }
+            Framing::Chunked => self.read_chunked_body(stream, &mut buf, &head).await?,
+            Framing::Length(_) | Framing::NoBody => {}
         }
         Ok(buf)
     }
@@ -186,17 +200,13 @@ impl Edge {
         }
     }
 
-    /// Reads a chunked body strictly and replaces it in `buf` by its canonical encoding. Only
-    /// routes that opted in accept one: browsers never send chunked request bodies.
+    /// Reads a chunked body strictly and replaces it in `buf` by its canonical encoding.
     async fn read_chunked_body(
         &self,
         stream: &mut Stream,
         buf: &mut BytesMut,
         head: &Head,
     ) -> Result<(), End> {
-        if !self.accepts_chunked(&head.target) {
-            return Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")));
-        }
         if head.expects_continue {
             // The client waits for this before sending the body portcullis must read first.
             let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
@@ -223,12 +233,9 @@ impl Edge {
         Ok(())
     }
 
-    fn accepts_chunked(&self, target: &str) -> bool {
-        let Ok(uri) = http::Uri::try_from(target) else {
-            return false;
-        };
+    fn accepts_chunked(&self, path: &str) -> bool {
         self.routes
-            .find(uri.path())
+            .find(path)
             .and_then(|i| self.routes.get(i))
             .is_some_and(|r| r.allow_chunked_requests)
     }
@@ -304,7 +311,8 @@ impl ServerApp for Edge {
 }
 
 /// Reads what is available into `buf`, waiting until `deadline` at most (and, when given,
-/// until shutdown begins).
+/// until shutdown begins). Pingora's fast timeout arms no timer when the bytes are already
+/// there, which is the common case for every read but the wait for a kept-alive request.
 async fn read_until(
     stream: &mut Stream,
     buf: &mut BytesMut,
@@ -315,25 +323,31 @@ async fn read_until(
     if shutdown.as_ref().is_some_and(|s| *s.borrow()) {
         return Read::ShuttingDown;
     }
-    let shutting_down = async {
-        match shutdown.as_mut() {
-            Some(s) => {
-                let _ = s.changed().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     if buf.capacity() == buf.len() {
         buf.reserve(HEAD_BUFFER);
     }
-    tokio::select! {
-        read = stream.read_buf(buf) => match read {
-            Ok(0) | Err(_) => Read::Closed,
-            Ok(_) => Read::Bytes,
-        },
-        _ = tokio::time::sleep_until(deadline) => Read::TimedOut,
-        _ = shutting_down => Read::ShuttingDown,
-    }
+    let read_or_shutdown = async {
+        let shutting_down = async {
+            match shutdown.as_mut() {
+                Some(s) => {
+                    let _ = s.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => Read::Closed,
+                Ok(_) => Read::Bytes,
+            },
+            _ = shutting_down => Read::ShuttingDown,
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    fast_timeout(left, read_or_shutdown)
+        .await
+        .unwrap_or(Read::TimedOut)
 }
 
 /// Writes a fixed response that closes the connection, then closes it gently (see
@@ -348,7 +362,8 @@ async fn answer_and_close(stream: &mut Stream, status: u16, extra_headers: &[&st
     let mut scratch = [0u8; 16 * 1024];
     let mut drained = 0;
     while drained < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match fast_timeout(left, stream.read(&mut scratch)).await {
             Ok(Ok(n)) if n > 0 => drained += n,
             _ => break,
         }

@@ -38,19 +38,21 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 /// Pingora writes its own `Connection` on every other response.
 pub fn strip_from_response(resp: &mut ResponseHeader) {
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let nominated = connection_tokens(&resp.headers);
-    let doomed: Vec<String> = HOP_BY_HOP
+    // Most responses carry none of these: look before removing, and allocate only for the
+    // names a `Connection` header nominates.
+    let nominated = if resp.headers.contains_key(http::header::CONNECTION) {
+        connection_tokens(&resp.headers)
+    } else {
+        Vec::new()
+    };
+    let nominated = nominated
         .iter()
-        .map(|n| n.to_string())
-        .chain(
-            nominated
-                .into_iter()
-                .filter(|n| !FRAMING.contains(&n.as_str())),
-        )
-        .filter(|n| !(switching && n == "upgrade"))
-        .collect();
-    for name in &doomed {
-        resp.remove_header(name.as_str());
+        .map(String::as_str)
+        .filter(|n| !FRAMING.contains(n));
+    for name in HOP_BY_HOP.into_iter().chain(nominated) {
+        if !(switching && name == "upgrade") && resp.headers.contains_key(name) {
+            resp.remove_header(name);
+        }
     }
     if switching {
         // Cannot fail: a static, valid value.

@@ -32,7 +32,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-pub use bff::validate_return_to;
+pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
 use respond::Reply;
 pub use route::RouteTable;

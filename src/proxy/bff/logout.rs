@@ -5,7 +5,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use subtle::ConstantTimeEq;
 
-use super::{read_body, require_csrf_header, validate_return_to, Query};
+use super::{read_body, require_csrf_header, validate_return_to, Query, MAX_LOCAL_BODY};
 use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
@@ -17,8 +17,6 @@ use crate::session::crypto::random_token;
 use crate::session::unix_now;
 use crate::telemetry::audit;
 
-/// Largest back-channel logout body read; a logout token is a few hundred bytes.
-const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 /// Longest `state` accepted back on the logout callback (ours are 43 characters).
 const MAX_LOGOUT_STATE: usize = 128;
 
@@ -181,7 +179,7 @@ impl Portcullis {
         if !form_encoded {
             return Err(ProxyError::LogoutTokenRejected("content_type"));
         }
-        let body = read_body(session, MAX_BACKCHANNEL_BODY).await?;
+        let body = read_body(session, MAX_LOCAL_BODY).await?;
         let tokens: Vec<String> = url::form_urlencoded::parse(&body)
             .filter(|(k, _)| k == "logout_token")
             .map(|(_, v)| v.into_owned())

@@ -85,6 +85,10 @@ pub fn require_csrf_header(req: &RequestHeader) -> Result<(), ProxyError> {
     }
 }
 
+/// The largest request body a `/bff/` endpoint reads (a logout token is a few hundred bytes).
+/// The edge refuses a larger declared one before the proxy sees the request.
+pub const MAX_LOCAL_BODY: usize = 64 * 1024;
+
 /// Reads a request body of at most `limit` bytes (it is consumed: only for endpoints answered
 /// here, never for proxied requests).
 async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, ProxyError> {
