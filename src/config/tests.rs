@@ -1,6 +1,7 @@
 //! Table tests: each bad configuration gives exactly the message a user would read.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
@@ -136,12 +137,47 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "listen: \"4480\" is not an address (write IP:PORT, e.g. \"0.0.0.0:4480\")"),
         ("routes:", "listen: \"0.0.0.0:9000\"\nadmin_listen: \"127.0.0.1:9000\"\nroutes:",
          "admin_listen: must differ from listen (the admin port is never browser-facing)"),
+        ("routes:", "server:\n  allowed_hosts: [\"shop.svc:8080\"]\nroutes:",
+         "server.allowed_hosts[0]: \"shop.svc:8080\" is not a host name (write it as in a Host header, without scheme, port, path or wildcard)"),
+        ("routes:", "server:\n  allowed_hosts: [\"*.example.com\"]\nroutes:",
+         "server.allowed_hosts[0]: \"*.example.com\" is not a host name (write it as in a Host header, without scheme, port, path or wildcard)"),
+        ("routes:", "server:\n  max_connections: 0\nroutes:",
+         "server.max_connections: must be between 1 and 1000000"),
+        ("routes:", "server:\n  request_header_timeout: \"0s\"\nroutes:",
+         "server.request_header_timeout: must be longer than zero (e.g. \"30s\", \"5m\")"),
+        ("routes:", "security:\n  max_header_count: 300\nroutes:",
+         "security.max_header_count: must be between 8 and 256"),
+        ("routes:", "security:\n  max_header_bytes: 2000000\nroutes:",
+         "security.max_header_bytes: must be between 256 and 524288 bytes"),
     ];
     for (from, to, expected) in cases {
         assert!(MINIMAL.contains(from), "fixture lacks {from}");
         let got = messages(&MINIMAL.replacen(from, to, 1));
         assert_eq!(got, vec![format!("{F}: {expected}")], "for {to:?}");
     }
+}
+
+#[test]
+fn edge_settings_have_protective_defaults_and_hosts_are_normalised() {
+    let cfg = load(MINIMAL).expect("valid");
+    let s = &cfg.server;
+    assert_eq!(s.request_header_timeout, Duration::from_secs(10));
+    assert_eq!(s.request_body_timeout, Duration::from_secs(30));
+    assert_eq!(s.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(s.max_connections, 1024);
+    assert!(s.allowed_hosts.is_empty());
+    assert_eq!(cfg.security.max_chunked_body_bytes, 1024 * 1024);
+    assert!(cfg.routes.iter().all(|r| !r.allow_chunked_requests));
+    let cfg = load(&MINIMAL.replacen(
+        "routes:",
+        "server:\n  allowed_hosts: [\"Shop.Shop.SVC\", \"10.0.0.7\", \"[::1]\"]\nroutes:",
+        1,
+    ))
+    .expect("valid");
+    assert_eq!(
+        cfg.server.allowed_hosts,
+        ["shop.shop.svc", "10.0.0.7", "[::1]"]
+    );
 }
 
 #[test]

@@ -294,9 +294,9 @@ impl ServerApp for Edge {
                 }
             };
             let mut session = ServerSession::new_http1(stream);
-            // Pingora's keep-alive timer never runs (the next head is read here); this only
-            // lets the connection be kept.
-            session.set_keepalive(Some(self.keepalive_timeout.as_secs()));
+            // `Some(0)`: the connection may be kept, with no keep-alive timer of Pingora's;
+            // the edge reads (and times) the next request head itself.
+            session.set_keepalive(Some(0));
             session.set_read_timeout(Some(self.body_timeout));
             session.set_pipelined_prefix(prefix);
             let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;

@@ -153,7 +153,7 @@ impl Checker<'_> {
                 raw.request_body_timeout.as_deref(),
                 "30s",
             ),
-            keepalive_timeout: self.whole_seconds(
+            keepalive_timeout: self.duration(
                 "server.keepalive_timeout",
                 raw.keepalive_timeout.as_deref(),
                 "60s",
@@ -161,15 +161,6 @@ impl Checker<'_> {
             max_connections,
             allowed_hosts: self.allowed_hosts(raw.allowed_hosts.as_deref().unwrap_or_default()),
         })
-    }
-
-    /// Pingora keeps the keep-alive time in whole seconds.
-    fn whole_seconds(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
-        let d = self.duration(key, value, default);
-        if d.subsec_nanos() != 0 {
-            self.problem(key, "must be a whole number of seconds (e.g. \"60s\")");
-        }
-        d
     }
 
     /// Host names as a `Host` header carries them, without the port: in-cluster callers use
