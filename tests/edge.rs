@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{metric, World, WorldOptions};
+use support::{metric, status_of, World, WorldOptions};
 
 /// Generous room for a loaded CI machine above each configured timeout.
 const MARGIN: Duration = Duration::from_secs(4);
@@ -36,33 +36,59 @@ async fn edge_world() -> World {
     w
 }
 
-/// A raw client connection.
-struct Conn(TcpStream);
+/// A raw client connection. What the server sent is kept across calls, so bytes that arrive
+/// just as one wait ends are not lost.
+struct Conn {
+    stream: TcpStream,
+    received: Vec<u8>,
+}
+
+/// How reading on a `Conn` ended.
+enum Got {
+    /// The server closed the connection (or reset it).
+    Closed,
+    More,
+    Nothing,
+}
 
 impl Conn {
     fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_millis(100)))
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        Conn(s)
+        Conn {
+            stream,
+            received: Vec::new(),
+        }
     }
 
     /// Writes what it can; false once the server has closed.
     fn send(&mut self, bytes: &[u8]) -> bool {
-        self.0.write_all(bytes).is_ok()
+        self.stream.write_all(bytes).is_ok()
     }
 
-    /// Everything the server sends until it closes, or `deadline` passes (then `None`).
+    fn read_some(&mut self) -> Got {
+        let mut buf = [0u8; 16384];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Got::Closed,
+            Ok(n) => {
+                self.received.extend_from_slice(&buf[..n]);
+                Got::More
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Got::Nothing
+            }
+            Err(_) => Got::Closed,
+        }
+    }
+
+    /// Everything the server sent once it has closed, or `None` if it has not by `deadline`.
     fn read_until_closed(&mut self, deadline: Duration) -> Option<String> {
         let until = Instant::now() + deadline;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 16384];
         while Instant::now() < until {
-            match self.0.read(&mut buf) {
-                Ok(0) => return Some(String::from_utf8_lossy(&out).into_owned()),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            if let Got::Closed = self.read_some() {
+                return Some(String::from_utf8_lossy(&self.received).into_owned());
             }
         }
         None
@@ -71,20 +97,19 @@ impl Conn {
     /// One response (head and a `content-length` body), leaving the connection open.
     fn read_response(&mut self, deadline: Duration) -> String {
         let until = Instant::now() + deadline;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 16384];
         while Instant::now() < until {
-            if let Some(text) = complete_response(&out) {
+            if let Some(text) = complete_response(&self.received) {
+                self.received.drain(..text.len());
                 return text;
             }
-            match self.0.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => break,
+            if let Got::Closed = self.read_some() {
+                break;
             }
         }
-        panic!("no complete response: {}", String::from_utf8_lossy(&out));
+        panic!(
+            "no complete response: {}",
+            String::from_utf8_lossy(&self.received)
+        );
     }
 }
 
@@ -97,20 +122,25 @@ fn complete_response(bytes: &[u8]) -> Option<String> {
     (text.len() >= head_end + len).then(|| text[..head_end + len].to_string())
 }
 
-fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
     let head = &response[..response.find("\r\n\r\n").unwrap_or(response.len())];
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// Sends `request` on a new connection; the answer must be `expected` with `Connection: close`,
+/// and the server must close the connection. Returns the answer.
+fn refused_and_closed(port: u16, name: &str, request: &str, expected: u16) -> String {
+    let mut c = Conn::open(port);
+    c.send(request.as_bytes());
+    let response = c
+        .read_until_closed(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{name}: the connection stayed open"));
+    assert_eq!(status_of(&response), expected, "{name}: {response:.300}");
+    assert_eq!(header_of(&response, "connection"), Some("close"), "{name}");
+    response
 }
 
 async fn closes(w: &World, reason: &str) -> u64 {
@@ -289,13 +319,7 @@ async fn every_limit_answers_with_its_status_and_closes() {
         ),
     ];
     for (name, request, expected) in cases {
-        let mut c = Conn::open(port);
-        c.send(request.as_bytes());
-        let response = c
-            .read_until_closed(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{name}: the connection stayed open"));
-        assert_eq!(status_of(&response), expected, "{name}: {response:.300}");
-        assert_eq!(header_of(&response, "connection"), Some("close"), "{name}");
+        let response = refused_and_closed(port, name, &request, expected);
         assert!(!response.contains("aaaa"), "{name}: input reflected");
     }
     assert_eq!(w.upstream.count(), 0, "nothing reached the upstream");
@@ -369,13 +393,7 @@ async fn framing_that_could_smuggle_a_request_reaches_nobody() {
         ),
     ];
     for (name, request, expected) in cases {
-        let mut c = Conn::open(port);
-        c.send(request.as_bytes());
-        let response = c
-            .read_until_closed(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{name}: the connection stayed open"));
-        assert_eq!(status_of(&response), expected, "{name}: {response:.300}");
-        assert_eq!(header_of(&response, "connection"), Some("close"), "{name}");
+        refused_and_closed(port, name, &request, expected);
     }
     assert_eq!(w.upstream.count(), 0, "something reached the upstream");
     assert!(closes(&w, "bad_framing").await >= 8);

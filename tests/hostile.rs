@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{World, WorldOptions};
+use support::{status_of, World, WorldOptions};
 
 const PARTNER: &str = "https://partner.example";
 
@@ -46,14 +46,6 @@ fn raw(port: u16, request: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Attack {

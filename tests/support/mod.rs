@@ -213,6 +213,15 @@ pub fn last_bearer(upstream: &upstream::Upstream) -> String {
         .to_string()
 }
 
+/// The status code of a raw HTTP/1 response (0 when there is none).
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The value of one series in Prometheus text output (0 when absent).
 pub fn metric(text: &str, series: &str) -> u64 {
     text.lines()
