@@ -70,6 +70,7 @@ pub struct Metrics {
     pub op_duration: HistogramVec,
     pub connections_open: IntGauge,
     pub connections_closed: IntCounterVec,
+    pub upstream_connections_opened: IntCounter,
     build_info: IntGaugeVec,
 }
 
@@ -215,6 +216,10 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            upstream_connections_opened: IntCounter::new(
+                "portcullis_upstream_connections_opened_total",
+                "Connections opened to upstreams (a request that reuses a pooled one opens none)",
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -246,6 +251,7 @@ impl Metrics {
         r.register(Box::new(self.op_duration.clone()))?;
         r.register(Box::new(self.connections_open.clone()))?;
         r.register(Box::new(self.connections_closed.clone()))?;
+        r.register(Box::new(self.upstream_connections_opened.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }

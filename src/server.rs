@@ -251,6 +251,11 @@ fn server_conf(cfg: &Config) -> ServerConf {
         // per request in `make bench`. With more, stealing keeps one shared upstream pool (without
         // it, new upstream connections rose from ~10 to ~200 per 60 000 requests) and a lower p99.
         work_stealing: cfg.server.threads > 1,
+        // Pingora multiplies this per-thread figure by the thread count into one shared pool.
+        upstream_keepalive_pool_size: cfg
+            .server
+            .upstream_keepalive_pool_size
+            .div_ceil(cfg.server.threads.max(1)),
         ..ServerConf::default()
     }
 }

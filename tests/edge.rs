@@ -143,6 +143,11 @@ fn refused_and_closed(port: u16, name: &str, request: &str, expected: u16) -> St
     response
 }
 
+async fn upstream_opened(w: &World) -> u64 {
+    let (_, text) = w.proxy.admin_get("/metrics").await;
+    metric(&text, "portcullis_upstream_connections_opened_total")
+}
+
 async fn closes(w: &World, reason: &str) -> u64 {
     let (_, text) = w.proxy.admin_get("/metrics").await;
     metric(
@@ -527,4 +532,69 @@ async fn a_request_for_another_host_gets_421_and_reaches_nothing() {
     let mut admin = Conn::open(w.proxy.admin_port);
     admin.send(b"GET /healthz HTTP/1.1\r\nHost: evil.test\r\n\r\n");
     assert_eq!(status_of(&admin.read_response(Duration::from_secs(5))), 200);
+}
+
+/// Requests in a row reuse one upstream connection; concurrent clients need no more upstream
+/// connections than there are clients with the default pool, and many more with a pool of one.
+/// The metric counts exactly the connections the upstream accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_pooled_and_counted() {
+    let mut w = edge_world().await;
+    let port = w.proxy.port;
+    let request = format!("GET /public/p HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut c = Conn::open(port);
+    for _ in 0..20 {
+        assert!(c.send(request.as_bytes()));
+        assert_eq!(status_of(&c.read_response(Duration::from_secs(5))), 200);
+    }
+    assert_eq!(
+        w.upstream.connections(),
+        1,
+        "requests in a row share one connection"
+    );
+    assert_eq!(upstream_opened(&w).await, 1);
+    // Five clients at once, five rounds: the pool (server.max_connections, 6, by default) keeps
+    // every connection a round needed for the next.
+    let mut clients: Vec<Conn> = (0..5).map(|_| Conn::open(port)).collect();
+    for _ in 0..5 {
+        for c in &mut clients {
+            assert!(c.send(request.as_bytes()));
+        }
+        for c in &mut clients {
+            assert_eq!(status_of(&c.read_response(Duration::from_secs(5))), 200);
+        }
+    }
+    let after_rounds = w.upstream.connections();
+    assert!(
+        after_rounds <= 6,
+        "{after_rounds} upstream connections for 5 clients"
+    );
+    assert_eq!(upstream_opened(&w).await, after_rounds as u64);
+
+    // A pool of one: each round's extra connections are closed and opened again.
+    w.reconfigure(
+        "max_connections: 6\n",
+        "max_connections: 6\n  upstream_keepalive_pool_size: 1\n",
+    )
+    .await;
+    // The upstream's slow path holds each connection for a while, so the five requests of a
+    // round certainly overlap.
+    let slow = format!("GET /public/slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let before = w.upstream.connections();
+    let mut clients: Vec<Conn> = (0..5).map(|_| Conn::open(port)).collect();
+    for _ in 0..2 {
+        for c in &mut clients {
+            assert!(c.send(slow.as_bytes()));
+        }
+        for c in &mut clients {
+            assert_eq!(status_of(&c.read_response(Duration::from_secs(10))), 200);
+        }
+    }
+    // Round one opens five; the pool (one per proxy thread) keeps at most two of them.
+    let churn = w.upstream.connections() - before;
+    assert!(
+        churn >= 8,
+        "only {churn} upstream connections with a pool of one"
+    );
+    assert_eq!(upstream_opened(&w).await, churn as u64);
 }

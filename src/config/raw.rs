@@ -110,6 +110,7 @@ pub struct RawServer {
     pub request_body_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub upstream_keepalive_pool_size: Option<usize>,
     pub allowed_hosts: Option<Vec<String>>,
 }
 

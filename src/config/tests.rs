@@ -143,6 +143,8 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "server.allowed_hosts[0]: \"*.example.com\" is not a host name (write it as in a Host header, without scheme, port, path or wildcard)"),
         ("routes:", "server:\n  max_connections: 0\nroutes:",
          "server.max_connections: must be between 1 and 1000000"),
+        ("routes:", "server:\n  upstream_keepalive_pool_size: 0\nroutes:",
+         "server.upstream_keepalive_pool_size: must be between 1 and 1000000"),
         ("routes:", "server:\n  request_header_timeout: \"0s\"\nroutes:",
          "server.request_header_timeout: must be longer than zero (e.g. \"30s\", \"5m\")"),
         ("routes:", "security:\n  max_header_count: 300\nroutes:",
@@ -165,6 +167,10 @@ fn edge_settings_have_protective_defaults_and_hosts_are_normalised() {
     assert_eq!(s.request_body_timeout, Duration::from_secs(30));
     assert_eq!(s.keepalive_timeout, Duration::from_secs(60));
     assert_eq!(s.max_connections, 1024);
+    assert_eq!(
+        s.upstream_keepalive_pool_size, 1024,
+        "follows max_connections"
+    );
     assert!(s.allowed_hosts.is_empty());
     assert_eq!(cfg.security.max_chunked_body_bytes, 1024 * 1024);
     assert!(cfg.routes.iter().all(|r| !r.allow_chunked_requests));

@@ -225,6 +225,8 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// Downstream connections served at once by this process; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Idle upstream connections kept for reuse by this process, all upstreams together.
+    pub upstream_keepalive_pool_size: usize,
     /// Lower-case host names (no port) besides `public_url`'s that requests may name in `Host`.
     pub allowed_hosts: Vec<String>,
 }

@@ -31,6 +31,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use prometheus::IntCounter;
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
@@ -73,6 +74,7 @@ pub struct Portcullis {
     oidc: Arc<Oidc>,
     metrics: Arc<Metrics>,
     request_series: RequestSeries,
+    upstream_opened: IntCounter,
     request_ids: RequestIds,
     security: SecurityHeaders,
     /// `X-Forwarded-Host` and `-Proto` values, built once. A validated URL's host and port
@@ -128,6 +130,7 @@ impl Portcullis {
             sessions,
             oidc,
             request_series: RequestSeries::new(&metrics),
+            upstream_opened: metrics.upstream_connections_opened.clone(),
             metrics,
             request_ids: RequestIds::new(),
             in_flight,
@@ -437,6 +440,22 @@ impl ProxyHttp for Portcullis {
                 reason = "upstream_set_own_cookie",
                 "dropped an upstream Set-Cookie for a portcullis cookie"
             );
+        }
+        Ok(())
+    }
+
+    /// Counts upstream connections opened (not reused), the figure that shows pool churn.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if !reused {
+            self.upstream_opened.inc();
         }
         Ok(())
     }

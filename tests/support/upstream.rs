@@ -1,6 +1,7 @@
 //! A recording upstream: HTTP/1.1 on a free loopback port, keeping every request it receives
 //! (head and body bytes) so tests can assert exactly what portcullis forwarded.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +40,7 @@ impl Recorded {
 pub struct Upstream {
     pub port: u16,
     records: Arc<Mutex<Vec<Recorded>>>,
+    accepted: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -46,11 +48,13 @@ impl Upstream {
     /// Starts on its own thread and runtime so it outlives any one test's runtime.
     pub fn start() -> Upstream {
         let records = Arc::new(Mutex::new(Vec::new()));
-        let rec = records.clone();
-        let (port, stop_tx) = super::spawn_server(move |listener| accept_loop(listener, rec));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (rec, acc) = (records.clone(), accepted.clone());
+        let (port, stop_tx) = super::spawn_server(move |listener| accept_loop(listener, rec, acc));
         Upstream {
             port,
             records,
+            accepted,
             stop: Some(stop_tx),
         }
     }
@@ -61,6 +65,11 @@ impl Upstream {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.records.lock().expect("records").clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
@@ -82,11 +91,16 @@ impl Drop for Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, records: Arc<Mutex<Vec<Recorded>>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    records: Arc<Mutex<Vec<Recorded>>>,
+    accepted: Arc<AtomicUsize>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, Ordering::SeqCst);
         let rec = records.clone();
         tokio::spawn(async move {
             let _ = serve(stream, rec).await;

@@ -126,6 +126,16 @@ impl Checker<'_> {
         if !(1..=1_000_000).contains(&max_connections) {
             self.problem("server.max_connections", "must be between 1 and 1000000");
         }
+        // As many idle upstream connections as there can be clients: with fewer, a busy sidecar
+        // opens and closes upstream connections all the time (Pingora keeps 128 per thread).
+        let upstream_keepalive_pool_size =
+            raw.upstream_keepalive_pool_size.unwrap_or(max_connections);
+        if !(1..=1_000_000).contains(&upstream_keepalive_pool_size) {
+            self.problem(
+                "server.upstream_keepalive_pool_size",
+                "must be between 1 and 1000000",
+            );
+        }
         Some(ServerSettings {
             threads,
             drain_timeout: self.duration(
@@ -159,6 +169,7 @@ impl Checker<'_> {
                 "60s",
             ),
             max_connections,
+            upstream_keepalive_pool_size,
             allowed_hosts: self.allowed_hosts(raw.allowed_hosts.as_deref().unwrap_or_default()),
         })
     }
