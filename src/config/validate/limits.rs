@@ -128,14 +128,18 @@ impl Checker<'_> {
         }
         // As many idle upstream connections as there can be clients: with fewer, a busy sidecar
         // opens and closes upstream connections all the time (Pingora keeps 128 per thread).
-        let upstream_keepalive_pool_size =
-            raw.upstream_keepalive_pool_size.unwrap_or(max_connections);
-        if !(1..=1_000_000).contains(&upstream_keepalive_pool_size) {
-            self.problem(
-                "server.upstream_keepalive_pool_size",
-                "must be between 1 and 1000000",
-            );
-        }
+        let upstream_keepalive_pool_size = match raw.upstream_keepalive_pool_size {
+            Some(size) => {
+                if !(1..=1_000_000).contains(&size) {
+                    self.problem(
+                        "server.upstream_keepalive_pool_size",
+                        "must be between 1 and 1000000",
+                    );
+                }
+                size
+            }
+            None => max_connections.clamp(1, 1_000_000),
+        };
         Some(ServerSettings {
             threads,
             drain_timeout: self.duration(
