@@ -88,7 +88,7 @@ fmt:
 bench: build-deps tests/fixtures/op/node_modules
 	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH) linux-perf)
 	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
-	$(CARGO) build --release --bin portcullis --example seed_sessions
+	$(CARGO) build --release --bin portcullis --example seed_sessions --example bare_passthrough
 	./deploy/bench/run.sh
 
 ## `make profile`: the benchmark with symbols, perf recording the Redis api row; then

@@ -2,7 +2,8 @@
 # `make bench`: authenticated GETs through portcullis (memory store, Redis, Redis Cluster; 1 to
 # 100 000 sessions in the store) against the same nginx upstream hit directly, through nginx
 # proxy_pass and through oauth2-proxy (when installed), all measured with wrk in one run on
-# loopback. Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
+# loopback, beside a bare Pingora passthrough (examples/bare_passthrough.rs, the floor portcullis's
+# own work sits on). Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
 #
 # Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (portcullis worker
 # threads, 1), BENCH_SESSIONS ("1 1000 10000 100000"), BENCH_PROFILE=1 (perf record the
@@ -12,6 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
 seeder=${SEEDER_BIN:-$root/target/release/examples/seed_sessions}
+bare=${BARE_BIN:-$root/target/release/examples/bare_passthrough}
 oauth2_proxy=${OAUTH2_PROXY:-$root/.tools/bin/oauth2-proxy}
 duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-32}
@@ -198,9 +200,11 @@ run_wrk() { # name pid url cookie-file|- [header...]
   printf '| %-46s | %9s | %8s | %8s | %8s | %6s | %8s | %8s | %6s |\n' \
     "$name" "$rps" "$p50" "$p99" "$cpu_us" "$rss" "$conns" "$hits" "${non2xx:-0}" >>"$work/table"
   echo "$rps" >"$work/$(tr ' /()' '____' <<<"$name").rps"
+  echo "$cpu_us" >"$work/$(tr ' /()' '____' <<<"$name").cpu"
   echo "$name: $rps req/s, $cpu_us µs CPU/req" >&2
 }
 rps_of() { cat "$work/$(tr ' /()' '____' <<<"$1").rps"; }
+cpu_of() { cat "$work/$(tr ' /()' '____' <<<"$1").cpu"; }
 
 # Latency at a fixed rate: each of wrk's connections waits `interval` ms between requests.
 cat >"$work/paced.lua" <<'LUA'
@@ -261,6 +265,19 @@ cache_events() { # event
 wait_http "http://127.0.0.1:$nginx_proxy_port/"
 run_wrk direct "$(pgrep -P "$nginx_master")" "http://127.0.0.1:$nginx_port/api/bench" -
 run_wrk "nginx proxy_pass" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
+
+# The floor: Pingora forwarding to the same upstream with nothing of portcullis's on the path.
+if [ -x "$bare" ]; then
+  bare_port=$(free_port)
+  "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 2>"$work/bare.log" &
+  bare_pid=$!
+  pids+=($bare_pid)
+  wait_http "http://127.0.0.1:$bare_port/api/bench"
+  run_wrk "bare Pingora passthrough" "$bare_pid" "http://127.0.0.1:$bare_port/api/bench" -
+  kill "$bare_pid"
+else
+  echo "bare Pingora passthrough not built ($bare); cargo build --release --example bare_passthrough"
+fi
 
 if [ -x "$oauth2_proxy" ]; then
   "$oauth2_proxy" --http-address="127.0.0.1:$o2p_port" --provider=oidc --oidc-issuer-url="$issuer" \
@@ -356,6 +373,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- authenticated api (redis, 1 session) / public route: **$(ratio "$api_rps" "$(rps_of "portcullis public")")**"
   echo "- authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$api_rps" "$(rps_of "nginx proxy_pass")")**"
   echo "- authenticated api (redis, 1 session) / direct upstream: $(ratio "$api_rps" "$(rps_of direct)")"
+  if [ -n "${bare_pid:-}" ]; then
+    echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "bare Pingora passthrough")")**"
+  fi
   echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
   echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"
