@@ -163,22 +163,36 @@ impl Edge {
         }
         let head_deadline = if first { begun } else { Instant::now() } + self.header_timeout;
         let head = self.read_head(stream, &mut buf, head_deadline).await?;
+        if head.framing != Framing::NoBody {
+            self.check_body(stream, &mut buf, &head).await?;
+        }
+        Ok(buf)
+    }
+
+    /// What a request with a body may send, by where it goes: `/bff/` endpoints read at most
+    /// `MAX_LOCAL_BODY` and never a chunked body; elsewhere a chunked body needs a route that
+    /// accepts one and is read here whole.
+    async fn check_body(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        head: &Head,
+    ) -> Result<(), End> {
         let path = http::Uri::try_from(head.target.as_str())
             .map(|u| u.path().to_string())
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
         match head.framing {
             Framing::Length(n) if local && n > MAX_LOCAL_BODY as u64 => {
-                return Err(End::Refused(Refusal::BodyTooLarge));
+                Err(End::Refused(Refusal::BodyTooLarge))
             }
             Framing::Chunked if local || !self.accepts_chunked(&path) => {
                 // Browsers never send chunked request bodies; only routes that opted in take one.
-                return Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")));
+                Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")))
             }
-            Framing::Chunked => self.read_chunked_body(stream, &mut buf, &head).await?,
-            Framing::Length(_) | Framing::NoBody => {}
+            Framing::Chunked => self.read_chunked_body(stream, buf, head).await,
+            Framing::Length(_) | Framing::NoBody => Ok(()),
         }
-        Ok(buf)
     }
 
     async fn read_head(
