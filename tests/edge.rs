@@ -214,7 +214,8 @@ async fn idle_connections_are_closed_before_and_between_requests() {
         Some(String::new()),
         "closed without another word"
     );
-    assert!(idle_from.elapsed() >= Duration::from_millis(900));
+    // The server's wait began when it wrote the response, a little before `idle_from`.
+    assert!(idle_from.elapsed() >= Duration::from_millis(500));
     assert!(closes(&w, "header_timeout").await >= 1);
     assert!(closes(&w, "keepalive_timeout").await >= 1);
 }
