@@ -19,12 +19,15 @@ async fn a_listen_address_in_use_stops_the_start_naming_the_key() {
     let upstream = Upstream::start();
     for key in ["listen", "admin_listen"] {
         let mut proxy = Portcullis::reserve();
-        let taken = if key == "listen" {
-            proxy.port
+        // The port another process holds: this test's own listener, bound first, so no other
+        // process can have taken it between a reservation and this bind.
+        let holder = TcpListener::bind(("127.0.0.1", 0)).expect("hold a port");
+        let taken = holder.local_addr().expect("held address").port();
+        if key == "listen" {
+            proxy.port = taken;
         } else {
-            proxy.admin_port
-        };
-        let _holder = TcpListener::bind(("127.0.0.1", taken)).expect("hold the port");
+            proxy.admin_port = taken;
+        }
         // Nothing answers on the issuer: the check must come before any network call.
         let config = proxy.config("http://127.0.0.1:9", &upstream, &Store::Memory, "");
         let (code, stderr) = proxy.start_expecting_exit(&config).await;
