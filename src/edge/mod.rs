@@ -119,7 +119,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(cfg: &Config, proxy: HttpProxy<Portcullis>, metrics: &Metrics) -> Edge {
+    /// `connections`: the permits of `server.max_connections`, shared by every proxy thread.
+    pub fn new(
+        cfg: &Config,
+        proxy: HttpProxy<Portcullis>,
+        connections: Arc<Semaphore>,
+        metrics: &Metrics,
+    ) -> Edge {
         Edge {
             proxy: Arc::new(proxy),
             routes: RouteTable::new(&cfg.routes),
@@ -133,7 +139,7 @@ impl Edge {
             header_timeout: cfg.server.request_header_timeout,
             body_timeout: cfg.server.request_body_timeout,
             keepalive_timeout: cfg.server.keepalive_timeout,
-            connections: Arc::new(Semaphore::new(cfg.server.max_connections)),
+            connections,
             open: metrics.connections_open.clone(),
             closed: ClosedSeries::new(metrics),
         }

@@ -90,8 +90,40 @@ pub struct Portcullis {
     access: AccessConfig,
     origins: TrustedOrigins,
     hosts: OurHosts,
-    rate_limiter: RateLimiter,
+    rate_limiter: Arc<RateLimiter>,
     page_csp: Option<HeaderValue>,
+}
+
+/// What every proxy thread shares (see `server`): the session store, the OP client, metrics,
+/// the drain counter, and the rate limits, which are per process, not per thread.
+#[derive(Clone)]
+pub struct Shared {
+    sessions: Arc<Sessions>,
+    oidc: Arc<Oidc>,
+    metrics: Arc<Metrics>,
+    in_flight: InFlight,
+    rate_limiter: Arc<RateLimiter>,
+}
+
+impl Shared {
+    pub fn new(
+        cfg: &Config,
+        sessions: Arc<Sessions>,
+        oidc: Arc<Oidc>,
+        metrics: Arc<Metrics>,
+        in_flight: InFlight,
+    ) -> Shared {
+        Shared {
+            sessions,
+            oidc,
+            metrics,
+            in_flight,
+            rate_limiter: Arc::new(RateLimiter::new(
+                cfg.security.rate_limit_per_client,
+                cfg.security.rate_limit_global,
+            )),
+        }
+    }
 }
 
 /// What `request_filter` decided.
@@ -101,13 +133,14 @@ enum Decision {
 }
 
 impl Portcullis {
-    pub fn new(
-        cfg: &Config,
-        sessions: Arc<Sessions>,
-        oidc: Arc<Oidc>,
-        metrics: Arc<Metrics>,
-        in_flight: InFlight,
-    ) -> Portcullis {
+    pub fn new(cfg: &Config, shared: Shared) -> Portcullis {
+        let Shared {
+            sessions,
+            oidc,
+            metrics,
+            in_flight,
+            rate_limiter,
+        } = shared;
         let peers = cfg.routes.iter().map(|r| build_peer(r, cfg)).collect();
         let public_host = cfg
             .public_origin
@@ -138,10 +171,7 @@ impl Portcullis {
             access: cfg.access.clone(),
             origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
             hosts: OurHosts::new(&cfg.public_origin, &cfg.server.allowed_hosts),
-            rate_limiter: RateLimiter::new(
-                cfg.security.rate_limit_per_client,
-                cfg.security.rate_limit_global,
-            ),
+            rate_limiter,
             page_csp: cfg
                 .security
                 .content_security_policy
