@@ -8,6 +8,7 @@ pub mod browser;
 pub mod op;
 pub mod portcullis;
 mod ports;
+pub mod promtool;
 pub mod redis;
 pub mod redis_topologies;
 pub mod rogue_op;
