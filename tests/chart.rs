@@ -234,7 +234,12 @@ fn every_object_carries_the_standard_labels() {
 #[test]
 fn monitors_and_policies_exist_only_when_enabled() {
     let defaults = k8s::kinds(&render(None, &[]));
-    for kind in ["ServiceMonitor", "PodMonitor", "NetworkPolicy"] {
+    for kind in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+        "PrometheusRule",
+    ] {
         assert!(
             !defaults.contains(&kind.to_string()),
             "{kind} rendered by default"
@@ -250,6 +255,11 @@ fn monitors_and_policies_exist_only_when_enabled() {
         .expect("ports")
         .iter()
         .any(|p| p["name"] == "http-metrics"));
+    let rule = k8s::find(&docs, "PrometheusRule", "portcullis");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
     let pm = k8s::find(&docs, "PodMonitor", "portcullis-sidecars");
     assert_eq!(
         pm["spec"]["selector"]["matchLabels"],
