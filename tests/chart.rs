@@ -475,3 +475,21 @@ fn every_rendered_portcullis_config_passes_check() {
     }
     assert!(checked >= 6, "only {checked} configs rendered");
 }
+
+/// Keycloak issues refresh tokens without `offline_access`, and with it they would be offline
+/// tokens that survive a logout at Keycloak; without `id_token_hint` its logout asks the user to
+/// confirm. The example keeps both right.
+#[test]
+fn the_keycloak_example_avoids_offline_tokens_and_sends_the_id_token_hint() {
+    let docs = render(Some(&file("values-keycloak.yaml")), &[]);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+        .expect("a sidecar ConfigMap");
+    let config: Value =
+        serde_yaml::from_str(cm["data"]["config.yaml"].as_str().expect("config")).expect("yaml");
+    let scopes = config["oidc"]["scopes"].as_array().expect("scopes");
+    assert!(scopes.contains(&json!("openid")));
+    assert!(!scopes.contains(&json!("offline_access")), "{scopes:?}");
+    assert_eq!(config["oidc"]["send_id_token_hint"], true);
+}
