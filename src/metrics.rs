@@ -18,9 +18,12 @@ const STORE_BUCKETS: &[f64] = &[
 
 pub const ROUTE_KINDS: [&str; 5] = ["api", "page", "public", "bff", "none"];
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "other"];
-pub const LOGIN_OUTCOMES: [&str; 3] = ["started", "succeeded", "failed"];
-pub const STORE_OPS: [&str; 8] = [
-    "get", "set", "take", "expire", "delete", "lock", "unlock", "ping",
+/// Every family with an `outcome` label spells it the same way: `success` and `failure`, plus
+/// values that name a specific case (`started`, `rejected`, `replayed`, …).
+pub const LOGIN_OUTCOMES: [&str; 3] = ["started", "success", "failure"];
+/// Every `op` the session store times (`Sessions::timed`), so each series exists from start-up.
+pub const STORE_OPS: [&str; 9] = [
+    "get", "set", "take", "expire", "delete", "lock", "unlock", "ping", "index",
 ];
 pub const SESSION_END_REASONS: [&str; 5] = [
     "logout",
@@ -52,6 +55,10 @@ pub const CONNECTION_CLOSE_REASONS: [&str; 9] = [
     "bad_framing",
 ];
 pub const OP_CALLS: [&str; 5] = ["discovery", "jwks", "token", "refresh", "revocation"];
+/// Why portcullis answered 503 itself instead of serving without a dependency it needs (it
+/// fails closed): the `ProxyError::reason` of each such error.
+pub const FAIL_CLOSED_REASONS: [&str; 3] =
+    ["store_unavailable", "oidc_not_ready", "refresh_unavailable"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -71,6 +78,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_closed: IntCounterVec,
     pub upstream_connections_opened: IntCounter,
+    pub fail_closed: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -220,6 +228,13 @@ impl Metrics {
                 "portcullis_upstream_connections_opened_total",
                 "Connections opened to upstreams (a request that reuses a pooled one opens none)",
             )?,
+            fail_closed: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_fail_closed_total",
+                    "Requests answered 503 because a dependency (session store, OP) was unavailable, by reason",
+                ),
+                &["reason"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -252,6 +267,7 @@ impl Metrics {
         r.register(Box::new(self.connections_open.clone()))?;
         r.register(Box::new(self.connections_closed.clone()))?;
         r.register(Box::new(self.upstream_connections_opened.clone()))?;
+        r.register(Box::new(self.fail_closed.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -292,6 +308,9 @@ impl Metrics {
         }
         for r in CONNECTION_CLOSE_REASONS {
             self.connections_closed.with_label_values(&[r]);
+        }
+        for r in FAIL_CLOSED_REASONS {
+            self.fail_closed.with_label_values(&[r]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

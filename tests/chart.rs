@@ -88,13 +88,6 @@ fn the_webhook_is_fail_closed_and_sees_only_opted_in_pods() {
     assert!(hook["timeoutSeconds"].as_u64().is_some_and(|t| t <= 10));
     assert_eq!(hook["rules"][0]["operations"], json!(["CREATE"]));
     assert_eq!(hook["rules"][0]["resources"], json!(["pods"]));
-    let condition = hook["matchConditions"][0]["expression"]
-        .as_str()
-        .expect("matchConditions");
-    assert!(condition.contains("object.metadata.labels['bff.portcullis.dev/inject'] == 'true'"));
-    assert!(
-        condition.contains("object.metadata.annotations['bff.portcullis.dev/inject'] == 'true'")
-    );
     let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
     assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
     assert_eq!(excluded["operator"], "NotIn");
@@ -117,6 +110,104 @@ fn the_webhook_is_fail_closed_and_sees_only_opted_in_pods() {
         own_pods,
         &json!({"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["portcullis"]})
     );
+}
+
+/// A pod opted in by the label or annotation `bff.portcullis.dev/inject` (metadata only).
+fn pod_with(labels: Value, annotations: Value) -> Value {
+    let mut metadata = json!({"name": "web", "namespace": "shop"});
+    if !labels.is_null() {
+        metadata["labels"] = labels;
+    }
+    if !annotations.is_null() {
+        metadata["annotations"] = annotations;
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+           "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})
+}
+
+/// The webhook's answer for `pod`, with the config and secret it needs named by the injector.
+fn webhook_decision(pod: &Value) -> portcullis::webhook::review::Decision {
+    let settings = portcullis::webhook::WebhookConfig::from_yaml(
+        "tls: {cert_file: a, key_file: b}\n\
+         sidecar: {image: \"ghcr.io/portcullis/portcullis:0.1.0\", config_map: web-bff, secret: web-bff-oidc}\n",
+        Path::new("webhook.yaml"),
+    )
+    .expect("settings")
+    .sidecar;
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "shop", "operation": "CREATE", "object": pod}});
+    portcullis::webhook::review::answer(review.to_string().as_bytes(), &settings)
+        .expect("answered")
+        .decision
+}
+
+/// The matchConditions, evaluated with CEL as the API server does, send the webhook every pod
+/// that names the opt-in key with any value but "false" ("yes", "True" included, which the
+/// webhook then denies with its message, instead of the pod starting without portcullis), and
+/// exactly the pods the webhook would not skip: the label wins over the annotation in both.
+#[test]
+fn match_conditions_send_every_opt_in_value_but_false_and_agree_with_the_webhook() {
+    use portcullis::webhook::review::Decision;
+    let docs = render(None, &[]);
+    let hook =
+        &k8s::find(&docs, "MutatingWebhookConfiguration", "portcullis-injector")["webhooks"][0];
+    let condition = hook["matchConditions"][0]["expression"]
+        .as_str()
+        .expect("matchConditions");
+    let key = "bff.portcullis.dev/inject";
+    let cases = [
+        ("label true", json!({key: "true"}), Value::Null, true),
+        ("label yes", json!({key: "yes"}), Value::Null, true),
+        ("label True", json!({key: "True"}), Value::Null, true),
+        ("empty label", json!({key: ""}), Value::Null, true),
+        (
+            "annotation yes",
+            json!({"app": "web"}),
+            json!({key: "yes"}),
+            true,
+        ),
+        ("annotation true", Value::Null, json!({key: "true"}), true),
+        ("label false", json!({key: "false"}), Value::Null, false),
+        (
+            "annotation false",
+            Value::Null,
+            json!({key: "false"}),
+            false,
+        ),
+        (
+            "label false wins",
+            json!({key: "false"}),
+            json!({key: "true"}),
+            false,
+        ),
+        (
+            "label true wins",
+            json!({key: "true"}),
+            json!({key: "false"}),
+            true,
+        ),
+        (
+            "not opted in",
+            json!({"app": "web"}),
+            json!({"note": "x"}),
+            false,
+        ),
+        ("no labels or annotations", Value::Null, Value::Null, false),
+    ];
+    for (case, labels, annotations, sent) in cases {
+        let pod = pod_with(labels, annotations);
+        let matched = k8s::cel_matches(condition, &pod).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(matched, sent, "{case}: sent to the webhook");
+        let decision = webhook_decision(&pod);
+        assert_eq!(
+            decision != Decision::Skipped,
+            sent,
+            "{case}: the webhook's decision {decision:?} disagrees with the matchConditions"
+        );
+    }
+    let denied = webhook_decision(&pod_with(json!({key: "yes"}), Value::Null));
+    assert_eq!(denied, Decision::Denied);
 }
 
 #[test]
@@ -234,7 +325,12 @@ fn every_object_carries_the_standard_labels() {
 #[test]
 fn monitors_and_policies_exist_only_when_enabled() {
     let defaults = k8s::kinds(&render(None, &[]));
-    for kind in ["ServiceMonitor", "PodMonitor", "NetworkPolicy"] {
+    for kind in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+        "PrometheusRule",
+    ] {
         assert!(
             !defaults.contains(&kind.to_string()),
             "{kind} rendered by default"
@@ -250,6 +346,11 @@ fn monitors_and_policies_exist_only_when_enabled() {
         .expect("ports")
         .iter()
         .any(|p| p["name"] == "http-metrics"));
+    let rule = k8s::find(&docs, "PrometheusRule", "portcullis");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
     let pm = k8s::find(&docs, "PodMonitor", "portcullis-sidecars");
     assert_eq!(
         pm["spec"]["selector"]["matchLabels"],
@@ -464,4 +565,22 @@ fn every_rendered_portcullis_config_passes_check() {
         }
     }
     assert!(checked >= 6, "only {checked} configs rendered");
+}
+
+/// Keycloak issues refresh tokens without `offline_access`, and with it they would be offline
+/// tokens that survive a logout at Keycloak; without `id_token_hint` its logout asks the user to
+/// confirm. The example keeps both right.
+#[test]
+fn the_keycloak_example_avoids_offline_tokens_and_sends_the_id_token_hint() {
+    let docs = render(Some(&file("values-keycloak.yaml")), &[]);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+        .expect("a sidecar ConfigMap");
+    let config: Value =
+        serde_yaml::from_str(cm["data"]["config.yaml"].as_str().expect("config")).expect("yaml");
+    let scopes = config["oidc"]["scopes"].as_array().expect("scopes");
+    assert!(scopes.contains(&json!("openid")));
+    assert!(!scopes.contains(&json!("offline_access")), "{scopes:?}");
+    assert_eq!(config["oidc"]["send_id_token_hint"], true);
 }

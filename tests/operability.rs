@@ -1,5 +1,6 @@
 //! Structured logs and request ids: JSON lines by configuration, an audit line per security
-//! event, a request id shared with the upstream, and no secret in any of it.
+//! event, a request id shared with the upstream, and no secret in any of it. The admin
+//! `/metrics` passes `promtool check metrics` and holds every series from start-up.
 
 mod support;
 
@@ -108,4 +109,99 @@ async fn json_logs_hold_audit_events_and_no_secrets() {
     for secret in [token.as_str(), cookie.as_str(), support::op::CLIENT_SECRET] {
         assert!(!logs.contains(secret), "a log line holds a secret");
     }
+}
+
+/// The values a label takes in the series of one family that exist now.
+fn label_values(metrics: &str, family: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let marker = format!("{label}=\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| {
+            l.split(&marker)
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// What promtool's linter and a scrape see: a clean exposition, and from start-up (before any
+/// login, refresh or store error) every series an alert or the dashboard divides by, each label
+/// spelt in the one `outcome` vocabulary (`success`/`failure` plus specific cases).
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_and_every_series_exists_from_start_up() {
+    let w = World::start(WorldOptions::default()).await;
+    let (status, metrics) = w.proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    if let Err(e) = support::promtool::check_metrics(&metrics) {
+        panic!("promtool check metrics:\n{e}\n{metrics}");
+    }
+    let set = |values: &[&str]| values.iter().map(|v| v.to_string()).collect();
+    for (family, label, expected) in [
+        (
+            "portcullis_session_store_errors_total",
+            "op",
+            set(&[
+                "get", "set", "take", "expire", "delete", "lock", "unlock", "ping", "index",
+            ]),
+        ),
+        (
+            "portcullis_session_store_operation_duration_seconds_count",
+            "op",
+            set(&[
+                "get", "set", "take", "expire", "delete", "lock", "unlock", "ping", "index",
+            ]),
+        ),
+        (
+            "portcullis_logins_total",
+            "outcome",
+            set(&["started", "success", "failure"]),
+        ),
+        (
+            "portcullis_token_refreshes_total",
+            "outcome",
+            set(&[
+                "success",
+                "fatal",
+                "transient",
+                "waited",
+                "session_ended",
+                "superseded",
+            ]),
+        ),
+        (
+            "portcullis_backchannel_logouts_total",
+            "outcome",
+            set(&["success", "rejected", "replayed"]),
+        ),
+        (
+            "portcullis_fail_closed_total",
+            "reason",
+            set(&["store_unavailable", "oidc_not_ready", "refresh_unavailable"]),
+        ),
+    ] {
+        assert_eq!(label_values(&metrics, family, label), expected, "{family}");
+    }
+    assert!(
+        metrics.contains("portcullis_session_store_errors_total{op=\"index\",store=\"redis\"} 0"),
+        "{metrics}"
+    );
+
+    let mut b = w.browser();
+    b.login("alice", "/").await;
+    let forged = b.get("/bff/callback?state=forged&code=forged", &[]).await;
+    assert_eq!(forged.status, 400);
+    let (_, metrics) = w.proxy.admin_get("/metrics").await;
+    let logins = |outcome: &str| {
+        support::metric(
+            &metrics,
+            &format!("portcullis_logins_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(
+        (logins("started"), logins("success"), logins("failure")),
+        (1, 1, 1)
+    );
 }

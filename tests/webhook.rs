@@ -123,7 +123,9 @@ fn every_case_gets_the_expected_decision() {
         | "bad-sidecar-mode"
         | "missing-config"
         | "host-network"
-        | "system-namespace" => Decision::Denied,
+        | "system-namespace"
+        | "opt-in-label-yes"
+        | "opt-in-annotation-capital-true" => Decision::Denied,
         _ => Decision::Skipped,
     };
     for (name, review) in fixtures() {
@@ -159,6 +161,14 @@ fn denials_name_the_annotation_and_the_fix() {
         "bff.portcullis.dev/sidecar-mode: \"sidecar\" is not a sidecar mode (fix: use \"native\""
     ));
     assert!(message("missing-config").starts_with("bff.portcullis.dev/config: is missing"));
+    assert_eq!(
+        message("opt-in-label-yes"),
+        "bff.portcullis.dev/inject: \"yes\" is neither \"true\" nor \"false\" (the value is \
+         case-sensitive) (fix: set it to \"true\" to inject portcullis, or to \"false\" or remove \
+         it to opt out)"
+    );
+    assert!(message("opt-in-annotation-capital-true")
+        .starts_with("bff.portcullis.dev/inject: \"True\" is neither \"true\" nor \"false\""));
 }
 
 #[test]

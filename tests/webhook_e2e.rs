@@ -3,8 +3,10 @@
 //! the API server does — trusting only the rendered caBundle, under the Service's DNS name
 //! (`<svc>.<ns>.svc`). The response is checked as k8s.io/apiserver's `VerifyAdmissionResponse`
 //! checks it, the patch is applied, the pod validated strictly, and a second call (the
-//! IfNeeded reinvocation) must change nothing. A rotated certificate must be served without a
-//! restart.
+//! IfNeeded reinvocation) must change nothing. The rendered selectors and matchConditions (CEL)
+//! decide which pods reach it, and a pod opted in with an unknown value is denied with the fix.
+//! A rotated certificate must be served without a restart; the admin `/metrics` passes
+//! `promtool check metrics`.
 
 mod k8s;
 
@@ -237,6 +239,11 @@ fn the_api_server_path_injects_over_tls_and_reinvocation_is_a_no_op() {
         selects(&r.hook["objectSelector"], &pod["metadata"]["labels"]),
         "objectSelector skips the pod"
     );
+    assert_eq!(
+        k8s::cel_matches(match_condition(&r), pod),
+        Ok(true),
+        "matchConditions skip the pod"
+    );
 
     let (status, answer) =
         post(&client, &url, &review).unwrap_or_else(|e| panic!("{e}\n{}", webhook.log()));
@@ -260,14 +267,7 @@ fn the_api_server_path_injects_over_tls_and_reinvocation_is_a_no_op() {
     );
     assert_eq!(second["response"]["allowed"], true);
 
-    let metrics = block_on(async {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", webhook.admin_port))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    });
+    let metrics = admin_metrics(&webhook);
     assert!(
         metrics.contains("portcullis_injector_requests_total{result=\"injected\"} 1"),
         "{metrics}"
@@ -275,6 +275,102 @@ fn the_api_server_path_injects_over_tls_and_reinvocation_is_a_no_op() {
     assert!(
         metrics.contains("portcullis_injector_requests_total{result=\"skipped\"} 1"),
         "{metrics}"
+    );
+}
+
+fn match_condition(r: &Rendered) -> &str {
+    r.hook["matchConditions"][0]["expression"]
+        .as_str()
+        .expect("the chart renders matchConditions")
+}
+
+fn admin_metrics(webhook: &Webhook) -> String {
+    block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", webhook.admin_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    })
+}
+
+/// A pod opted in with a value the webhook does not know ("yes") passes the rendered selectors
+/// and matchConditions, so the API server calls the webhook, which denies it with the fix: the
+/// user sees why in the ReplicaSet's events instead of a pod running without portcullis.
+#[test]
+fn an_unknown_opt_in_value_reaches_the_webhook_and_is_denied_with_the_fix() {
+    let r = render_chart();
+    let webhook = Webhook::start(&r);
+    let client = webhook.client(&r.host, &r.ca_pem);
+    let review = fixture("opt-in-label-yes");
+    let pod = &review["request"]["object"];
+    assert!(selects(
+        &r.hook["objectSelector"],
+        &pod["metadata"]["labels"]
+    ));
+    assert_eq!(k8s::cel_matches(match_condition(&r), pod), Ok(true));
+
+    let (status, answer) = post(&client, &webhook.url(&r.host), &review)
+        .unwrap_or_else(|e| panic!("{e}\n{}", webhook.log()));
+    assert_eq!(status, 200);
+    assert_eq!(verify_admission_response(&review, &answer), None);
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 400);
+    let message = response["status"]["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with("bff.portcullis.dev/inject: \"yes\" is neither \"true\" nor \"false\"")
+            && message.contains("(fix: set it to \"true\""),
+        "{message}"
+    );
+    assert!(
+        admin_metrics(&webhook).contains("portcullis_injector_requests_total{result=\"denied\"} 1")
+    );
+
+    // An explicit opt-out never reaches the webhook: an injector outage cannot block it.
+    let mut opted_out = pod.clone();
+    opted_out["metadata"]["labels"]["bff.portcullis.dev/inject"] = json!("false");
+    assert_eq!(k8s::cel_matches(match_condition(&r), &opted_out), Ok(false));
+    assert!(!selects(
+        &r.hook["objectSelector"],
+        &opted_out["metadata"]["labels"]
+    ));
+}
+
+/// The injector's `/metrics` passes `promtool check metrics`, and its certificate-expiry gauge
+/// is the notAfter of the certificate the chart rendered (what the expiry alert watches).
+#[test]
+fn the_admin_metrics_pass_promtool_and_show_the_certificate_expiry() {
+    let r = render_chart();
+    let webhook = Webhook::start(&r);
+    let metrics = admin_metrics(&webhook);
+    if let Err(e) = k8s::promtool_check_metrics(&metrics) {
+        panic!("promtool check metrics:\n{e}\n{metrics}");
+    }
+    for family in [
+        "portcullis_injector_requests_total",
+        "portcullis_injector_request_duration_seconds",
+        "portcullis_injector_tls_reloads_total",
+        "portcullis_injector_tls_certificate_expiry_timestamp_seconds",
+    ] {
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+    for series in [
+        "portcullis_injector_requests_total{result=\"error\"} 0",
+        "portcullis_injector_tls_reloads_total{outcome=\"success\"} 0",
+        "portcullis_injector_tls_reloads_total{outcome=\"failure\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing at start-up");
+    }
+    let (_, pem) = x509_parser::pem::parse_x509_pem(r.cert_pem.as_bytes()).expect("PEM");
+    let cert = pem.parse_x509().expect("X.509");
+    let not_after = cert.validity().not_after.timestamp();
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_injector_tls_certificate_expiry_timestamp_seconds {not_after}\n"
+        )),
+        "expiry {not_after} not in:\n{metrics}"
     );
 }
 

@@ -52,10 +52,7 @@ fn the_contract_example_is_complete() {
         "https://app.example.com/bff/callback"
     );
     assert_eq!(cfg.oidc.client_secret.expose(), "s3cret");
-    assert_eq!(
-        cfg.oidc.scopes,
-        ["openid", "profile", "email", "offline_access"]
-    );
+    assert_eq!(cfg.oidc.scopes, ["openid", "profile", "email"]);
     assert_eq!(
         cfg.oidc.post_logout_redirect_uri.as_str(),
         "https://app.example.com/bff/logout/callback"

@@ -69,6 +69,17 @@ impl ProxyError {
         )
     }
 
+    /// Whether this is portcullis refusing to serve without a dependency (the session store,
+    /// the OP) rather than guessing: a 503, counted in `portcullis_fail_closed_total`.
+    pub fn fails_closed(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Store(_)
+                | ProxyError::Oidc(OidcError::NotReady)
+                | ProxyError::RefreshUnavailable
+        )
+    }
+
     /// A stable, low-cardinality reason code for logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -92,5 +103,31 @@ impl ProxyError {
             ProxyError::RefreshUnavailable => "refresh_unavailable",
             ProxyError::Internal(r) => r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::FAIL_CLOSED_REASONS;
+    use crate::proxy::respond::error_reply;
+
+    /// The fail-closed series are pre-created from `FAIL_CLOSED_REASONS`: a reason outside it
+    /// would appear only on first use, and one inside it that no error has would stay at zero.
+    #[test]
+    fn fail_closed_errors_are_503s_whose_reasons_are_pre_created() {
+        let errors = [
+            ProxyError::Store(StoreError::Unavailable("down".into())),
+            ProxyError::Oidc(OidcError::NotReady),
+            ProxyError::RefreshUnavailable,
+        ];
+        let reasons: Vec<&str> = errors.iter().map(ProxyError::reason).collect();
+        assert_eq!(reasons, FAIL_CLOSED_REASONS);
+        for e in &errors {
+            assert!(e.fails_closed(), "{e}");
+            assert_eq!(error_reply(e, None).status, 503, "{e}");
+        }
+        assert!(!ProxyError::Unauthenticated.fails_closed());
+        assert!(!ProxyError::Oidc(OidcError::Discovery("x".into())).fails_closed());
     }
 }

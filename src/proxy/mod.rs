@@ -275,6 +275,14 @@ impl Portcullis {
         tracing::debug!(reason = "body_timeout", "connection closed");
     }
 
+    /// A 503 portcullis gave because a dependency was down, by the same reason as the log line.
+    fn count_fail_closed(&self, e: &ProxyError) {
+        self.metrics
+            .fail_closed
+            .with_label_values(&[e.reason()])
+            .inc();
+    }
+
     fn login_redirect(&self, req: &pingora::http::RequestHeader) -> Reply {
         let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let return_to = validate_return_to(target).unwrap_or("/");
@@ -378,6 +386,9 @@ impl ProxyHttp for Portcullis {
                 }
                 if matches!(e, ProxyError::BodyTimeout) {
                     self.count_body_timeout();
+                }
+                if e.fails_closed() {
+                    self.count_fail_closed(&e);
                 }
                 let reply = respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)));
                 if matches!(e, ProxyError::StaleCookie(_)) {

@@ -65,8 +65,8 @@ pub fn opt_in(
         "false" => Ok(Some(false)),
         other => Err(WebhookError::denied(
             INJECT,
-            format!("{other:?} is neither \"true\" nor \"false\""),
-            "set it to \"true\" to inject portcullis, or remove it",
+            format!("{other:?} is neither \"true\" nor \"false\" (the value is case-sensitive)"),
+            "set it to \"true\" to inject portcullis, or to \"false\" or remove it to opt out",
         )),
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::error::RequestError;
 use super::inject::SidecarSettings;
@@ -22,12 +22,15 @@ const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
 ];
 const RESULTS: [&str; 4] = ["injected", "skipped", "denied", "error"];
+/// `outcome`, spelt as in every portcullis family.
+const RELOAD_OUTCOMES: [&str; 2] = ["success", "failure"];
 
 pub struct WebhookMetrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
     pub tls_reloads: IntCounterVec,
+    pub tls_certificate_expiry: IntGauge,
 }
 
 impl WebhookMetrics {
@@ -56,15 +59,21 @@ impl WebhookMetrics {
                 ),
                 &["outcome"],
             )?,
+            tls_certificate_expiry: IntGauge::new(
+                "portcullis_injector_tls_certificate_expiry_timestamp_seconds",
+                "When the serving certificate in use stops being valid (its notAfter), in Unix seconds",
+            )?,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.duration.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry
+            .register(Box::new(m.tls_certificate_expiry.clone()))?;
         for r in RESULTS {
             m.requests.with_label_values(&[r]);
             m.duration.with_label_values(&[r]);
         }
-        for o in ["success", "failure"] {
+        for o in RELOAD_OUTCOMES {
             m.tls_reloads.with_label_values(&[o]);
         }
         Ok(m)

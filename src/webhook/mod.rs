@@ -36,7 +36,7 @@ pub use error::{RunError, WebhookError};
 /// certificate or a taken port fails the start.
 pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
     let metrics = Arc::new(http::WebhookMetrics::new()?);
-    let cert = Arc::new(tls::ReloadingCert::load(&cfg.tls)?);
+    let cert = Arc::new(tls::ReloadingCert::load(&cfg.tls, &metrics)?);
     crate::server::check_listen_addresses(&[
         ("listen", cfg.listen),
         ("admin_listen", cfg.admin_listen),

@@ -25,7 +25,7 @@ pub struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    pub fn load(files: &TlsFiles) -> Result<ReloadingCert, RunError> {
+    pub fn load(files: &TlsFiles, metrics: &WebhookMetrics) -> Result<ReloadingCert, RunError> {
         let key = load_pair(&files.cert_file, &files.key_file).map_err(|reason| {
             RunError::Certificate {
                 cert: files.cert_file.clone(),
@@ -33,6 +33,7 @@ impl ReloadingCert {
                 reason,
             }
         })?;
+        record_expiry(metrics, &key);
         Ok(ReloadingCert {
             current: RwLock::new(Arc::new(key)),
         })
@@ -63,6 +64,22 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     CertifiedKey::from_der(chain, private_key, provider).map_err(|e| e.to_string())
 }
 
+/// When the leaf certificate stops being valid, in Unix seconds.
+fn expiry_of(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Publishes the expiry of the certificate now serving, which the chart's alert watches: a
+/// rotation that never arrives (cert-manager stuck, a Secret not renewed) shows up there.
+fn record_expiry(metrics: &WebhookMetrics, key: &CertifiedKey) {
+    match expiry_of(key) {
+        Some(not_after) => metrics.tls_certificate_expiry.set(not_after),
+        None => tracing::warn!("cannot read the serving certificate's expiry date"),
+    }
+}
+
 /// Polls the certificate files and reloads them when their contents change.
 pub struct CertReloader {
     pub cert: Arc<ReloadingCert>,
@@ -82,6 +99,7 @@ impl CertReloader {
         let cert_file = &self.files.cert_file;
         match load_pair(cert_file, &self.files.key_file) {
             Ok(key) => {
+                record_expiry(&self.metrics, &key);
                 self.cert.replace(key);
                 self.metrics
                     .tls_reloads

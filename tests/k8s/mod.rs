@@ -1,6 +1,7 @@
-//! Shared by the Kubernetes tests (`webhook`, `webhook_e2e`, `chart`): the pinned tools that
-//! `make k8s-tools` installs into `.tools/` (helm, kubernetes-validate), chart rendering, strict
-//! schema validation, and an RFC 6902 `add` applier standing in for the API server's.
+//! Shared by the Kubernetes tests (`webhook`, `webhook_e2e`, `chart`, `alerts`, …): the pinned
+//! tools that `make k8s-tools` installs into `.tools/` (helm, kubernetes-validate, cel-python,
+//! promtool), chart rendering, strict schema validation, and an RFC 6902 `add` applier standing
+//! in for the API server's.
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use serde_json::Value;
 
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/promtool.rs"]
+mod promtool;
 
 pub fn free_port() -> u16 {
     ports::free_port()
@@ -31,6 +34,46 @@ fn tool(relative: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// promtool (Prometheus 3.16), built by `make k8s-tools`.
+pub fn promtool() -> Command {
+    promtool::command()
+}
+
+/// `promtool check metrics` on a `/metrics` body; Err holds promtool's findings.
+pub fn promtool_check_metrics(exposition: &str) -> Result<String, String> {
+    promtool::check_metrics(exposition)
+}
+
+/// Evaluates a webhook `matchConditions` expression the way the API server does, with CEL (the
+/// cel-python interpreter `make k8s-tools` installs) and `object` bound to `object`. `Err` is an
+/// evaluation error, which the API server handles by the webhook's failurePolicy.
+pub fn cel_matches(expression: &str, object: &Value) -> Result<bool, String> {
+    use std::io::Write;
+    let mut child = Command::new(tool("venv/bin/python"))
+        .args(["-m", "celpy", "--json-document", "object", expression])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run celpy: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("celpy has no stdin")?;
+    writeln!(stdin, "{object}").map_err(|e| format!("cannot write to celpy: {e}"))?;
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("celpy did not finish: {e}"))?;
+    // celpy prints the result as JSON; an evaluation error prints `null` (and exits 0).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    match printed.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!(
+            "{expression} on {object}: {other} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
 }
 
 pub fn helm() -> Command {
@@ -87,7 +130,7 @@ pub fn validate_strict(kube_version: &str, files: &[PathBuf]) -> Result<String, 
     run(cmd)
 }
 
-fn run(mut cmd: Command) -> Result<String, String> {
+pub fn run(mut cmd: Command) -> Result<String, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;

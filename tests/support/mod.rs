@@ -8,6 +8,7 @@ pub mod browser;
 pub mod op;
 pub mod portcullis;
 mod ports;
+pub mod promtool;
 pub mod redis;
 pub mod redis_topologies;
 pub mod rogue_op;
@@ -105,6 +106,7 @@ pub struct WorldOptions {
     pub redis: bool,
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
+    pub revocation_delay_ms: u64,
     pub backchannel: bool,
     /// Use this session store URL (a Cluster or Sentinel the test started) instead of a
     /// standalone redis-server or memory.
@@ -122,6 +124,7 @@ impl Default for WorldOptions {
             redis: true,
             access_token_ttl: 300,
             refresh_delay_ms: 0,
+            revocation_delay_ms: 0,
             backchannel: false,
             store_url: None,
             page_upstream: None,
@@ -141,6 +144,7 @@ impl World {
             app_origins: vec![proxy.origin()],
             access_token_ttl: opts.access_token_ttl,
             refresh_delay_ms: opts.refresh_delay_ms,
+            revocation_delay_ms: opts.revocation_delay_ms,
             backchannel: opts.backchannel,
         });
         let store = match (&opts.store_url, &redis) {

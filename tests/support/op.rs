@@ -17,6 +17,8 @@ pub struct OpOptions {
     pub app_origins: Vec<String>,
     pub access_token_ttl: u64,
     pub refresh_delay_ms: u64,
+    /// How long the revocation endpoint waits before it revokes.
+    pub revocation_delay_ms: u64,
     /// Register `<first origin>/bff/backchannel-logout` as the client's back-channel URI.
     pub backchannel: bool,
 }
@@ -27,6 +29,7 @@ impl Default for OpOptions {
             app_origins: Vec::new(),
             access_token_ttl: 300,
             refresh_delay_ms: 0,
+            revocation_delay_ms: 0,
             backchannel: false,
         }
     }
@@ -75,6 +78,7 @@ impl Op {
             .env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","))
             .env("AT_TTL", opts.access_token_ttl.to_string())
             .env("REFRESH_DELAY_MS", opts.refresh_delay_ms.to_string())
+            .env("REVOCATION_DELAY_MS", opts.revocation_delay_ms.to_string())
             .env("CLOCK_TOLERANCE", "0")
             .env("EXIT_ON_STDIN_CLOSE", "1")
             .stdin(Stdio::piped())

@@ -99,3 +99,19 @@ tolerations: {{- toYaml . | nindent 2 }}
 affinity: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* An alert's severity, summary and description, plus the labels and annotations every alert
+     gets; call with (dict "alert" <its values> "rule" .Values.prometheusRule "summary" … "description" …). */}}
+{{- define "portcullis.alertMeta" -}}
+labels:
+  severity: {{ .alert.severity }}
+  {{- with .rule.additionalRuleLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  summary: {{ .summary | quote }}
+  description: {{ .description | quote }}
+  {{- with .rule.additionalRuleAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}

@@ -5,7 +5,10 @@ use crate::config::raw::RawOidc;
 use crate::config::types::*;
 use crate::secret::Secret;
 
-const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// No `offline_access`: with Keycloak (which issues refresh tokens without it) it would make the
+/// refresh token an offline token, whose session outlives a logout at the OP. OPs that issue
+/// refresh tokens only for it (Okta, Auth0, Entra ID, Dex) list it in their configuration.
+const DEFAULT_SCOPES: [&str; 3] = ["openid", "profile", "email"];
 const DEFAULT_LOGIN_PARAMS: [&str; 5] = [
     "prompt",
     "login_hint",

@@ -132,11 +132,11 @@ impl Portcullis {
         let result = self.finish_login(req).await;
         match &result {
             Ok((_, sub)) => {
-                self.metrics.logins.with_label_values(&["succeeded"]).inc();
+                self.metrics.logins.with_label_values(&["success"]).inc();
                 audit("login", "success", "-", Some(sub));
             }
             Err(e) => {
-                self.metrics.logins.with_label_values(&["failed"]).inc();
+                self.metrics.logins.with_label_values(&["failure"]).inc();
                 audit("login", "failure", e.reason(), None);
             }
         }

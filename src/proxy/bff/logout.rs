@@ -62,9 +62,15 @@ impl Portcullis {
         };
         audit("logout", "success", scope, Some(&auth.data.sub));
         let provider = self.oidc.provider().ok();
-        let refresh_token = auth.data.refresh_token.clone();
-        let tokens = refresh_token.map(|rt| (TokenKind::Refresh, rt)).into_iter();
-        self.revoke_in_background(provider.clone(), tokens.collect());
+        // Revoked before the browser is sent to the OP, not beside it: some OPs (Keycloak) end
+        // or keep their own session depending on whether the revocation has arrived, and with
+        // it whether they ask the user to confirm the logout. Each call is bounded by
+        // `oidc.http_timeout`.
+        if let (Some(provider), Some(refresh_token)) = (&provider, &auth.data.refresh_token) {
+            self.oidc
+                .revoke_token(provider, refresh_token.expose(), TokenKind::Refresh)
+                .await;
+        }
         let location = self
             .logout_location(provider.as_deref(), auth.data.id_token.expose(), return_to)
             .await?;
