@@ -2,15 +2,22 @@
 //! else happens. Its row is the floor portcullis's own work sits on, so the benchmark shows how
 //! much of a request's cost is Pingora's and how much is portcullis's.
 //!
-//! `bare_passthrough LISTEN UPSTREAM THREADS POOL`, e.g.
+//! `bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing]`, e.g.
 //! `bare_passthrough 127.0.0.1:9000 127.0.0.1:8080 1 1024` (POOL: idle upstream connections
-//! kept, all threads together, as `server.upstream_keepalive_pool_size`).
+//! kept, all threads together, as `server.upstream_keepalive_pool_size`). `per-thread` (the
+//! default) runs the threads as portcullis does: one single-threaded service per thread, each
+//! with its own SO_REUSEPORT listener and pool; `work-stealing` runs one Pingora service on a
+//! work-stealing runtime of THREADS threads, Pingora's default, for comparison.
 
 use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{ListenFds, Server, ShutdownWatch};
+use pingora::services::listening::Service as ListeningService;
+use pingora::services::Service;
 use pingora::upstreams::peer::HttpPeer;
+use std::sync::Arc;
 
 struct Passthrough {
     upstream: String,
@@ -35,33 +42,83 @@ impl ProxyHttp for Passthrough {
     }
 }
 
+/// A single-threaded service that binds its own listener, as `server::ProxyThread` does.
+struct OwnListener(ListeningService<pingora::proxy::HttpProxy<Passthrough>>);
+
+#[async_trait]
+impl Service for OwnListener {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        self.0.start_service(None, shutdown, listeners_per_fd).await;
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream, threads, pool] = args.as_slice() else {
-        eprintln!("usage: bare_passthrough LISTEN UPSTREAM THREADS POOL");
-        std::process::exit(2);
+    let (listen, upstream, threads, pool, mode) = match args.as_slice() {
+        [l, u, t, p] => (l, u, t, p, "per-thread"),
+        [l, u, t, p, m] => (l, u, t, p, m.as_str()),
+        _ => usage(),
     };
     let (Ok(threads), Ok(pool)) = (threads.parse::<usize>(), pool.parse::<usize>()) else {
-        eprintln!("THREADS and POOL must be numbers");
-        std::process::exit(2);
+        usage()
     };
     let threads = threads.max(1);
-    // The same runtime choices portcullis makes (see `server::server_conf`).
-    let conf = ServerConf {
-        threads,
-        work_stealing: threads > 1,
-        upstream_keepalive_pool_size: pool.div_ceil(threads),
-        ..ServerConf::default()
+    let passthrough = || Passthrough {
+        upstream: upstream.clone(),
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        Passthrough {
-            upstream: upstream.clone(),
-        },
-    );
-    proxy.add_tcp(listen);
-    server.add_service(proxy);
-    server.run_forever();
+    match mode {
+        "per-thread" => {
+            let conf = ServerConf {
+                threads: 1,
+                work_stealing: false,
+                upstream_keepalive_pool_size: pool.div_ceil(threads),
+                ..ServerConf::default()
+            };
+            let mut server = Server::new_with_opt_and_conf(None, conf);
+            server.bootstrap();
+            for _ in 0..threads {
+                let mut proxy =
+                    pingora::proxy::http_proxy_service(&server.configuration, passthrough());
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(threads > 1);
+                proxy.add_tcp_with_settings(listen, options);
+                server.add_service(OwnListener(proxy));
+            }
+            server.run_forever();
+        }
+        "work-stealing" => {
+            let conf = ServerConf {
+                threads,
+                work_stealing: true,
+                upstream_keepalive_pool_size: pool.div_ceil(threads),
+                ..ServerConf::default()
+            };
+            let mut server = Server::new_with_opt_and_conf(None, conf);
+            server.bootstrap();
+            let conf: Arc<ServerConf> = server.configuration.clone();
+            let mut proxy = pingora::proxy::http_proxy_service(&conf, passthrough());
+            proxy.add_tcp(listen);
+            server.add_service(proxy);
+            server.run_forever();
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing]");
+    std::process::exit(2);
 }
