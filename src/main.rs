@@ -36,7 +36,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            portcullis::telemetry::init(&config.log);
+            // Kept until `run` returns, so the spans of the last requests are sent on exit.
+            let _traces =
+                match portcullis::telemetry::init_with_traces(&config.log, &config.telemetry) {
+                    Ok(pipeline) => pipeline,
+                    Err(e) => {
+                        eprintln!("portcullis: {e}");
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
+                };
             match portcullis::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.is_config_error() => {
