@@ -36,8 +36,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            // Kept until `run` returns, so the spans of the last requests are sent on exit.
-            let _traces =
+            let traces =
                 match portcullis::telemetry::init_with_traces(&config.log, &config.telemetry) {
                     Ok(pipeline) => pipeline,
                     Err(e) => {
@@ -45,7 +44,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_RUNTIME);
                     }
                 };
-            match portcullis::server::run(config) {
+            match portcullis::server::run(config, traces) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.is_config_error() => {
                     tracing::error!(error = %e, "portcullis cannot start with this configuration");

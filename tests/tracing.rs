@@ -1,12 +1,13 @@
 //! OpenTelemetry traces, read back from a real Jaeger: a login and an API call through
 //! portcullis (Redis store, the oidc-provider OP), the API call as one trace from portcullis
 //! into the upstream, spans for the session store and every call to the OP, a refresh with its
-//! lock wait, a trusted caller's trace continued and an untrusted one's replaced, and nothing
-//! secret in what was exported.
+//! lock wait, a trusted caller's trace continued and an untrusted one's replaced, nothing
+//! secret in what was exported, and the last spans sent before a drained process exits.
 
 mod support;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::json;
 use support::jaeger::{Jaeger, Trace};
@@ -223,5 +224,32 @@ async fn a_refresh_and_a_wait_for_another_requests_refresh_are_spans() {
     assert!(
         child_operations(&waited, "refresh_lock_wait").contains(&"session_store get"),
         "the waiting request re-read the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_process_exports_its_last_spans_before_it_exits() {
+    let jaeger = Jaeger::start().await;
+    let mut w = World::start(WorldOptions {
+        redis: false,
+        extra_config: jaeger.portcullis_config(&[]),
+        ..Default::default()
+    })
+    .await;
+    let mut b = w.browser();
+    assert_eq!(b.get("/public/last", &[]).await.status, 200);
+    let (trace_id, _) = traceparent(w.upstream.last().header("traceparent"));
+    w.proxy.terminate();
+    let (code, _) = w.proxy.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0));
+    // Not waited for: the spans were sent before the exit, not at the next batch.
+    let trace = jaeger
+        .trace(&trace_id)
+        .await
+        .expect("the trace was exported");
+    assert_eq!(trace.span("GET /public/").service, "portcullis");
+    assert_eq!(
+        trace.span("upstream").tag("http.response.status_code"),
+        Some(&json!(200))
     );
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
@@ -33,9 +34,10 @@ pub enum ExportError {
 }
 
 /// The running export: spans recorded through [`TracePipeline::tracer`] reach the collector
-/// until it is dropped, which sends what is still queued (within the export timeout).
+/// until [`TracePipeline::shutdown`] or drop, which send what is still queued.
 pub struct TracePipeline {
     provider: SdkTracerProvider,
+    export_timeout: Duration,
 }
 
 impl TracePipeline {
@@ -60,19 +62,29 @@ impl TracePipeline {
             .with_sampler(sampler)
             .with_resource(resource)
             .build();
-        Ok(TracePipeline { provider })
+        Ok(TracePipeline {
+            provider,
+            export_timeout: cfg.export_timeout,
+        })
     }
 
     pub fn tracer(&self) -> SdkTracer {
         self.provider.tracer(env!("CARGO_PKG_NAME"))
     }
+
+    /// Sends the spans still queued (waiting at most the export timeout) and stops exporting.
+    /// Later calls do nothing.
+    pub fn shutdown(&self) {
+        match self.provider.shutdown_with_timeout(self.export_timeout) {
+            Ok(()) | Err(OTelSdkError::AlreadyShutdown) => {}
+            Err(e) => tracing::warn!(error = %e, "the last spans could not be exported"),
+        }
+    }
 }
 
 impl Drop for TracePipeline {
     fn drop(&mut self) {
-        if let Err(e) = self.provider.shutdown() {
-            tracing::warn!(error = %e, "the last spans could not be exported");
-        }
+        self.shutdown();
     }
 }
 
