@@ -2,8 +2,8 @@
 //! level. Nothing that could hold a secret is logged by value: see `secret::Secret`.
 //!
 //! Traces (`telemetry.*`, off by default) are OpenTelemetry spans made with `tracing` under
-//! [`SPAN_TARGET`]: the request, session-store operations, the token refresh and its lock
-//! waits, and every call to the OP. The log filter turns that target off, so logs never show
+//! [`SPAN_TARGET`]: the request and its upstream call, session lookups and store operations,
+//! the token refresh and its lock waits, and every call to the OP. The log filter turns that target off, so logs never show
 //! these spans and, with tracing off, they are not even created (a disabled callsite costs a
 //! couple of loads). With tracing on, a second layer exports them, with events at WARN and
 //! above from portcullis's own modules (the same lines the log shows).
@@ -13,7 +13,6 @@ pub mod propagation;
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata, Subscriber};
-
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
