@@ -36,8 +36,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            portcullis::telemetry::init(&config.log);
-            match portcullis::server::run(config) {
+            let traces =
+                match portcullis::telemetry::init_with_traces(&config.log, &config.telemetry) {
+                    Ok(pipeline) => pipeline,
+                    Err(e) => {
+                        eprintln!("portcullis: {e}");
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
+                };
+            match portcullis::server::run(config, traces) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.is_config_error() => {
                     tracing::error!(error = %e, "portcullis cannot start with this configuration");

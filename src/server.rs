@@ -29,6 +29,7 @@ use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{SessionStore, Sessions, StoreError};
 use crate::shutdown::{DrainOnTerm, InFlight};
+use crate::telemetry::export::TracePipeline;
 
 /// How long start-up waits for the first Redis connection before serving anyway (requests
 /// that need a session get 503 until it connects).
@@ -124,7 +125,10 @@ impl StoreHandle {
     }
 }
 
-pub fn run(cfg: Config) -> Result<(), ServeError> {
+/// Serves until shutdown. `traces` is the span export, if tracing is on: it is flushed before
+/// a drained process exits.
+pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError> {
+    let traces = traces.map(Arc::new);
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new(cfg.session.store.label())?);
     let (store, cache) = StoreHandle::from_config(&cfg.session, &metrics)?;
@@ -199,7 +203,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
 
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting");
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainOnTerm { in_flight }),
+        shutdown_signal: Box::new(DrainOnTerm { in_flight, traces }),
     });
     Ok(())
 }

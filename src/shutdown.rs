@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::telemetry::export::TracePipeline;
+
 /// How often the drain watcher looks at the in-flight count; exit latency after the last
 /// request is at most this.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -43,6 +45,9 @@ impl Drop for InFlightGuard {
 /// upgrade) is not used by portcullis and is treated like SIGTERM.
 pub struct DrainOnTerm {
     pub in_flight: InFlight,
+    /// Span export, whose queue the exit below must send first: `process::exit` runs no
+    /// destructors.
+    pub traces: Option<Arc<TracePipeline>>,
 }
 
 #[async_trait]
@@ -71,12 +76,16 @@ impl DrainOnTerm {
             "SIGTERM: no longer accepting; draining requests in flight"
         );
         let in_flight = self.in_flight.clone();
+        let traces = self.traces.clone();
         std::thread::spawn(move || {
             // Pingora closes the listeners right after this signal is returned.
             while in_flight.count() > 0 {
                 std::thread::sleep(DRAIN_POLL_INTERVAL);
             }
             tracing::info!("drained; exiting");
+            if let Some(traces) = traces {
+                traces.shutdown();
+            }
             std::process::exit(0);
         });
         ShutdownSignal::GracefulTerminate

@@ -460,7 +460,7 @@ fn the_gateway_serves_its_bff_port_through_its_service() {
 
 #[test]
 fn bad_values_fail_rendering_and_name_the_key() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--set", "injector.webhook.failurePolicy=Nope"],
             "/injector/webhook/failurePolicy",
@@ -496,6 +496,10 @@ fn bad_values_fail_rendering_and_name_the_key() {
                 "gateway.config.public_url=x",
             ],
             "needs gateway.config.session.store: redis",
+        ),
+        (
+            &["--set-json", r#"telemetry={"sampling_ratio":2}"#],
+            "/telemetry/sampling_ratio",
         ),
     ];
     for (args, expected) in cases {
@@ -565,6 +569,43 @@ fn every_rendered_portcullis_config_passes_check() {
         }
     }
     assert!(checked >= 6, "only {checked} configs rendered");
+}
+
+/// The chart-wide `telemetry` values reach every portcullis configuration the chart renders,
+/// under the configuration's own `telemetry` keys, which win; without them nothing is added.
+#[test]
+fn chart_wide_telemetry_reaches_every_rendered_config() {
+    let config_of = |doc: &Value| -> Value {
+        serde_yaml::from_str(doc["data"]["config.yaml"].as_str().expect("config")).expect("yaml")
+    };
+    let docs = render(Some(&file("test-gateway.yaml")), &[]);
+    let gateway = config_of(k8s::find(&docs, "ConfigMap", "portcullis-gateway"));
+    assert_eq!(
+        gateway["telemetry"],
+        json!({
+            "enabled": true,
+            "otlp_endpoint": "http://otel-collector.observability.svc.cluster.local:4318",
+            "trusted_trace_callers": ["10.0.0.0/8"],
+            "sampling_ratio": 0.25,
+        })
+    );
+    let sidecar_config = |extra: &[&str]| {
+        let docs = render(Some(&file("values-keycloak.yaml")), extra);
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+            .expect("a sidecar ConfigMap");
+        config_of(cm)
+    };
+    assert_eq!(sidecar_config(&[])["telemetry"], Value::Null);
+    let traced = sidecar_config(&[
+        "--set-json",
+        r#"telemetry={"enabled":true,"sampling_ratio":0.1}"#,
+    ]);
+    assert_eq!(
+        traced["telemetry"],
+        json!({"enabled": true, "sampling_ratio": 0.1})
+    );
 }
 
 /// Keycloak issues refresh tokens without `offline_access`, and with it they would be offline

@@ -23,6 +23,18 @@ pub struct RawConfig {
     pub security: RawSecurity,
     #[serde(default)]
     pub access: RawAccess,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTelemetry {
+    pub enabled: Option<bool>,
+    pub otlp_endpoint: Option<String>,
+    pub sampling_ratio: Option<f64>,
+    pub service_name: Option<String>,
+    pub export_timeout: Option<String>,
+    pub trusted_trace_callers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

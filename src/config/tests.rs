@@ -148,6 +148,20 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "security.max_header_count: must be between 8 and 256"),
         ("routes:", "security:\n  max_header_bytes: 2000000\nroutes:",
          "security.max_header_bytes: must be between 256 and 524288 bytes"),
+        ("routes:", "telemetry:\n  sampling_ratio: 1.5\nroutes:",
+         "telemetry.sampling_ratio: must be between 0 and 1 (e.g. 0.1 records one new trace in ten)"),
+        ("routes:", "telemetry:\n  otlp_endpoint: \"grpc://collector:4317\"\nroutes:",
+         "telemetry.otlp_endpoint: \"grpc://collector:4317\" must be an http(s) URL (portcullis sends OTLP over HTTP/protobuf, usually to port 4318; gRPC is not supported)"),
+        ("routes:", "telemetry:\n  otlp_endpoint: \"https://user:key@collector:4318\"\nroutes:",
+         "telemetry.otlp_endpoint: must not hold credentials (pass them as headers in OTEL_EXPORTER_OTLP_HEADERS)"),
+        ("routes:", "telemetry:\n  service_name: \" \"\nroutes:",
+         "telemetry.service_name: must be 1 to 255 printable characters (e.g. \"portcullis\")"),
+        ("routes:", "telemetry:\n  export_timeout: \"soon\"\nroutes:",
+         "telemetry.export_timeout: \"soon\" is not a duration (write e.g. \"90s\", \"30m\", \"12h\")"),
+        ("routes:", "telemetry:\n  trusted_trace_callers: [\"10.0.0.0/8\", \"ingress\"]\nroutes:",
+         "telemetry.trusted_trace_callers[1]: \"ingress\" is not an IP address or network (write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"fd00::/8\")"),
+        ("routes:", "telemetry:\n  trusted_trace_callers: [\"10.0.0.1/8\"]\nroutes:",
+         "telemetry.trusted_trace_callers[0]: \"10.0.0.1/8\" is not a network: its prefix length is too long, or the address has bits set past it (write the network's first address, e.g. \"10.0.0.0/8\")"),
     ];
     for (from, to, expected) in cases {
         assert!(MINIMAL.contains(from), "fixture lacks {from}");
@@ -268,4 +282,83 @@ fn unknown_keys_cannot_forge_lines() {
     let got = messages(&MINIMAL.replace("routes:", "\"a\\nFILE: evil\": 1\nroutes:"));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0], "/etc/portcullis/config.yaml: a\\nFILE: evil: is not a known key (check its spelling and indentation)");
+}
+
+#[test]
+fn telemetry_is_off_by_default_and_its_endpoint_gets_the_traces_path() {
+    let cfg = load(MINIMAL).expect("valid");
+    assert!(cfg.telemetry.traces.is_none(), "tracing is off by default");
+    assert!(cfg.telemetry.trusted_trace_callers.is_empty());
+
+    let on = |extra: &str| {
+        load(&MINIMAL.replacen(
+            "routes:",
+            &format!("telemetry:\n  enabled: true\n{extra}routes:"),
+            1,
+        ))
+        .expect("valid")
+        .telemetry
+    };
+    let defaults = on("").traces.expect("on");
+    assert_eq!(
+        defaults.endpoint.as_str(),
+        "http://localhost:4318/v1/traces"
+    );
+    assert_eq!(defaults.sampling_ratio, 1.0);
+    assert_eq!(defaults.service_name, "portcullis");
+    assert_eq!(defaults.export_timeout, Duration::from_secs(10));
+    for (base, traces) in [
+        (
+            "http://collector.observability:4318/",
+            "http://collector.observability:4318/v1/traces",
+        ),
+        (
+            "https://otlp.example/tenant-7",
+            "https://otlp.example/tenant-7/v1/traces",
+        ),
+    ] {
+        let t = on(&format!(
+            "  otlp_endpoint: \"{base}\"\n  sampling_ratio: 0.25\n"
+        ));
+        let export = t.traces.expect("on");
+        assert_eq!(export.endpoint.as_str(), traces);
+        assert_eq!(export.sampling_ratio, 0.25);
+    }
+}
+
+#[test]
+fn trusted_trace_callers_are_networks() {
+    let t = load(&MINIMAL.replacen(
+        "routes:",
+        "telemetry:\n  trusted_trace_callers: [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\nroutes:",
+        1,
+    ))
+    .expect("valid")
+    .telemetry;
+    assert!(
+        t.traces.is_none(),
+        "trusting callers does not turn tracing on"
+    );
+    let trusted = |ip: &str| {
+        let ip = ip.parse().expect("an address");
+        t.trusted_trace_callers.iter().any(|n| n.contains(ip))
+    };
+    for ip in [
+        "10.1.2.3",
+        "10.255.255.255",
+        "192.0.2.7",
+        "::ffff:10.0.0.9",
+        "fd12::1",
+    ] {
+        assert!(trusted(ip), "{ip} is trusted");
+    }
+    for ip in [
+        "11.0.0.1",
+        "192.0.2.8",
+        "127.0.0.1",
+        "fe80::1",
+        "::ffff:192.0.2.8",
+    ] {
+        assert!(!trusted(ip), "{ip} is not trusted");
+    }
 }

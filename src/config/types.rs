@@ -1,7 +1,7 @@
 //! Validated configuration handed to the rest of portcullis. Every value here has passed
 //! `validate`, so consumers never re-check it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub security: SecurityConfig,
     pub access: AccessConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,4 +242,77 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// OpenTelemetry tracing, and whose W3C trace context portcullis believes.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// Where and how spans are exported; `None` when tracing is off (the default).
+    pub traces: Option<TraceExport>,
+    /// Callers whose `traceparent`/`tracestate` portcullis continues (or, with tracing off,
+    /// passes on); anyone else's is dropped.
+    pub trusted_trace_callers: Vec<IpNetwork>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceExport {
+    /// The collector's OTLP/HTTP traces URL: `telemetry.otlp_endpoint` + `/v1/traces`.
+    pub endpoint: Url,
+    /// The share of new traces recorded (0..=1); a continued trace keeps its caller's decision.
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    pub export_timeout: Duration,
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`; a bare address is a network of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    network: IpAddr,
+    prefix_len: u8,
+}
+
+impl IpNetwork {
+    /// The network of `addr` with `prefix_len` leading bits; `None` when the length exceeds the
+    /// address's bits or `addr` has bits set past it (a typo such as `10.0.0.1/8`).
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Option<IpNetwork> {
+        (prefix_len <= max_prefix(addr) && masked(addr, prefix_len) == addr).then_some(IpNetwork {
+            network: addr,
+            prefix_len,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.network.is_ipv4() && masked(ip, self.prefix_len) == self.network
+    }
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// `addr` with every bit past the first `prefix_len` cleared.
+fn masked(addr: IpAddr, prefix_len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
 }

@@ -24,6 +24,7 @@ use openidconnect::{
 };
 use prometheus::HistogramVec;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use url::Url;
 
 pub use error::OidcError;
@@ -33,6 +34,7 @@ pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
 use crate::config::{OidcConfig, TokenAuthMethod};
 use crate::secret::Secret;
 use crate::session::crypto::random_token;
+use crate::telemetry::SPAN_TARGET;
 
 /// Provider metadata members openidconnect does not model but portcullis relies on.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -138,13 +140,29 @@ impl Oidc {
         })
     }
 
-    /// Awaits one call to the OP, recording how long it took under `call`.
-    async fn timed<T>(&self, call: &'static str, request: impl Future<Output = T>) -> T {
+    /// Awaits one call to the OP, recording how long it took under `call`, in a span that names
+    /// the call and whether it failed (never what was sent or received).
+    async fn timed<T, E>(
+        &self,
+        call: &'static str,
+        request: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "op_call",
+            otel.name = %format_args!("oidc {call}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            oidc.call = call,
+        );
         let started = Instant::now();
-        let result = request.await;
+        let result = request.instrument(span.clone()).await;
         self.op_duration
             .with_label_values(&[call])
             .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         result
     }
 

@@ -12,8 +12,9 @@ use crate::session::cookie::CookiePolicy;
 
 /// Credentials and identity/forwarding claims only portcullis may set. Matched after
 /// lower-casing and mapping `_` to `-`, because WSGI/PHP upstreams treat both alike
-/// (oauth2-proxy GHSA-vjrc-mh2v-45x6).
-const CLIENT_FORBIDDEN: [&str; 10] = [
+/// (oauth2-proxy GHSA-vjrc-mh2v-45x6). The W3C trace context too: portcullis sets it itself,
+/// continuing only a trusted caller's (`telemetry::propagation`).
+const CLIENT_FORBIDDEN: [&str; 12] = [
     "authorization",
     "proxy-authorization",
     "forwarded",
@@ -24,6 +25,8 @@ const CLIENT_FORBIDDEN: [&str; 10] = [
     "x-http-method",
     "x-method-override",
     "x-csrf",
+    "traceparent",
+    "tracestate",
 ];
 const CLIENT_FORBIDDEN_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-auth-request-"];
 
@@ -117,6 +120,11 @@ mod tests {
             ("x-http-method-override", "DELETE"),
             ("cookie", "a=1; __Host-portcullis=secret; b=2"),
             ("accept", "application/json"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "vendor=chosen-by-the-client"),
         ] {
             req.append_header(k, v).unwrap();
         }
@@ -148,6 +156,8 @@ mod tests {
             "x-auth-request-email",
             "x-real-ip",
             "x-http-method-override",
+            "traceparent",
+            "tracestate",
         ] {
             assert!(h.get(gone).is_none(), "{gone} forwarded");
         }

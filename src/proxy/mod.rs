@@ -19,6 +19,7 @@ mod rate_limit;
 mod refresh;
 mod respond;
 mod route;
+mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use crate::session::cookie::CookiePolicy;
 use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
+use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
 use browser_checks::{OurHosts, TrustedOrigins};
 use rate_limit::RateLimiter;
@@ -63,6 +65,8 @@ pub struct RequestCtx {
     cors_origin: Option<String>,
     /// Correlates portcullis's log lines with the upstream's; sent both ways as `X-Request-Id`.
     request_id: String,
+    /// The request's spans while tracing is on (see `trace`).
+    trace: RequestTrace,
     _in_flight: InFlightGuard,
 }
 
@@ -92,6 +96,7 @@ pub struct Portcullis {
     hosts: OurHosts,
     rate_limiter: Arc<RateLimiter>,
     page_csp: Option<HeaderValue>,
+    traces: TraceContext,
 }
 
 /// What every proxy thread shares (see `server`): the session store, the OP client, metrics,
@@ -177,6 +182,7 @@ impl Portcullis {
                 .content_security_policy
                 .as_deref()
                 .and_then(|c| HeaderValue::from_str(c).ok()),
+            traces: TraceContext::new(&cfg.telemetry),
         }
     }
 
@@ -361,6 +367,7 @@ impl ProxyHttp for Portcullis {
             websocket: false,
             cors_origin: None,
             request_id: String::new(),
+            trace: RequestTrace::default(),
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -373,8 +380,15 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.for_request(session.req_header());
+        ctx.trace = self.start_trace(session, &ctx.request_id);
         let span = tracing::info_span!("request", request_id = %ctx.request_id);
-        let reply = match self.decide(session, ctx).instrument(span).await {
+        let traced = ctx.trace.span();
+        let reply = match self
+            .decide(session, ctx)
+            .instrument(span)
+            .instrument(traced)
+            .await
+        {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
@@ -436,6 +450,7 @@ impl ProxyHttp for Portcullis {
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
+        self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", &ctx.request_id)
     }
 
@@ -530,11 +545,13 @@ impl ProxyHttp for Portcullis {
         }
     }
 
-    /// Counts the request by route kind and status class (never by user, session or path).
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    /// Counts the request by route kind and status class (never by user, session or path), and
+    /// ends its trace.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.request_series
             .observe(ctx.label, status, ctx.started.elapsed().as_secs_f64());
+        self.finish_trace(session, ctx, status, e.is_some());
     }
 }
 

@@ -18,7 +18,8 @@ use super::Portcullis;
 use crate::oidc::{tokens_expiry, TokenKind};
 use crate::session::crypto::random_token;
 use crate::session::{unix_now, CookieSecret, SessionData};
-use crate::telemetry::audit;
+use crate::telemetry::{audit, SPAN_TARGET};
+use tracing::Instrument;
 
 /// How often a request waiting on another replica's refresh re-reads the session. A refresh
 /// takes one OP round trip (tens of ms), so 25 ms keeps the added wait small without hammering
@@ -82,9 +83,23 @@ impl Portcullis {
         if auth.data.refresh_token.is_none() {
             return self.without_refresh_token(auth).await;
         }
+        let span = tracing::info_span!(target: SPAN_TARGET, "token_refresh");
+        self.refresh_single_flight(auth, skew)
+            .instrument(span)
+            .await
+    }
+
+    /// Takes the session's refresh lock and refreshes, or waits for whoever holds it. The time
+    /// spent waiting is one `refresh_lock_wait` span, from the first wait to the end.
+    async fn refresh_single_flight(
+        &self,
+        auth: Authenticated,
+        skew: Duration,
+    ) -> Result<Option<Authenticated>, ProxyError> {
         let owner = random_token::<16>();
         let deadline = Instant::now() + self.sessions.config().refresh_wait_timeout;
         let mut current = auth;
+        let mut waiting: Option<tracing::Span> = None;
         loop {
             if self.sessions.try_lock(&current.secret, &owner).await? {
                 return self.refresh_locked(&current, &owner).await;
@@ -95,8 +110,16 @@ impl Portcullis {
                 return Ok(Some(current));
             }
             self.metrics.refresh_lock_waits.inc();
-            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
-            let Some(data) = self.sessions.load(&current.secret).await? else {
+            let wait = waiting
+                .get_or_insert_with(
+                    || tracing::info_span!(target: SPAN_TARGET, "refresh_lock_wait"),
+                )
+                .clone();
+            let reloaded = async {
+                tokio::time::sleep(LOCK_POLL_INTERVAL).await;
+                self.sessions.load(&current.secret).await
+            };
+            let Some(data) = reloaded.instrument(wait).await? else {
                 return Ok(None);
             };
             current.data = data;

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::telemetry::SPAN_TARGET;
 use cache::{HotSession, Lookup, SessionCache};
 pub use crypto::CookieSecret;
 pub use store::{SessionStore, StoreError};
@@ -131,7 +133,31 @@ impl Sessions {
         format!("{}:{kind}:{{{id}}}", self.cfg.key_prefix)
     }
 
+    /// Runs one store operation (see `measured`) in a span of its own: the operation and the
+    /// store's kind, never a key or a value.
     async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "session_store",
+            otel.name = %format_args!("session_store {op}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = self.store.kind(),
+            db.operation.name = op,
+        );
+        let result = self.measured(op, fut).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    /// Times one store operation and counts its failure, without a span.
+    async fn measured<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
@@ -167,15 +193,35 @@ impl Sessions {
     }
 
     /// What forwarding a request needs from the session for a cookie: from the cache when it
-    /// holds the session and the idle timeout was extended recently, else from the store.
+    /// holds the session and the idle timeout was extended recently, else from the store. Its
+    /// span says which (`session.cache`: `hit`, `miss` or `bypassed`).
     pub async fn load_hot(&self, secret: &CookieSecret) -> Result<Option<HotSession>, StoreError> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "session_lookup",
+            session.cache = tracing::field::Empty,
+        );
+        self.lookup_hot(secret, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn lookup_hot(
+        &self,
+        secret: &CookieSecret,
+        span: &tracing::Span,
+    ) -> Result<Option<HotSession>, StoreError> {
         let Some(cache) = self.serving_cache() else {
+            span.record("session.cache", "bypassed");
             return Ok(self.load(secret).await?.as_ref().map(HotSession::of));
         };
         let key = self.key("s", &secret.derive_id(SESSION_PURPOSE));
         // Extending the idle TTL at most every tenth of it keeps most requests off the store;
         // the idle timeout is then enforced to within a tenth.
-        let (epoch, touch) = match cache.lookup(&key, self.cfg.idle_timeout / 10) {
+        let lookup = cache.lookup(&key, self.cfg.idle_timeout / 10);
+        let hit = matches!(lookup, Lookup::Hit(_));
+        span.record("session.cache", if hit { "hit" } else { "miss" });
+        let (epoch, touch) = match lookup {
             Lookup::Hit(hot) if unix_now() < hot.absolute_deadline => return Ok(Some(hot)),
             // Past its absolute deadline: the store read below ends it.
             Lookup::Hit(_) => (None, true),
@@ -523,7 +569,8 @@ impl Sessions {
         Ok(target.and_then(|t| String::from_utf8(t).ok()))
     }
 
+    /// Readiness probes ping every few seconds: as spans, each would be a trace of its own.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", self.store.ping()).await
+        self.measured("ping", self.store.ping()).await
     }
 }

@@ -115,3 +115,16 @@ annotations:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end -}}
+
+{{/*
+A portcullis configuration file: `config` with the chart-wide `telemetry` values merged into its
+own `telemetry` block, whose keys win. Call with (dict "root" $ "config" $config).
+*/}}
+{{- define "portcullis.config" -}}
+{{- $config := deepCopy .config -}}
+{{- with .root.Values.telemetry -}}
+{{- $own := get $config "telemetry" | default dict -}}
+{{- $_ := set $config "telemetry" (merge (deepCopy $own) (deepCopy .)) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}

@@ -7,6 +7,7 @@ mod limits;
 mod oidc;
 mod routes;
 mod session;
+mod telemetry;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "__Host-portcullis";
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
 
 /// Collects problems while each section is validated: one `impl` per section, in the child
-/// modules (`oidc`, `session`, `routes`, `limits`).
+/// modules (`oidc`, `session`, `routes`, `limits`, `access`, `telemetry`).
 struct Checker<'a> {
     problems: Vec<Problem>,
     base_dir: PathBuf,
@@ -67,6 +68,7 @@ pub fn validate(
     let log = c.log(&raw.log);
     let security = c.security(raw.security);
     let access = c.access(raw.access);
+    let telemetry = c.telemetry(raw.telemetry);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -107,6 +109,7 @@ pub fn validate(
         log,
         security,
         access,
+        telemetry,
     })
 }
 

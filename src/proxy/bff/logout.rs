@@ -15,7 +15,8 @@ use crate::oidc::{Provider, TokenKind};
 use crate::secret::Secret;
 use crate::session::crypto::random_token;
 use crate::session::unix_now;
-use crate::telemetry::audit;
+use crate::telemetry::{audit, SPAN_TARGET};
+use tracing::Instrument;
 
 /// Longest `state` accepted back on the logout callback (ours are 43 characters).
 const MAX_LOGOUT_STATE: usize = 128;
@@ -143,11 +144,16 @@ impl Portcullis {
             return;
         }
         let oidc = self.oidc.clone();
-        tokio::spawn(async move {
-            for (kind, token) in tokens {
-                oidc.revoke_token(&provider, token.expose(), kind).await;
+        // Made here, so the revocations belong to the request's trace though they outlive it.
+        let span = tracing::info_span!(target: SPAN_TARGET, "token_revocation");
+        tokio::spawn(
+            async move {
+                for (kind, token) in tokens {
+                    oidc.revoke_token(&provider, token.expose(), kind).await;
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// `POST /bff/backchannel-logout` (Back-Channel Logout 1.0): a validated `logout_token`
