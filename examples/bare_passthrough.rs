@@ -19,6 +19,10 @@ use pingora::services::Service;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 
+/// The allocator portcullis uses, so the floor is built the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Passthrough {
     upstream: String,
 }

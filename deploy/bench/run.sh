@@ -6,7 +6,7 @@
 # own work sits on). Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
 #
 # Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (portcullis worker
-# threads, 1), BENCH_SESSIONS ("1 1000 10000 100000"), BENCH_PROFILE=1 (perf record the
+# threads, 1), BENCH_SCALE_THREADS (the thread count compared with 1 thread; every core), BENCH_SESSIONS ("1 1000 10000 100000"), BENCH_PROFILE=1 (perf record the
 # portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
 # (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present).
 set -euo pipefail
@@ -110,8 +110,8 @@ for _ in $(seq 1 300); do
 done
 
 # One OP for every proxy; the origins of all portcullis runs and of oauth2-proxy are registered.
-portcullis_ports=($(free_port) $(free_port) $(free_port))
-admin_ports=($(free_port) $(free_port) $(free_port))
+portcullis_ports=($(free_port) $(free_port) $(free_port) $(free_port))
+admin_ports=($(free_port) $(free_port) $(free_port) $(free_port))
 redirects="http://127.0.0.1:$o2p_port/oauth2/callback"
 for p in "${portcullis_ports[@]}"; do redirects="$redirects,http://127.0.0.1:$p/bff/callback"; done
 cd "$root/tests/fixtures/op"
@@ -221,8 +221,8 @@ paced_p99() { # url rate [header...]
   echo "$(awk '$1=="99%" {print $2}' "$work/paced.wrk") at $(awk '/^Requests\/sec/ {printf "%d", $2}' "$work/paced.wrk") req/s"
 }
 
-start_portcullis() { # index store-yaml
-  local i=$1 port=${portcullis_ports[$1]} admin=${admin_ports[$1]}
+start_portcullis() { # index store-yaml [threads]
+  local i=$1 port=${portcullis_ports[$1]} admin=${admin_ports[$1]} threads=${3:-${BENCH_THREADS:-1}}
   cat >"$work/portcullis-$i.yaml" <<YAML
 listen: "127.0.0.1:$port"
 admin_listen: "127.0.0.1:$admin"
@@ -238,7 +238,7 @@ routes:
   - { path: "/api/", upstream: "http://127.0.0.1:$nginx_port", kind: api }
   - { path: "/public/", upstream: "http://127.0.0.1:$nginx_port", kind: public }
 server:
-  threads: ${BENCH_THREADS:-1}
+  threads: $threads
 log:
   level: warn
 YAML
@@ -361,6 +361,31 @@ bench_store 1 redis "  store: redis
 bench_store 2 "redis cluster" "  store: redis
   redis_url: \"redis-cluster://127.0.0.1:${cluster_ports[0]},127.0.0.1:${cluster_ports[1]}\""
 
+# More threads must not cost more per request: the same rows at 1 thread and at
+# BENCH_SCALE_THREADS (default: every core), for the bare floor (as portcullis runs its threads,
+# and on Pingora's work-stealing runtime for comparison) and for portcullis.
+scale_threads=${BENCH_SCALE_THREADS:-$(nproc)}
+for t in 1 "$scale_threads"; do
+  if [ -x "$bare" ]; then
+    for mode in per-thread work-stealing; do
+      bare_port=$(free_port)
+      "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "$t" 1024 "$mode" 2>"$work/bare.log" &
+      scale_pid=$!
+      pids+=($scale_pid)
+      wait_http "http://127.0.0.1:$bare_port/api/bench"
+      run_wrk "bare Pingora, $mode, threads $t" "$scale_pid" "http://127.0.0.1:$bare_port/api/bench" -
+      kill "$scale_pid"; wait "$scale_pid" 2>/dev/null || true
+    done
+  fi
+  start_portcullis 3 "  store: redis
+  redis_url: \"redis://127.0.0.1:$redis_port\"" "$t"
+  redis-cli -p "$redis_port" flushall >/dev/null
+  "$seeder" "$work/portcullis-3.yaml" 1 >"$work/scale.cookies"
+  wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/scale.cookies" >/dev/null
+  run_wrk "portcullis api, redis, threads $t" "$ppid" "$origin/api/bench" "$work/scale.cookies"
+  stop_portcullis
+done
+
 api_rps=$(rps_of "portcullis api, redis, 1 session")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
@@ -376,6 +401,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   if [ -n "${bare_pid:-}" ]; then
     echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "bare Pingora passthrough")")**"
   fi
+  echo "- CPU per request, threads $scale_threads / threads 1: portcullis api **$(ratio "$(cpu_of "portcullis api, redis, threads $scale_threads")" "$(cpu_of "portcullis api, redis, threads 1")")**, bare Pingora per-thread $(ratio "$(cpu_of "bare Pingora, per-thread, threads $scale_threads")" "$(cpu_of "bare Pingora, per-thread, threads 1")"), bare Pingora work-stealing $(ratio "$(cpu_of "bare Pingora, work-stealing, threads $scale_threads")" "$(cpu_of "bare Pingora, work-stealing, threads 1")")"
+  echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
   echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
   echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"

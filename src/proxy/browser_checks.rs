@@ -2,6 +2,7 @@
 //! CORS for explicitly trusted origins only (R34), the `Host` a request may name, and the
 //! header size the forwarded request may reach (R48).
 
+use http::header::HeaderName;
 use http::Method;
 use pingora::http::RequestHeader;
 
@@ -29,7 +30,7 @@ impl TrustedOrigins {
     /// The CORS-trusted origin of a request, if any (never the public origin: same-origin
     /// requests need no CORS headers).
     pub fn cors_origin<'r>(&self, req: &'r RequestHeader) -> Option<&'r str> {
-        let origin = header(req, "origin")?;
+        let origin = header(req, &http::header::ORIGIN)?;
         self.others.iter().any(|o| o == origin).then_some(origin)
     }
 
@@ -37,13 +38,13 @@ impl TrustedOrigins {
     /// must be same-origin (or none, a user-typed navigation) unless the `Origin` is trusted,
     /// and a present `Origin` must be trusted. SameSite cookies stay a second line (R35).
     pub fn check_request_origin(&self, req: &RequestHeader) -> Result<(), ProxyError> {
-        let origin = header(req, "origin");
+        let origin = header(req, &http::header::ORIGIN);
         if let Some(o) = origin {
             if !self.is_trusted(o) {
                 return Err(ProxyError::Forbidden("origin_not_trusted"));
             }
         }
-        match header(req, "sec-fetch-site") {
+        match header(req, &SEC_FETCH_SITE) {
             None | Some("same-origin") | Some("none") => Ok(()),
             Some(_) if origin.is_some_and(|o| self.others.iter().any(|t| t == o)) => Ok(()),
             Some(_) => Err(ProxyError::Forbidden("cross_site_request")),
@@ -53,7 +54,7 @@ impl TrustedOrigins {
     /// A WebSocket handshake cannot carry `X-CSRF`, so it must name a trusted `Origin`
     /// (browsers always send one on upgrades).
     pub fn check_upgrade_origin(&self, req: &RequestHeader) -> Result<(), ProxyError> {
-        match header(req, "origin") {
+        match header(req, &http::header::ORIGIN) {
             Some(o) if self.is_trusted(o) => Ok(()),
             _ => Err(ProxyError::Forbidden("websocket_origin_not_trusted")),
         }
@@ -62,12 +63,13 @@ impl TrustedOrigins {
 
 /// Whether this is a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
 pub fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == Method::OPTIONS && header(req, "access-control-request-method").is_some()
+    req.method == Method::OPTIONS
+        && header(req, &http::header::ACCESS_CONTROL_REQUEST_METHOD).is_some()
 }
 
 /// Login is started only by a top-level navigation, never from a frame or by a script (L15).
 pub fn check_top_level_navigation(req: &RequestHeader) -> Result<(), ProxyError> {
-    match header(req, "sec-fetch-dest") {
+    match header(req, &SEC_FETCH_DEST) {
         None | Some("document") => Ok(()),
         Some(_) => Err(ProxyError::Forbidden("login_not_top_level")),
     }
@@ -99,7 +101,9 @@ impl OurHosts {
     pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
         let authority = match req.uri.authority() {
             Some(a) => a.as_str(),
-            None => header(req, "host").ok_or(ProxyError::BadRequest("host_missing"))?,
+            None => {
+                header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?
+            }
         };
         let host = host_without_port(authority);
         if self.0.iter().any(|h| h.eq_ignore_ascii_case(host)) {
@@ -133,6 +137,10 @@ pub fn check_forwarded_size(
     Ok(())
 }
 
-fn header<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
+// Looked up by `HeaderName`, not by string: a string name is parsed again on every lookup.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+
+fn header<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -1,36 +1,41 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1): meaningful for one connection only, so they never cross
 //! portcullis, in either direction. Requests are stripped in `inject`; responses here.
 
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 use pingora::http::ResponseHeader;
 
-/// The fixed hop-by-hop fields and relatives that must not cross a proxy.
-pub const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "http2-settings",
-    "proxy-authenticate",
-];
+/// The fixed hop-by-hop fields and relatives that must not cross a proxy (lower case, as
+/// `HeaderName`s are).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "http2-settings"
+            | "proxy-authenticate"
+    )
+}
 
 /// Fields whose removal would change how the message is delimited. A `Connection` that names
 /// them is ignored for them: Pingora writes the framing downstream from these fields, so they
 /// stay and the framing is regenerated consistently.
-const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+fn is_framing(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
 
-/// The lower-cased field names a message's `Connection` headers nominate.
-pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+/// Whether a message's `Connection` headers nominate the field `name` (lower case). Scans the
+/// tokens in place: this runs for every request and most responses.
+pub fn nominated_by_connection(headers: &HeaderMap, name: &str) -> bool {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+        .any(|token| token.trim().eq_ignore_ascii_case(name))
 }
 
 /// Removes an upstream response's hop-by-hop fields before it goes to the browser. A `101`
@@ -38,21 +43,19 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 /// Pingora writes its own `Connection` on every other response.
 pub fn strip_from_response(resp: &mut ResponseHeader) {
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    // Most responses carry none of these: look before removing, and allocate only for the
-    // names a `Connection` header nominates.
-    let nominated = if resp.headers.contains_key(http::header::CONNECTION) {
-        connection_tokens(&resp.headers)
-    } else {
-        Vec::new()
-    };
-    let nominated = nominated
-        .iter()
-        .map(String::as_str)
-        .filter(|n| !FRAMING.contains(n));
-    for name in HOP_BY_HOP.into_iter().chain(nominated) {
-        if !(switching && name == "upgrade") && resp.headers.contains_key(name) {
-            resp.remove_header(name);
-        }
+    let doomed: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            let hop = is_hop_by_hop(name)
+                || (!is_framing(name) && nominated_by_connection(&resp.headers, name));
+            hop && !(switching && name == "upgrade")
+        })
+        .cloned()
+        .collect();
+    for name in &doomed {
+        resp.remove_header(name);
     }
     if switching {
         // Cannot fail: a static, valid value.

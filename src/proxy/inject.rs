@@ -3,11 +3,12 @@
 //! `Connection` to delete the injected token (R44).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
-use super::hop_by_hop::{connection_tokens, HOP_BY_HOP};
+use super::hop_by_hop::{is_hop_by_hop, nominated_by_connection};
 use crate::session::cookie::CookiePolicy;
 
 /// Credentials and identity/forwarding claims only portcullis may set. Matched after
@@ -33,7 +34,7 @@ const CLIENT_FORBIDDEN_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-
 /// What portcullis adds toward the upstream, prepared by the proxy from the request context.
 pub struct Injection<'a> {
     pub bearer: Option<&'a HeaderValue>,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<HeaderValue>,
     pub public_proto: &'a HeaderValue,
     pub public_host: Option<&'a HeaderValue>,
     pub websocket: bool,
@@ -66,7 +67,6 @@ pub fn prepare_upstream_request(
 }
 
 fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
-    let nominated = connection_tokens(&req.headers);
     let mut strip = Vec::new();
     for name in req.headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.
@@ -77,7 +77,7 @@ fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
         };
         let normalized = normalized.as_ref();
         let keep_for_upgrade = websocket && (normalized == "upgrade" || normalized == "connection");
-        let hop = (HOP_BY_HOP.contains(&normalized) || nominated.iter().any(|n| n == normalized))
+        let hop = (is_hop_by_hop(normalized) || nominated_by_connection(&req.headers, normalized))
             && !keep_for_upgrade;
         let forbidden = CLIENT_FORBIDDEN.contains(&normalized)
             || CLIENT_FORBIDDEN_PREFIXES
@@ -88,6 +88,42 @@ fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
         }
     }
     strip
+}
+
+/// A client address as an `X-Forwarded-For` value. IPv4 is written by hand: `Display` goes
+/// through the formatting machinery, a measurable share of a proxied request.
+pub fn ip_header_value(ip: IpAddr) -> Option<HeaderValue> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                len += write_decimal(octet, &mut text[len..]);
+            }
+            HeaderValue::from_bytes(text.get(..len)?).ok()
+        }
+        IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()).ok(),
+    }
+}
+
+/// Writes `n` in decimal at the start of `out` (room for three digits), returning its length.
+fn write_decimal(n: u8, out: &mut [u8]) -> usize {
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    for (slot, d) in out.iter_mut().zip(&digits[skip..]) {
+        *slot = b'0' + d;
+    }
+    3 - skip
 }
 
 /// Whether the request is a WebSocket upgrade Pingora may tunnel.
@@ -135,7 +171,7 @@ mod tests {
         );
         let add = Injection {
             bearer: Some(&bearer),
-            client_ip: Some("192.0.2.1".into()),
+            client_ip: ip_header_value("192.0.2.1".parse().unwrap()),
             public_proto: &proto,
             public_host: Some(&host),
             websocket: false,
@@ -164,5 +200,20 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.1");
         assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
         assert_eq!(h.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 }

@@ -64,7 +64,7 @@ pub struct RequestCtx {
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
     /// Correlates portcullis's log lines with the upstream's; sent both ways as `X-Request-Id`.
-    request_id: String,
+    request_id: RequestId,
     /// The request's spans while tracing is on (see `trace`).
     trace: RequestTrace,
     _in_flight: InFlightGuard,
@@ -366,7 +366,7 @@ impl ProxyHttp for Portcullis {
             bearer: None,
             websocket: false,
             cors_origin: None,
-            request_id: String::new(),
+            request_id: RequestId::default(),
             trace: RequestTrace::default(),
             _in_flight: self.in_flight.enter(),
         }
@@ -380,8 +380,8 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.for_request(session.req_header());
-        ctx.trace = self.start_trace(session, &ctx.request_id);
-        let span = tracing::info_span!("request", request_id = %ctx.request_id);
+        ctx.trace = self.start_trace(session, ctx.request_id.as_str());
+        let span = tracing::info_span!("request", request_id = ctx.request_id.as_str());
         let traced = ctx.trace.span();
         let reply = match self
             .decide(session, ctx)
@@ -392,7 +392,7 @@ impl ProxyHttp for Portcullis {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
-                log_rejection(&e, &ctx.request_id);
+                log_rejection(&e, ctx.request_id.as_str());
                 if e.ends_connection() {
                     // The rest of this request (a body, more header) cannot be trusted to be
                     // framed as the client meant: say so and close.
@@ -412,7 +412,7 @@ impl ProxyHttp for Portcullis {
                 }
             }
         };
-        let reply = reply.header("x-request-id", ctx.request_id.clone());
+        let reply = reply.header("x-request-id", ctx.request_id.as_str());
         respond::write_reply(session, reply, &self.security).await?;
         Ok(true)
     }
@@ -441,7 +441,7 @@ impl ProxyHttp for Portcullis {
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .and_then(|a| inject::ip_header_value(a.ip()));
         let add = inject::Injection {
             bearer: ctx.bearer.as_ref(),
             client_ip,
@@ -451,7 +451,7 @@ impl ProxyHttp for Portcullis {
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
         self.propagate_trace(session, upstream_request, ctx);
-        upstream_request.insert_header("x-request-id", &ctx.request_id)
+        upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())
     }
 
     /// Drop the upstream's hop-by-hop fields and any `Set-Cookie` by which it would set or
@@ -463,7 +463,7 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         hop_by_hop::strip_from_response(resp);
-        resp.insert_header("x-request-id", &ctx.request_id)?;
+        resp.insert_header("x-request-id", ctx.request_id.0.clone())?;
         if let Some(origin) = &ctx.cors_origin {
             resp.insert_header("access-control-allow-origin", origin)?;
             resp.insert_header("access-control-allow-credentials", "true")?;
@@ -475,21 +475,21 @@ impl ProxyHttp for Portcullis {
                 resp.insert_header("content-security-policy", csp.clone())?;
             }
         }
-        let set_cookies: Vec<HeaderValue> = resp
+        let sets_own_cookie = resp
             .headers
             .get_all(http::header::SET_COOKIE)
             .iter()
-            .cloned()
-            .collect();
-        if set_cookies
-            .iter()
-            .any(|v| self.cookies.sets_own_cookie(v.as_bytes()))
-        {
-            resp.remove_header(&http::header::SET_COOKIE);
-            for v in set_cookies
-                .into_iter()
+            .any(|v| self.cookies.sets_own_cookie(v.as_bytes()));
+        if sets_own_cookie {
+            let kept: Vec<HeaderValue> = resp
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
                 .filter(|v| !self.cookies.sets_own_cookie(v.as_bytes()))
-            {
+                .cloned()
+                .collect();
+            resp.remove_header(&http::header::SET_COOKIE);
+            for v in kept {
                 resp.append_header(http::header::SET_COOKIE, v)?;
             }
             tracing::warn!(
@@ -555,6 +555,23 @@ impl ProxyHttp for Portcullis {
     }
 }
 
+/// A request's id, as `X-Request-Id` carries it both ways (a header value that is cloned, not
+/// copied, onto the upstream request and the response) and as log lines show it.
+struct RequestId(HeaderValue);
+
+impl Default for RequestId {
+    fn default() -> RequestId {
+        RequestId(HeaderValue::from_static(""))
+    }
+}
+
+impl RequestId {
+    /// Ids are checked or minted to be ASCII, so this is the whole id.
+    fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
 /// Request ids: the client's `X-Request-Id` when it is a plausible id, else a fresh one made of
 /// a random per-process prefix and a counter, so minting one costs no system call.
 struct RequestIds {
@@ -570,25 +587,33 @@ impl RequestIds {
         }
     }
 
-    fn for_request(&self, req: &pingora::http::RequestHeader) -> String {
+    fn for_request(&self, req: &pingora::http::RequestHeader) -> RequestId {
         const MAX_LEN: usize = 128;
-        req.headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= MAX_LEN
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            })
-            .map_or_else(|| self.mint(), str::to_string)
+        let plausible = |v: &&HeaderValue| {
+            let v = v.as_bytes();
+            !v.is_empty()
+                && v.len() <= MAX_LEN
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        };
+        match req.headers.get(X_REQUEST_ID).filter(plausible) {
+            Some(id) => RequestId(id.clone()),
+            None => self.mint(),
+        }
     }
 
-    fn mint(&self) -> String {
+    fn mint(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.prefix)
+        // The prefix is base64url and the counter hex: always a valid header value.
+        let id = bytes::Bytes::from(format!("{}-{n:x}", self.prefix));
+        RequestId(
+            HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-")),
+        )
     }
 }
+
+const X_REQUEST_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
 
 fn log_rejection(e: &ProxyError, request_id: &str) {
     match e {

@@ -5,11 +5,14 @@
 //! encryption key). The store therefore holds only ciphertext under a one-way id: a dump of
 //! Redis yields neither tokens nor a usable cookie, and no server-side key has to be configured.
 
+use std::hash::BuildHasher;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
 
 pub const SECRET_LEN: usize = 32;
 /// base64url without padding of 32 bytes.
@@ -46,6 +49,15 @@ impl CookieSecret {
 
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// A keyed hash of the secret, for finding it in a process-local map (see `keys`).
+    pub fn fingerprint(&self, hasher: &impl BuildHasher) -> u64 {
+        hasher.hash_one(self.0)
+    }
+
+    pub fn equals_in_constant_time(&self, other: &CookieSecret) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
     }
 
     /// The store id and record key for `purpose` (session, login transaction, …).

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod cookie;
 pub mod crypto;
+mod keys;
 pub mod memory;
 pub mod redis;
 pub mod store;
@@ -25,6 +26,7 @@ use crate::secret::Secret;
 use crate::telemetry::SPAN_TARGET;
 use cache::{HotSession, Lookup, SessionCache};
 pub use crypto::CookieSecret;
+use keys::SessionKeys;
 pub use store::{SessionStore, StoreError};
 
 /// What portcullis keeps about a logged-in browser. Stored sealed; `Debug` never shows tokens.
@@ -100,6 +102,8 @@ pub struct Sessions {
     /// Decoded sessions for the request path; `None` when turned off or when the store cannot
     /// tell this process about other replicas' changes.
     cache: Option<Arc<SessionCache>>,
+    /// The session keys of the secrets the cache was last asked about.
+    keys: SessionKeys,
     cfg: SessionConfig,
     metrics: Arc<Metrics>,
 }
@@ -114,6 +118,7 @@ impl Sessions {
         Sessions {
             store,
             cache,
+            keys: SessionKeys::new(cfg.cache_max_entries),
             cfg,
             metrics,
         }
@@ -215,7 +220,9 @@ impl Sessions {
             span.record("session.cache", "bypassed");
             return Ok(self.load(secret).await?.as_ref().map(HotSession::of));
         };
-        let key = self.key("s", &secret.derive_id(SESSION_PURPOSE));
+        let key = self
+            .keys
+            .get_or_derive(secret, || self.key("s", &secret.derive_id(SESSION_PURPOSE)));
         // Extending the idle TTL at most every tenth of it keeps most requests off the store;
         // the idle timeout is then enforced to within a tenth.
         let lookup = cache.lookup(&key, self.cfg.idle_timeout / 10);

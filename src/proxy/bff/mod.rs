@@ -72,8 +72,10 @@ impl Query {
     }
 }
 
+const X_CSRF: http::header::HeaderName = http::header::HeaderName::from_static("x-csrf");
+
 fn has_csrf_header(req: &RequestHeader) -> bool {
-    let mut values = req.headers.get_all("x-csrf").iter();
+    let mut values = req.headers.get_all(X_CSRF).iter();
     matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes() == b"1")
 }
 
