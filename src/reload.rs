@@ -140,14 +140,14 @@ impl Reloader {
                 keys,
             });
         }
-        let oidc = self
-            .oidc
-            .prepare(new.oidc.clone())
-            .await
-            .map_err(|error| ReloadError::Provider {
-                file: self.source.clone(),
-                error,
-            })?;
+        let oidc =
+            self.oidc
+                .prepare(new.oidc.clone())
+                .await
+                .map_err(|error| ReloadError::Provider {
+                    file: self.source.clone(),
+                    error,
+                })?;
         crate::telemetry::reload_log_level(&new.log)?;
         self.oidc.apply(oidc);
         self.live.store(Arc::new(Live::from_config(&new)));
@@ -209,14 +209,23 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         ("public_url", running.public_origin != new.public_origin),
         ("session.store", old_s.store != new_s.store),
         ("session.key_prefix", old_s.key_prefix != new_s.key_prefix),
-        ("session.cookie_name", old_s.cookie_name != new_s.cookie_name),
+        (
+            "session.cookie_name",
+            old_s.cookie_name != new_s.cookie_name,
+        ),
         ("session.same_site", old_s.same_site != new_s.same_site),
-        ("session.idle_timeout", old_s.idle_timeout != new_s.idle_timeout),
+        (
+            "session.idle_timeout",
+            old_s.idle_timeout != new_s.idle_timeout,
+        ),
         (
             "session.absolute_timeout",
             old_s.absolute_timeout != new_s.absolute_timeout,
         ),
-        ("session.login_timeout", old_s.login_timeout != new_s.login_timeout),
+        (
+            "session.login_timeout",
+            old_s.login_timeout != new_s.login_timeout,
+        ),
         (
             "session.refresh_lock_timeout",
             old_s.refresh_lock_timeout != new_s.refresh_lock_timeout,
@@ -230,8 +239,14 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
             old_s.cache_max_entries != new_s.cache_max_entries,
         ),
         ("server.threads", old_v.threads != new_v.threads),
-        ("server.drain_timeout", old_v.drain_timeout != new_v.drain_timeout),
-        ("server.max_connections", old_v.max_connections != new_v.max_connections),
+        (
+            "server.drain_timeout",
+            old_v.drain_timeout != new_v.drain_timeout,
+        ),
+        (
+            "server.max_connections",
+            old_v.max_connections != new_v.max_connections,
+        ),
         (
             "server.upstream_keepalive_pool_size",
             old_v.upstream_keepalive_pool_size != new_v.upstream_keepalive_pool_size,

@@ -355,7 +355,11 @@ struct Background {
 
 #[async_trait]
 impl BackgroundService for Background {
-    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let hangup = listen_for_hangup();
         if let StoreHandle::Redis(redis) = &self.store {
             redis.connect(STORE_CONNECT_WAIT).await;

@@ -185,7 +185,9 @@ async fn a_configmap_update_under_load_applies_with_no_failed_request_and_sessio
         async move { (n > 50).then_some(()) }
     })
     .await;
-    let new_config = s.routes_to_second().replace("level: \"warn\"", "level: \"info\"");
+    let new_config = s
+        .routes_to_second()
+        .replace("level: \"warn\"", "level: \"info\"");
     s.volume.update(&new_config);
     eventually("the new upstream to get traffic", RELOAD_DEADLINE, || {
         let seen = s.second.count();
@@ -199,7 +201,10 @@ async fn a_configmap_update_under_load_applies_with_no_failed_request_and_sessio
     })
     .await;
     let (sent, failed) = load.finish().await;
-    assert_eq!(failed, 0, "no request failed across the reload ({sent} sent)");
+    assert_eq!(
+        failed, 0,
+        "no request failed across the reload ({sent} sent)"
+    );
     assert_eq!(s.reloads("success").await, 1);
 
     let first_before = s.first.count();
@@ -231,9 +236,7 @@ async fn a_configmap_update_under_load_applies_with_no_failed_request_and_sessio
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_file_keeps_the_running_configuration_and_logs_what_check_prints() {
     let mut s = Setup::start("info").await;
-    let invalid = s
-        .routes_to_second()
-        .replace("kind: public", "kind: bogus");
+    let invalid = s.routes_to_second().replace("kind: public", "kind: bogus");
     s.volume.update(&invalid);
     s.wait_for_reload("failure", 1).await;
 
@@ -275,12 +278,22 @@ async fn a_changed_listen_address_needs_a_restart_and_nothing_of_the_file_applie
 
     let logs = s.proxy.logs();
     assert!(
-        logs.contains("listen changed, which only a restart applies; nothing of this file was applied"),
+        logs.contains(
+            "listen changed, which only a restart applies; nothing of this file was applied"
+        ),
         "{logs}"
     );
     let client = reqwest::Client::new();
-    assert_eq!(s.public_get(&client).await, 200, "still served on the old address");
-    assert_eq!(s.second.count(), 0, "the route change in that file did not apply");
+    assert_eq!(
+        s.public_get(&client).await,
+        200,
+        "still served on the old address"
+    );
+    assert_eq!(
+        s.second.count(),
+        0,
+        "the route change in that file did not apply"
+    );
     assert_eq!(s.reloads("success").await, 0);
     assert_eq!(s.reloads("failure").await, 0);
 }
@@ -297,14 +310,18 @@ async fn sighup_reloads_the_file() {
     std::fs::write(s.volume.path(), s.routes_to_second()).expect("rewrite in place");
     s.proxy.signal("HUP");
     let client = reqwest::Client::new();
-    eventually("the second upstream to get traffic", RELOAD_DEADLINE, || {
-        let req = s.public_get(&client);
-        let second = &s.second;
-        async move {
-            req.await;
-            (second.count() > 0).then_some(())
-        }
-    })
+    eventually(
+        "the second upstream to get traffic",
+        RELOAD_DEADLINE,
+        || {
+            let req = s.public_get(&client);
+            let second = &s.second;
+            async move {
+                req.await;
+                (second.count() > 0).then_some(())
+            }
+        },
+    )
     .await;
     assert!(s.reloads("success").await >= 2);
 }

@@ -402,10 +402,9 @@ impl Oidc {
                 // RFC 6749 §2.3.1: form-url-encode both parts before Basic encoding.
                 let id: String =
                     url::form_urlencoded::byte_serialize(cfg.client_id.as_bytes()).collect();
-                let secret: String = url::form_urlencoded::byte_serialize(
-                    cfg.client_secret.expose().as_bytes(),
-                )
-                .collect();
+                let secret: String =
+                    url::form_urlencoded::byte_serialize(cfg.client_secret.expose().as_bytes())
+                        .collect();
                 request.basic_auth(id, Some(secret))
             }
             TokenAuthMethod::ClientSecretPost => {

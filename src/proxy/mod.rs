@@ -37,8 +37,8 @@ use prometheus::IntCounter;
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
-use respond::Reply;
 pub use live::{EdgeSettings, Live, LiveConfig};
+use respond::Reply;
 pub use route::RouteTable;
 
 use crate::config::{Config, RouteConfig, RouteKind};
@@ -388,7 +388,8 @@ impl ProxyHttp for Portcullis {
                 if e.fails_closed() {
                     self.count_fail_closed(&e);
                 }
-                let reply = respond::error_reply(&e, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
+                let reply =
+                    respond::error_reply(&e, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
                 } else {

@@ -51,7 +51,11 @@ fn routes_oidc_security_access_and_log_level_apply_live() {
 fn listeners_store_threads_and_public_url_need_a_restart() {
     let running = config(BASE);
     let cases = [
-        ("listen: \"127.0.0.1:4480\"", "listen: \"127.0.0.1:4490\"", vec!["listen"]),
+        (
+            "listen: \"127.0.0.1:4480\"",
+            "listen: \"127.0.0.1:4490\"",
+            vec!["listen"],
+        ),
         (
             "public_url: \"https://app.example.com\"",
             "public_url: \"https://other.example.com\"",

@@ -47,7 +47,11 @@ impl ConfigMapVolume {
     /// kubelet's links are).
     fn write_version(&mut self, content: &str) -> PathBuf {
         self.version += 1;
-        let name = PathBuf::from(format!("..2026_12_04_17_00_{:02}.{}", self.version, 1000 + self.version));
+        let name = PathBuf::from(format!(
+            "..2026_12_04_17_00_{:02}.{}",
+            self.version,
+            1000 + self.version
+        ));
         let dir = self.root.join(&name);
         std::fs::create_dir(&dir).expect("version directory");
         std::fs::write(dir.join(self.file), content).expect("write the version");

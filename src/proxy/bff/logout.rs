@@ -84,7 +84,9 @@ impl Portcullis {
     fn logout_landing(&self, return_to: Option<&str>) -> String {
         match return_to {
             Some(path) => format!("{}{path}", self.public_origin),
-            None if self.live.load().logout_callback_registered => format!("{}/", self.public_origin),
+            None if self.live.load().logout_callback_registered => {
+                format!("{}/", self.public_origin)
+            }
             None => self.oidc.config().post_logout_redirect_uri.to_string(),
         }
     }
