@@ -5,6 +5,8 @@
 //! and keeps it to the end, so it sees one configuration even if a reload lands half-way
 //! through it (a route index taken in `request_filter` still names the same peer in
 //! `upstream_peer`).
+//! The `/bff/*` endpoints and a token refresh load it where they check the access rules or
+//! a trusted origin: a login or refresh is judged by the rules in force when it is judged.
 
 use std::sync::Arc;
 use std::time::Duration;
