@@ -4,7 +4,8 @@
 //! `config` (file → validated types) → `server` (Pingora wiring) → `proxy` (the `ProxyHttp`
 //! phases: route, authenticate, refresh, inject) → `session` (cookie crypto and the store
 //! trait with its `memory` and `redis` implementations) → `oidc` (discovery, login, callback,
-//! refresh, logout) → `admin` (health, readiness, metrics). `webhook` is the separate
+//! refresh, logout) → `admin` (health, readiness, metrics); `reload` re-reads the configuration
+//! file and swaps in what can change live. `webhook` is the separate
 //! `portcullis webhook` server that injects the sidecar into Kubernetes pods.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod percent;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;

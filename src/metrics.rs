@@ -57,6 +57,9 @@ pub const CONNECTION_CLOSE_REASONS: [&str; 9] = [
 pub const OP_CALLS: [&str; 5] = ["discovery", "jwks", "token", "refresh", "revocation"];
 /// Why portcullis answered 503 itself instead of serving without a dependency it needs (it
 /// fails closed): the `ProxyError::reason` of each such error.
+/// How a configuration reload ended: applied, refused as invalid, or refused because it
+/// changes something only a restart applies.
+pub const RELOAD_OUTCOMES: [&str; 3] = ["success", "failure", "restart_required"];
 pub const FAIL_CLOSED_REASONS: [&str; 3] =
     ["store_unavailable", "oidc_not_ready", "refresh_unavailable"];
 
@@ -79,6 +82,7 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     pub upstream_connections_opened: IntCounter,
     pub fail_closed: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -235,6 +239,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_config_reloads_total",
+                    "Configuration reloads (file change or SIGHUP), by outcome",
+                ),
+                &["outcome"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -268,6 +279,7 @@ impl Metrics {
         r.register(Box::new(self.connections_closed.clone()))?;
         r.register(Box::new(self.upstream_connections_opened.clone()))?;
         r.register(Box::new(self.fail_closed.clone()))?;
+        r.register(Box::new(self.config_reloads.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -311,6 +323,9 @@ impl Metrics {
         }
         for r in FAIL_CLOSED_REASONS {
             self.fail_closed.with_label_values(&[r]);
+        }
+        for o in RELOAD_OUTCOMES {
+            self.config_reloads.with_label_values(&[o]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

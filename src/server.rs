@@ -1,5 +1,5 @@
 //! Pingora wiring: one server with a background service (store connection, OIDC discovery and
-//! its periodic refresh, memory-store sweeping), one proxy service per `server.threads` on
+//! its periodic refresh, memory-store sweeping, configuration reloads), one proxy service per `server.threads` on
 //! `listen` (the `edge` in front of Pingora's HTTP proxy), and the admin app on `admin_listen`
 //! with a thread of its own.
 
@@ -24,6 +24,7 @@ use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{Portcullis, Shared};
+use crate::reload::{listen_for_hangup, Reloader};
 use crate::session::cache::SessionCache;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
@@ -155,16 +156,6 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
     server.bootstrap();
 
-    let background = background_service(
-        "portcullis",
-        Background {
-            store,
-            oidc: oidc.clone(),
-            discovery_refresh: cfg.oidc.discovery_refresh,
-        },
-    );
-    let background = server.add_service(background);
-
     let in_flight = InFlight::default();
     let shared = Shared::new(
         &cfg,
@@ -173,10 +164,24 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
         metrics.clone(),
         in_flight.clone(),
     );
+    let background = background_service(
+        "portcullis",
+        Background {
+            store,
+            oidc: oidc.clone(),
+            reloader: Reloader::new(
+                cfg.clone(),
+                shared.live(),
+                oidc.clone(),
+                metrics.config_reloads.clone(),
+            ),
+        },
+    );
+    let background = server.add_service(background);
     let connections = Arc::new(Semaphore::new(cfg.server.max_connections));
     for thread in 0..cfg.server.threads {
         let edge = Edge::new(
-            &cfg,
+            shared.live(),
             pingora::proxy::http_proxy(
                 &proxy_thread_conf(&cfg),
                 Portcullis::new(&cfg, shared.clone()),
@@ -345,21 +350,34 @@ fn warn_about_risky_settings(cfg: &Config) {
 struct Background {
     store: StoreHandle,
     oidc: Arc<Oidc>,
-    discovery_refresh: Duration,
+    reloader: Reloader,
 }
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start_with_ready_notifier(
         &self,
-        mut shutdown: ShutdownWatch,
+        shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
+        let hangup = listen_for_hangup();
         if let StoreHandle::Redis(redis) = &self.store {
             redis.connect(STORE_CONNECT_WAIT).await;
         }
         ready.notify_ready();
-        let mut next_discovery = Duration::ZERO;
+        tokio::join!(
+            self.maintain(shutdown.clone()),
+            self.reloader.watch(hangup, shutdown)
+        );
+    }
+}
+
+impl Background {
+    /// Discovery (and its periodic refresh) and memory-store sweeping, until shutdown.
+    async fn maintain(&self, mut shutdown: ShutdownWatch) {
+        // A deadline rather than a sleep made anew on each pass: the sweep's ticks must not
+        // push the next discovery back.
+        let mut next_discovery = tokio::time::Instant::now();
         let mut retry = DISCOVERY_RETRY_MIN;
         let mut sweep = tokio::time::interval(MEMORY_SWEEP_INTERVAL);
         loop {
@@ -370,12 +388,12 @@ impl BackgroundService for Background {
                         m.sweep();
                     }
                 }
-                _ = tokio::time::sleep(next_discovery) => {
-                    next_discovery = match self.oidc.discover().await {
+                _ = tokio::time::sleep_until(next_discovery) => {
+                    next_discovery = tokio::time::Instant::now() + match self.oidc.discover().await {
                         Ok(()) => {
                             tracing::info!(issuer = %self.oidc.issuer(), "identity provider discovery loaded");
                             retry = DISCOVERY_RETRY_MIN;
-                            self.discovery_refresh
+                            self.oidc.config().discovery_refresh
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, retry_in = ?retry, "identity provider discovery failed");

@@ -53,7 +53,7 @@ pub struct OidcConfig {
     pub send_id_token_hint: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     Memory,
     Redis(RedisConfig),
@@ -69,7 +69,7 @@ impl StoreConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     pub topology: RedisTopology,
     pub tls: bool,
@@ -98,7 +98,7 @@ impl SameSite {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     pub store: StoreConfig,
     pub key_prefix: String,
@@ -245,7 +245,7 @@ pub struct LogConfig {
 }
 
 /// OpenTelemetry tracing, and whose W3C trace context portcullis believes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryConfig {
     /// Where and how spans are exported; `None` when tracing is off (the default).
     pub traces: Option<TraceExport>,
@@ -254,7 +254,7 @@ pub struct TelemetryConfig {
     pub trusted_trace_callers: Vec<IpNetwork>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceExport {
     /// The collector's OTLP/HTTP traces URL: `telemetry.otlp_endpoint` + `/v1/traces`.
     pub endpoint: Url,

@@ -31,11 +31,10 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
 use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
-use crate::proxy::{Portcullis, RouteTable, MAX_LOCAL_BODY};
+use crate::proxy::{EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
 use chunked::ChunkedReader;
-use head::{Framing, Head, HeadLimits, HeadScanner};
+use head::{Framing, Head, HeadScanner};
 
 /// First allocation for a request head; most browser requests fit.
 const HEAD_BUFFER: usize = 4096;
@@ -107,12 +106,8 @@ enum Read {
 
 pub struct Edge {
     proxy: Arc<HttpProxy<Portcullis>>,
-    routes: RouteTable,
-    limits: HeadLimits,
-    max_chunked_body: usize,
-    header_timeout: Duration,
-    body_timeout: Duration,
-    keepalive_timeout: Duration,
+    /// The routes, limits and timeouts; each request reads them from one snapshot.
+    live: LiveConfig,
     connections: Arc<Semaphore>,
     open: IntGauge,
     closed: ClosedSeries,
@@ -121,24 +116,14 @@ pub struct Edge {
 impl Edge {
     /// `connections`: the permits of `server.max_connections`, shared by every proxy thread.
     pub fn new(
-        cfg: &Config,
+        live: LiveConfig,
         proxy: HttpProxy<Portcullis>,
         connections: Arc<Semaphore>,
         metrics: &Metrics,
     ) -> Edge {
         Edge {
             proxy: Arc::new(proxy),
-            routes: RouteTable::new(&cfg.routes),
-            limits: HeadLimits {
-                max_target_bytes: cfg.security.max_uri_bytes,
-                max_header_bytes: cfg.security.max_header_bytes,
-                max_header_count: cfg.security.max_header_count,
-                max_cookie_bytes: cfg.security.max_cookie_bytes,
-            },
-            max_chunked_body: cfg.security.max_chunked_body_bytes,
-            header_timeout: cfg.server.request_header_timeout,
-            body_timeout: cfg.server.request_body_timeout,
-            keepalive_timeout: cfg.server.keepalive_timeout,
+            live,
             connections,
             open: metrics.connections_open.clone(),
             closed: ClosedSeries::new(metrics),
@@ -149,17 +134,19 @@ impl Edge {
     /// a chunked body, the whole body re-encoded.
     async fn next_request(
         &self,
+        live: &Live,
         stream: &mut Stream,
         first: bool,
         shutdown: &ShutdownWatch,
     ) -> Result<BytesMut, End> {
+        let settings = &live.edge;
         let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
         // A new connection has `request_header_timeout` for its whole first head, counted from
         // the accept; a kept-alive one may idle for `keepalive_timeout` first.
         let (idle, idle_reason) = if first {
-            (self.header_timeout, "header_timeout")
+            (settings.header_timeout, "header_timeout")
         } else {
-            (self.keepalive_timeout, "keepalive_timeout")
+            (settings.keepalive_timeout, "keepalive_timeout")
         };
         let begun = Instant::now();
         match read_until(stream, &mut buf, begun + idle, Some(shutdown)).await {
@@ -167,10 +154,10 @@ impl Edge {
             Read::TimedOut => return Err(End::Idle(idle_reason)),
             Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
         }
-        let head_deadline = if first { begun } else { Instant::now() } + self.header_timeout;
-        let head = self.read_head(stream, &mut buf, head_deadline).await?;
+        let head_deadline = if first { begun } else { Instant::now() } + settings.header_timeout;
+        let head = Self::read_head(settings, stream, &mut buf, head_deadline).await?;
         if head.framing != Framing::NoBody {
-            self.check_body(stream, &mut buf, &head).await?;
+            Self::check_body(live, stream, &mut buf, &head).await?;
         }
         Ok(buf)
     }
@@ -179,7 +166,7 @@ impl Edge {
     /// `MAX_LOCAL_BODY` and never a chunked body; elsewhere a chunked body needs a route that
     /// accepts one and is read here whole.
     async fn check_body(
-        &self,
+        live: &Live,
         stream: &mut Stream,
         buf: &mut BytesMut,
         head: &Head,
@@ -192,24 +179,24 @@ impl Edge {
             Framing::Length(n) if local && n > MAX_LOCAL_BODY as u64 => {
                 Err(End::Refused(Refusal::BodyTooLarge))
             }
-            Framing::Chunked if local || !self.accepts_chunked(&path) => {
+            Framing::Chunked if local || !Self::accepts_chunked(live, &path) => {
                 // Browsers never send chunked request bodies; only routes that opted in take one.
                 Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")))
             }
-            Framing::Chunked => self.read_chunked_body(stream, buf, head).await,
+            Framing::Chunked => Self::read_chunked_body(&live.edge, stream, buf, head).await,
             Framing::Length(_) | Framing::NoBody => Ok(()),
         }
     }
 
     async fn read_head(
-        &self,
+        settings: &EdgeSettings,
         stream: &mut Stream,
         buf: &mut BytesMut,
         deadline: Instant,
     ) -> Result<Head, End> {
         let mut scanner = HeadScanner::default();
         loop {
-            if let Some(head) = scanner.scan(buf, &self.limits).map_err(End::Refused)? {
+            if let Some(head) = scanner.scan(buf, &settings.limits).map_err(End::Refused)? {
                 return Ok(head);
             }
             match read_until(stream, buf, deadline, None).await {
@@ -222,7 +209,7 @@ impl Edge {
 
     /// Reads a chunked body strictly and replaces it in `buf` by its canonical encoding.
     async fn read_chunked_body(
-        &self,
+        settings: &EdgeSettings,
         stream: &mut Stream,
         buf: &mut BytesMut,
         head: &Head,
@@ -233,14 +220,14 @@ impl Edge {
         }
         let mut reader = ChunkedReader::new(
             head.len,
-            self.max_chunked_body,
-            self.limits.max_header_bytes,
+            settings.max_chunked_body,
+            settings.limits.max_header_bytes,
         );
         let end = loop {
             if let Some(end) = reader.feed(buf).map_err(End::Refused)? {
                 break end;
             }
-            match read_until(stream, buf, Instant::now() + self.body_timeout, None).await {
+            match read_until(stream, buf, Instant::now() + settings.body_timeout, None).await {
                 Read::Bytes => {}
                 Read::TimedOut => return Err(End::TooSlow("body_timeout")),
                 Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
@@ -253,10 +240,10 @@ impl Edge {
         Ok(())
     }
 
-    fn accepts_chunked(&self, path: &str) -> bool {
-        self.routes
+    fn accepts_chunked(live: &Live, path: &str) -> bool {
+        live.routes
             .find(path)
-            .and_then(|i| self.routes.get(i))
+            .and_then(|i| live.routes.get(i))
             .is_some_and(|r| r.allow_chunked_requests)
     }
 
@@ -306,7 +293,8 @@ impl ServerApp for Edge {
         let mut stream = stream;
         let mut first = true;
         loop {
-            let prefix = match self.next_request(&mut stream, first, shutdown).await {
+            let live = self.live.load_full();
+            let prefix = match self.next_request(&live, &mut stream, first, shutdown).await {
                 Ok(prefix) => prefix,
                 Err(end) => {
                     self.close(stream, end).await;
@@ -317,7 +305,7 @@ impl ServerApp for Edge {
             // `Some(0)`: the connection may be kept, with no keep-alive timer of Pingora's;
             // the edge reads (and times) the next request head itself.
             session.set_keepalive(Some(0));
-            session.set_read_timeout(Some(self.body_timeout));
+            session.set_read_timeout(Some(live.edge.body_timeout));
             session.set_pipelined_prefix(prefix);
             let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
             stream = reused.consume().0;

@@ -112,16 +112,17 @@ impl Oidc {
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
         let number = |name: &str| claims.get(name).and_then(Value::as_u64);
         let now = unix_now();
-        let skew = self.cfg.clock_skew.as_secs();
+        let cfg = self.config();
+        let skew = cfg.clock_skew.as_secs();
 
-        if text("iss").as_deref() != Some(self.cfg.issuer.as_str()) {
+        if text("iss").as_deref() != Some(cfg.issuer.as_str()) {
             return Err(reject("iss"));
         }
         let audience_ok = match claims.get("aud") {
-            Some(Value::String(a)) => *a == self.cfg.client_id,
+            Some(Value::String(a)) => *a == cfg.client_id,
             Some(Value::Array(list)) => list
                 .iter()
-                .any(|a| a.as_str() == Some(self.cfg.client_id.as_str())),
+                .any(|a| a.as_str() == Some(cfg.client_id.as_str())),
             _ => false,
         };
         if !audience_ok {
@@ -154,7 +155,7 @@ impl Oidc {
             return Err(reject("sub_and_sid_missing"));
         }
         Ok(LogoutToken {
-            iss: self.cfg.issuer.clone(),
+            iss: cfg.issuer.clone(),
             sub,
             sid,
             jti,

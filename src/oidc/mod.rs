@@ -8,9 +8,10 @@ mod logout_token;
 mod tokens;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
@@ -106,16 +107,36 @@ pub struct AuthorizationRequest {
     pub pkce_verifier: Secret<String>,
 }
 
+/// The OP client. Its settings (`oidc.*`) and what discovery found are swapped together, so a
+/// reload never pairs a provider with another client's id or secret; `reload` replaces them.
 pub struct Oidc {
-    cfg: OidcConfig,
     redirect_uri: Url,
-    http: openidconnect::reqwest::Client,
-    provider: RwLock<Option<Arc<Provider>>>,
+    current: ArcSwap<Current>,
     /// When the JWKS was last fetched for an unknown `kid`; the lock also makes concurrent
     /// callers wait for one fetch rather than each starting their own.
     jwks_refetched: tokio::sync::Mutex<Option<Instant>>,
     /// Time spent waiting on the OP, by call: it tells an OP's latency apart from portcullis's.
     op_duration: HistogramVec,
+}
+
+/// The settings in force, the HTTP client built from them, and the provider discovered with
+/// them (none until discovery succeeds).
+struct Current {
+    cfg: Arc<OidcConfig>,
+    http: openidconnect::reqwest::Client,
+    provider: Option<Arc<Provider>>,
+}
+
+/// New OP settings made ready off to the side by `Oidc::prepare`; `Oidc::apply` swaps them in.
+pub struct Prepared(Current);
+
+fn http_client(cfg: &OidcConfig) -> Result<openidconnect::reqwest::Client, OidcError> {
+    openidconnect::reqwest::Client::builder()
+        // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .timeout(cfg.http_timeout)
+        .build()
+        .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))
 }
 
 impl Oidc {
@@ -124,17 +145,14 @@ impl Oidc {
         redirect_uri: Url,
         op_duration: HistogramVec,
     ) -> Result<Oidc, OidcError> {
-        let http = openidconnect::reqwest::Client::builder()
-            // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
-            .redirect(openidconnect::reqwest::redirect::Policy::none())
-            .timeout(cfg.http_timeout)
-            .build()
-            .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(&cfg)?;
         Ok(Oidc {
-            cfg,
             redirect_uri,
-            http,
-            provider: RwLock::new(None),
+            current: ArcSwap::from_pointee(Current {
+                cfg: Arc::new(cfg),
+                http,
+                provider: None,
+            }),
             jwks_refetched: tokio::sync::Mutex::new(None),
             op_duration,
         })
@@ -166,13 +184,21 @@ impl Oidc {
         result
     }
 
-    pub fn config(&self) -> &OidcConfig {
-        &self.cfg
+    /// The settings in force now (a reload may replace them for later callers).
+    pub fn config(&self) -> Arc<OidcConfig> {
+        self.current.load().cfg.clone()
+    }
+
+    fn http(&self) -> openidconnect::reqwest::Client {
+        self.current.load().http.clone()
     }
 
     pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {
-        let guard = self.provider.read().unwrap_or_else(|p| p.into_inner());
-        guard.clone().ok_or(OidcError::NotReady)
+        self.current
+            .load()
+            .provider
+            .clone()
+            .ok_or(OidcError::NotReady)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -182,11 +208,48 @@ impl Oidc {
     /// Fetches discovery and the JWKS, checks what portcullis requires of the OP, and swaps the
     /// result in. On failure the previous provider (if any) stays in use.
     pub async fn discover(&self) -> Result<(), OidcError> {
-        let issuer = IssuerUrl::new(self.cfg.issuer.clone())
-            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        let current = self.current.load_full();
+        let metadata = self.fetch_metadata(&current.cfg, &current.http).await?;
+        let provider = provider_from(&current.cfg, &self.redirect_uri, metadata);
+        self.install(&current.cfg, provider);
+        Ok(())
+    }
+
+    /// New settings, made ready without touching the ones in force: the HTTP client, and the
+    /// provider — discovered anew when the issuer changes (an error then, which leaves the
+    /// running OP in use), else the current discovery with the new client id and secret.
+    pub async fn prepare(&self, cfg: OidcConfig) -> Result<Prepared, OidcError> {
+        let http = http_client(&cfg)?;
+        let current = self.current.load_full();
+        let provider = if cfg.issuer != current.cfg.issuer {
+            Some(self.fetch_metadata(&cfg, &http).await?)
+        } else {
+            current.provider.as_ref().map(|p| p.metadata.clone())
+        };
+        let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
+        Ok(Prepared(Current {
+            cfg: Arc::new(cfg),
+            http,
+            provider,
+        }))
+    }
+
+    /// Puts prepared settings in force; calls to the OP already under way finish with the old.
+    pub fn apply(&self, prepared: Prepared) {
+        self.current.store(Arc::new(prepared.0));
+    }
+
+    /// Discovery with `cfg`'s issuer, checked for what portcullis requires of the OP.
+    async fn fetch_metadata(
+        &self,
+        cfg: &OidcConfig,
+        http: &openidconnect::reqwest::Client,
+    ) -> Result<Metadata, OidcError> {
+        let issuer =
+            IssuerUrl::new(cfg.issuer.clone()).map_err(|e| OidcError::Discovery(e.to_string()))?;
         // openidconnect rejects a document whose "issuer" differs from ours (Discovery §4.3).
         let metadata = self
-            .timed("discovery", Metadata::discover_async(issuer, &self.http))
+            .timed("discovery", Metadata::discover_async(issuer, http))
             .await
             .map_err(|e| match e {
                 DiscoveryError::Validation(message) => OidcError::Incompatible {
@@ -208,32 +271,24 @@ impl Oidc {
                 message: "the provider does not advertise PKCE S256 in code_challenge_methods_supported (enable PKCE with S256 for this client at the provider)".into(),
             });
         }
-        self.install(self.provider_from(metadata));
-        Ok(())
+        Ok(metadata)
     }
 
-    fn provider_from(&self, metadata: Metadata) -> Provider {
-        let auth_type = match self.cfg.auth_method {
-            TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
-        };
-        let client = CoreClient::from_provider_metadata(
-            metadata.clone(),
-            ClientId::new(self.cfg.client_id.clone()),
-            Some(ClientSecret::new(self.cfg.client_secret.expose().clone())),
-        )
-        .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
-        .set_auth_type(auth_type);
-        Provider {
-            extra: metadata.additional_metadata().clone(),
-            metadata,
-            client,
-        }
-    }
-
-    fn install(&self, provider: Provider) -> Arc<Provider> {
+    /// Installs a provider built for `cfg`, unless a reload replaced `cfg` meanwhile: a
+    /// discovery that began before the reload must not bring back the old client.
+    fn install(&self, cfg: &Arc<OidcConfig>, provider: Provider) -> Arc<Provider> {
         let provider = Arc::new(provider);
-        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider.clone());
+        self.current.rcu(|current| {
+            if Arc::ptr_eq(&current.cfg, cfg) {
+                Arc::new(Current {
+                    cfg: current.cfg.clone(),
+                    http: current.http.clone(),
+                    provider: Some(provider.clone()),
+                })
+            } else {
+                current.clone()
+            }
+        });
         provider
     }
 
@@ -251,10 +306,11 @@ impl Oidc {
             return Ok(provider);
         }
         *last = Some(Instant::now());
+        let current = self.current.load_full();
         let fetched = self
             .timed(
                 "jwks",
-                CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &self.http),
+                CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &current.http),
             )
             .await;
         match fetched {
@@ -264,7 +320,8 @@ impl Oidc {
                     "JWKS fetched again for a key id it lacked"
                 );
                 let metadata = provider.metadata.clone().set_jwks(jwks);
-                Ok(self.install(self.provider_from(metadata)))
+                let refreshed = provider_from(&current.cfg, &self.redirect_uri, metadata);
+                Ok(self.install(&current.cfg, refreshed))
             }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "JWKS refetch failed");
@@ -280,6 +337,7 @@ impl Oidc {
         provider: &Provider,
         extra_params: &[(String, String)],
     ) -> AuthorizationRequest {
+        let cfg = self.config();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = random_token::<32>();
         let nonce = random_token::<32>();
@@ -289,7 +347,7 @@ impl Oidc {
             move || CsrfToken::new(state_for_url),
             move || Nonce::new(nonce_for_url),
         );
-        for scope in self.cfg.scopes.iter().filter(|s| s.as_str() != "openid") {
+        for scope in cfg.scopes.iter().filter(|s| s.as_str() != "openid") {
             req = req.add_scope(Scope::new(scope.clone()));
         }
         req = req.set_pkce_challenge(challenge);
@@ -314,15 +372,16 @@ impl Oidc {
         state: &str,
     ) -> Option<Url> {
         let mut url = provider.and_then(|p| p.extra.end_session_endpoint.clone())?;
-        if self.cfg.send_id_token_hint {
+        let cfg = self.config();
+        if cfg.send_id_token_hint {
             url.query_pairs_mut()
                 .append_pair("id_token_hint", id_token_hint);
         }
         url.query_pairs_mut()
-            .append_pair("client_id", &self.cfg.client_id)
+            .append_pair("client_id", &cfg.client_id)
             .append_pair(
                 "post_logout_redirect_uri",
-                self.cfg.post_logout_redirect_uri.as_str(),
+                cfg.post_logout_redirect_uri.as_str(),
             )
             .append_pair("state", state);
         Some(url)
@@ -335,22 +394,22 @@ impl Oidc {
             return;
         };
         let kind = kind.hint();
+        let cfg = self.config();
         let mut form = vec![("token", token), ("token_type_hint", kind)];
-        let mut request = self.http.post(endpoint);
-        request = match self.cfg.auth_method {
+        let mut request = self.http().post(endpoint);
+        request = match cfg.auth_method {
             TokenAuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: form-url-encode both parts before Basic encoding.
                 let id: String =
-                    url::form_urlencoded::byte_serialize(self.cfg.client_id.as_bytes()).collect();
-                let secret: String = url::form_urlencoded::byte_serialize(
-                    self.cfg.client_secret.expose().as_bytes(),
-                )
-                .collect();
+                    url::form_urlencoded::byte_serialize(cfg.client_id.as_bytes()).collect();
+                let secret: String =
+                    url::form_urlencoded::byte_serialize(cfg.client_secret.expose().as_bytes())
+                        .collect();
                 request.basic_auth(id, Some(secret))
             }
             TokenAuthMethod::ClientSecretPost => {
-                form.push(("client_id", &self.cfg.client_id));
-                form.push(("client_secret", self.cfg.client_secret.expose()));
+                form.push(("client_id", &cfg.client_id));
+                form.push(("client_secret", cfg.client_secret.expose()));
                 request
             }
         };
@@ -365,12 +424,32 @@ impl Oidc {
         }
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.cfg.issuer
+    pub fn issuer(&self) -> String {
+        self.current.load().cfg.issuer.clone()
     }
 
     pub fn refresh_skew(&self) -> Duration {
-        self.cfg.refresh_skew
+        self.current.load().cfg.refresh_skew
+    }
+}
+
+/// The openidconnect client for `cfg` on a discovered provider.
+fn provider_from(cfg: &OidcConfig, redirect_uri: &Url, metadata: Metadata) -> Provider {
+    let auth_type = match cfg.auth_method {
+        TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+        TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
+    };
+    let client = CoreClient::from_provider_metadata(
+        metadata.clone(),
+        ClientId::new(cfg.client_id.clone()),
+        Some(ClientSecret::new(cfg.client_secret.expose().clone())),
+    )
+    .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
+    .set_auth_type(auth_type);
+    Provider {
+        extra: metadata.additional_metadata().clone(),
+        metadata,
+        client,
     }
 }
 

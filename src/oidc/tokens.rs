@@ -127,7 +127,7 @@ impl Oidc {
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
         let response = self
-            .timed("token", request.request_async(&self.http))
+            .timed("token", request.request_async(&self.http()))
             .await
             .map_err(token_endpoint_error)?;
         check_token_response(&response)?;
@@ -153,7 +153,7 @@ impl Oidc {
             .exchange_refresh_token(&rt)
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?;
         let response = self
-            .timed("refresh", request.request_async(&self.http))
+            .timed("refresh", request.request_async(&self.http()))
             .await
             .map_err(token_endpoint_error)?;
         check_token_response(&response)?;
@@ -194,7 +194,7 @@ impl Oidc {
         response: &CoreTokenResponse,
         nonce: Option<&str>,
     ) -> Result<Map<String, Value>, OidcError> {
-        let skew = chrono_skew(self.cfg.clock_skew);
+        let skew = chrono_skew(self.config().clock_skew);
         let verifier = provider
             .client
             .id_token_verifier()

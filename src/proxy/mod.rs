@@ -15,6 +15,7 @@ pub mod canonical;
 mod error;
 mod hop_by_hop;
 mod inject;
+mod live;
 mod rate_limit;
 mod refresh;
 mod respond;
@@ -36,10 +37,11 @@ use prometheus::IntCounter;
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
+pub use live::{EdgeSettings, Live, LiveConfig};
 use respond::Reply;
 pub use route::RouteTable;
 
-use crate::config::{AccessConfig, Config, RouteConfig, RouteKind, SecurityConfig};
+use crate::config::{Config, RouteConfig, RouteKind};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
@@ -48,7 +50,6 @@ use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
-use browser_checks::{OurHosts, TrustedOrigins};
 use rate_limit::RateLimiter;
 use respond::SecurityHeaders;
 use tracing::Instrument;
@@ -67,12 +68,13 @@ pub struct RequestCtx {
     request_id: RequestId,
     /// The request's spans while tracing is on (see `trace`).
     trace: RequestTrace,
+    /// The reloadable configuration as it was when the request began; used to its end.
+    live: Arc<Live>,
     _in_flight: InFlightGuard,
 }
 
 pub struct Portcullis {
-    routes: RouteTable,
-    peers: Vec<HttpPeer>,
+    live: LiveConfig,
     sessions: Arc<Sessions>,
     cookies: CookiePolicy,
     oidc: Arc<Oidc>,
@@ -86,23 +88,18 @@ pub struct Portcullis {
     public_host: Option<HeaderValue>,
     /// `public_url`'s origin, for redirects portcullis builds itself.
     public_origin: String,
-    /// Whether the OP returns logged-out browsers through `/bff/logout/callback`.
-    logout_callback_registered: bool,
     public_proto: HeaderValue,
     in_flight: InFlight,
-    limits: SecurityConfig,
-    access: AccessConfig,
-    origins: TrustedOrigins,
-    hosts: OurHosts,
     rate_limiter: Arc<RateLimiter>,
-    page_csp: Option<HeaderValue>,
     traces: TraceContext,
 }
 
-/// What every proxy thread shares (see `server`): the session store, the OP client, metrics,
-/// the drain counter, and the rate limits, which are per process, not per thread.
+/// What every proxy thread shares (see `server`): the reloadable configuration, the session
+/// store, the OP client, metrics, the drain counter, and the rate limits, which are per
+/// process, not per thread.
 #[derive(Clone)]
 pub struct Shared {
+    live: LiveConfig,
     sessions: Arc<Sessions>,
     oidc: Arc<Oidc>,
     metrics: Arc<Metrics>,
@@ -119,6 +116,7 @@ impl Shared {
         in_flight: InFlight,
     ) -> Shared {
         Shared {
+            live: Live::shared(cfg),
             sessions,
             oidc,
             metrics,
@@ -128,6 +126,11 @@ impl Shared {
                 cfg.security.rate_limit_global,
             )),
         }
+    }
+
+    /// The reloadable configuration every thread and edge reads (and a reload replaces).
+    pub fn live(&self) -> LiveConfig {
+        self.live.clone()
     }
 }
 
@@ -140,20 +143,19 @@ enum Decision {
 impl Portcullis {
     pub fn new(cfg: &Config, shared: Shared) -> Portcullis {
         let Shared {
+            live,
             sessions,
             oidc,
             metrics,
             in_flight,
             rate_limiter,
         } = shared;
-        let peers = cfg.routes.iter().map(|r| build_peer(r, cfg)).collect();
         let public_host = cfg
             .public_origin
             .split_once("://")
             .map_or(cfg.public_origin.as_str(), |(_, h)| h);
         Portcullis {
-            routes: RouteTable::new(&cfg.routes),
-            peers,
+            live,
             cookies: CookiePolicy::new(&cfg.session),
             security: SecurityHeaders::new(cfg.public_is_https),
             public_proto: HeaderValue::from_static(if cfg.public_is_https {
@@ -163,8 +165,6 @@ impl Portcullis {
             }),
             public_host: HeaderValue::from_str(public_host).ok(),
             public_origin: cfg.public_origin.clone(),
-            logout_callback_registered: cfg.oidc.post_logout_redirect_uri.as_str()
-                == format!("{}/bff/logout/callback", cfg.public_origin),
             sessions,
             oidc,
             request_series: RequestSeries::new(&metrics),
@@ -172,16 +172,7 @@ impl Portcullis {
             metrics,
             request_ids: RequestIds::new(),
             in_flight,
-            limits: cfg.security.clone(),
-            access: cfg.access.clone(),
-            origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
-            hosts: OurHosts::new(&cfg.public_origin, &cfg.server.allowed_hosts),
             rate_limiter,
-            page_csp: cfg
-                .security
-                .content_security_policy
-                .as_deref()
-                .and_then(|c| HeaderValue::from_str(c).ok()),
             traces: TraceContext::new(&cfg.telemetry),
         }
     }
@@ -191,16 +182,17 @@ impl Portcullis {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
+        let live = ctx.live.clone();
         let req = session.req_header();
-        self.hosts.check(req)?;
+        live.hosts.check(req)?;
         if is_refused_method(&req.method) {
             return Err(ProxyError::MethodNotAllowed);
         }
         let header_bytes = browser_checks::header_block_bytes(req);
-        let route = self.routes.find(req.uri.path());
+        let route = live.routes.find(req.uri.path());
         if let Err(rejection) = canonical::check_target(req.raw_path()) {
             let opted_out = route
-                .and_then(|i| self.routes.get(i))
+                .and_then(|i| live.routes.get(i))
                 .is_some_and(|r| r.allow_ambiguous_paths);
             if !opted_out {
                 return Err(ProxyError::AmbiguousPath(rejection.reason()));
@@ -216,13 +208,13 @@ impl Portcullis {
                 .map(Decision::Reply);
         }
         let index = route.ok_or(ProxyError::NoRoute)?;
-        let route = self.routes.get(index).ok_or(ProxyError::NoRoute)?;
+        let route = live.routes.get(index).ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(index);
         ctx.label = route.kind.as_str();
         if route.kind == RouteKind::Api {
             if let (true, Some(origin)) = (
                 browser_checks::is_preflight(req),
-                self.origins.cors_origin(req),
+                live.origins.cors_origin(req),
             ) {
                 return Ok(Decision::Reply(preflight_reply(origin, route)));
             }
@@ -237,7 +229,7 @@ impl Portcullis {
         ctx.websocket = websocket_upgrade(req, route)?;
         if ctx.websocket {
             // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
-            self.origins.check_upgrade_origin(req)?;
+            live.origins.check_upgrade_origin(req)?;
         }
         match route.kind {
             RouteKind::Public => Ok(Decision::Forward),
@@ -245,20 +237,20 @@ impl Portcullis {
                 if !ctx.websocket {
                     // CSRF first: a forged request learns nothing, not even whether a session exists.
                     bff::require_csrf_header(req)?;
-                    self.origins.check_request_origin(req)?;
+                    live.origins.check_request_origin(req)?;
                 }
-                ctx.cors_origin = self.origins.cors_origin(req).map(str::to_string);
+                ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
                 let bearer = self
                     .bearer(&req.headers)
                     .await?
                     .ok_or_else(|| self.unauthenticated(&req.headers))?;
-                browser_checks::check_forwarded_size(header_bytes, &bearer, &self.limits)?;
+                browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
                 ctx.bearer = Some(bearer);
                 Ok(Decision::Forward)
             }
             RouteKind::Page => match self.bearer(&req.headers).await? {
                 Some(bearer) => {
-                    browser_checks::check_forwarded_size(header_bytes, &bearer, &self.limits)?;
+                    browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
                     ctx.bearer = Some(bearer);
                     Ok(Decision::Forward)
                 }
@@ -345,15 +337,6 @@ fn is_refused_method(m: &Method) -> bool {
     m == Method::TRACE || m == Method::CONNECT || m.as_str() == "TRACK"
 }
 
-fn build_peer(route: &crate::config::RouteConfig, cfg: &Config) -> HttpPeer {
-    let up = &route.upstream;
-    let mut peer = HttpPeer::new(up.address(), up.tls, up.host.clone());
-    peer.options.connection_timeout = Some(cfg.server.upstream_connect_timeout);
-    peer.options.read_timeout = Some(cfg.server.upstream_read_timeout);
-    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-    peer
-}
-
 #[async_trait]
 impl ProxyHttp for Portcullis {
     type CTX = RequestCtx;
@@ -368,6 +351,7 @@ impl ProxyHttp for Portcullis {
             cors_origin: None,
             request_id: RequestId::default(),
             trace: RequestTrace::default(),
+            live: self.live.load_full(),
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -404,7 +388,8 @@ impl ProxyHttp for Portcullis {
                 if e.fails_closed() {
                     self.count_fail_closed(&e);
                 }
-                let reply = respond::error_reply(&e, ctx.route.and_then(|i| self.routes.kind(i)));
+                let reply =
+                    respond::error_reply(&e, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
                 } else {
@@ -425,7 +410,7 @@ impl ProxyHttp for Portcullis {
     ) -> pingora::Result<Box<HttpPeer>> {
         let peer = ctx
             .route
-            .and_then(|i| self.peers.get(i))
+            .and_then(|i| ctx.live.peers.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         Ok(Box::new(peer.clone()))
     }
@@ -469,7 +454,7 @@ impl ProxyHttp for Portcullis {
             resp.insert_header("access-control-allow-credentials", "true")?;
             resp.append_header("vary", "Origin")?;
         }
-        if let (Some(csp), "page") = (&self.page_csp, ctx.label) {
+        if let (Some(csp), "page") = (&ctx.live.page_csp, ctx.label) {
             // The upstream's own policy wins; portcullis fills in when there is none.
             if resp.headers.get("content-security-policy").is_none() {
                 resp.insert_header("content-security-policy", csp.clone())?;

@@ -204,7 +204,7 @@ impl Portcullis {
                 // A refreshed ID token carries current claims: a user the access policy no
                 // longer admits (removed from the group) loses the session here.
                 if tokens.id_token.is_some() {
-                    if let Err(denied) = check_access(&self.access, &tokens.claims) {
+                    if let Err(denied) = check_access(&self.live.load().access, &tokens.claims) {
                         audit("token_refresh", "failure", denied.reason(), Some(&data.sub));
                         self.metrics.refreshes.with_label_values(&["fatal"]).inc();
                         self.sessions

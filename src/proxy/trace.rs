@@ -28,7 +28,7 @@ impl Portcullis {
         }
         let server = ctx
             .route
-            .and_then(|i| self.routes.get(i))
+            .and_then(|i| ctx.live.routes.get(i))
             .map(|r| &r.upstream);
         self.traces.propagate(
             session.req_header(),
@@ -53,7 +53,7 @@ impl Portcullis {
         }
         let path = session.req_header().uri.path();
         // A configured prefix, or one of portcullis's own endpoints: never a path a client made up.
-        let route = match ctx.route.and_then(|i| self.routes.get(i)) {
+        let route = match ctx.route.and_then(|i| ctx.live.routes.get(i)) {
             Some(route) => Some(route.prefix.as_str()),
             None => Endpoint::from_path(path).map(|_| path),
         };

@@ -1,5 +1,5 @@
 //! Logs and traces. Logs are text or JSON lines on stderr; `RUST_LOG` overrides the configured
-//! level. Nothing that could hold a secret is logged by value: see `secret::Secret`.
+//! level, which a configuration reload can change (`reload_log_level`). Nothing that could hold a secret is logged by value: see `secret::Secret`.
 //!
 //! Traces (`telemetry.*`, off by default) are OpenTelemetry spans made with `tracing` under
 //! [`SPAN_TARGET`]: the request and its upstream call, session lookups and store operations,
@@ -11,12 +11,14 @@
 pub mod export;
 pub mod propagation;
 
+use std::sync::OnceLock;
+
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 use export::{ExportError, TracePipeline};
@@ -38,16 +40,29 @@ const CAPPED_TARGETS: [&str; 8] = [
     "rustls",
 ];
 
+/// Swaps the log filter of the installed subscriber; set once, by whichever init ran.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Logs only: the webhook's setup, and the proxy's while tracing is off.
 pub fn init(log: &LogConfig) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(log_filter(log))
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(log_filter(log));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer(log.format))
+        .try_init();
     // A second init (tests that call serve twice in one process) is harmless; ignore it.
-    let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Applies a reloaded `log.level` (`RUST_LOG`, when set, still wins, as at start-up). Events
+/// already being written finish under the old filter.
+pub fn reload_log_level(log: &LogConfig) -> Result<(), reload::Error> {
+    match LOG_FILTER.get() {
+        Some(handle) => handle.reload(log_filter(log)),
+        None => Ok(()),
+    }
 }
 
 /// The proxy's setup: logs, and span export when `telemetry.enabled`. The pipeline returned
@@ -73,10 +88,14 @@ pub fn init_with_traces(
         .with_tracked_inactivity(false)
         .with_target(false)
         .with_filter(Exported);
-    let _ = tracing_subscriber::registry()
-        .with(log_layer(log.format).with_filter(log_filter(log)))
+    let (filter, handle) = reload::Layer::new(log_filter(log));
+    let installed = tracing_subscriber::registry()
+        .with(log_layer(log.format).with_filter(filter))
         .with(spans)
         .try_init();
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
     Ok(Some(pipeline))
 }
 

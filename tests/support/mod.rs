@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod configmap;
 pub mod jaeger;
 pub mod op;
 pub mod portcullis;

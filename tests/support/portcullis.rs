@@ -21,8 +21,12 @@ pub struct Portcullis {
     dir: tempfile::TempDir,
     child: Option<Child>,
     restarts: usize,
-    /// `RUST_LOG` for the process: `info` unless a test wants every event.
+    /// `RUST_LOG` for the process: `info` unless a test wants every event; empty leaves it
+    /// unset, so the configured `log.level` decides.
     pub rust_log: &'static str,
+    /// The configuration file to serve with, when not `config_path`'s plain file (a ConfigMap
+    /// layout, say).
+    config_file: Option<PathBuf>,
 }
 
 impl Portcullis {
@@ -35,6 +39,7 @@ impl Portcullis {
             child: None,
             restarts: 0,
             rust_log: "info",
+            config_file: None,
         }
     }
 
@@ -70,7 +75,33 @@ impl Portcullis {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("portcullis.yaml")
+        self.config_file
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("portcullis.yaml"))
+    }
+
+    /// Starts serving the configuration at `path` as it is (a test that edits it later).
+    pub async fn start_with_file(&mut self, path: PathBuf) {
+        self.config_file = Some(path);
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIG{signal} delivered");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -102,11 +133,14 @@ impl Portcullis {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("serve")
-            .arg("--config")
-            .arg(self.config_path())
-            .env("RUST_LOG", self.rust_log)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.arg("serve").arg("--config").arg(self.config_path());
+        if self.rust_log.is_empty() {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", self.rust_log);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -190,7 +190,7 @@ impl Portcullis {
             )
             .await
             .map_err(ProxyError::LoginRejected)?;
-        check_access(&self.access, &tokens.claims)?;
+        check_access(&self.live.load().access, &tokens.claims)?;
         // R18: no identifier from before the login survives it.
         if let Some(old) = self.load_session(&req.headers).await? {
             self.sessions
@@ -201,8 +201,7 @@ impl Portcullis {
         let data = SessionData {
             iss: tokens
                 .claim_str("iss")
-                .unwrap_or(self.oidc.issuer())
-                .to_string(),
+                .map_or_else(|| self.oidc.issuer(), str::to_string),
             sub: tokens.claim_str("sub").unwrap_or_default().to_string(),
             sid: tokens.claim_str("sid").map(str::to_string),
             access_token: tokens.access_token,

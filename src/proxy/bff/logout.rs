@@ -29,7 +29,7 @@ impl Portcullis {
         let query = Query::parse(&req.uri)?;
         let presented_sid = if req.method == Method::POST {
             require_csrf_header(req)?;
-            self.origins.check_request_origin(req)?;
+            self.live.load().origins.check_request_origin(req)?;
             None
         } else {
             Some(
@@ -84,7 +84,9 @@ impl Portcullis {
     fn logout_landing(&self, return_to: Option<&str>) -> String {
         match return_to {
             Some(path) => format!("{}{path}", self.public_origin),
-            None if self.logout_callback_registered => format!("{}/", self.public_origin),
+            None if self.live.load().logout_callback_registered => {
+                format!("{}/", self.public_origin)
+            }
             None => self.oidc.config().post_logout_redirect_uri.to_string(),
         }
     }
@@ -103,7 +105,7 @@ impl Portcullis {
         let Some(url) = self.oidc.end_session_url(provider, id_token, &state) else {
             return Ok(self.logout_landing(return_to));
         };
-        if self.logout_callback_registered {
+        if self.live.load().logout_callback_registered {
             self.sessions
                 .put_logout_return(&state, &self.logout_landing(return_to))
                 .await?;
