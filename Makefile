@@ -8,7 +8,7 @@ APT_PACKAGES_BUILD := cmake build-essential
 APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench profile clean fuzz fuzz-deps
+.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench bench-pack profile clean fuzz fuzz-deps
 
 all: build
 
@@ -121,6 +121,14 @@ bench: build-deps tests/fixtures/op/node_modules
 	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
 	$(CARGO) build --release --bin portcullis --example seed_sessions --example bare_passthrough
 	./deploy/bench/run.sh
+
+## `make bench-pack`: the same rows as a self-contained pack (binaries with their libraries, a
+## static busybox, deploy/bench/pack-run.sh) for a lent multi-core box with only bash and coreutils.
+bench-pack: build-deps
+	$(call apt_install,redis-server $(APT_PACKAGES_BENCH) busybox-static)
+	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
+	$(CARGO) build --release --bin portcullis --example seed_sessions --example bare_passthrough
+	./deploy/bench/pack.sh
 
 ## `make profile`: the benchmark with symbols, perf recording the Redis api row; then
 ## `perf report -i target/bench/perf.data` shows where portcullis spends its time.
