@@ -8,7 +8,9 @@ use portcullis::cli::{Cli, Command};
 use portcullis::config::Config;
 
 /// mimalloc rather than glibc's malloc: a proxied request makes dozens of small allocations
-/// (Pingora's header maps, buffers, futures), and glibc's took ~10 % of a request's CPU.
+/// (Pingora's header maps, buffers, futures), and glibc's took ~10 % of a request's CPU. Built
+/// with lazy arena commit (`.cargo/config.toml`): mimalloc's eager default, set before `main`
+/// runs, kept start-up's transient allocations resident (idle RSS 23 MiB against 13 MiB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

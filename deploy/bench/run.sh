@@ -374,7 +374,8 @@ for t in 1 "$scale_threads"; do
       pids+=($scale_pid)
       wait_http "http://127.0.0.1:$bare_port/api/bench"
       run_wrk "bare Pingora, $mode, threads $t" "$scale_pid" "http://127.0.0.1:$bare_port/api/bench" -
-      kill "$scale_pid"; wait "$scale_pid" 2>/dev/null || true
+      # Nothing to drain: no graceful shutdown to wait for.
+      kill -9 "$scale_pid"; wait "$scale_pid" 2>/dev/null || true
     done
   fi
   start_portcullis 3 "  store: redis
