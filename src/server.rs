@@ -1,7 +1,7 @@
 //! Pingora wiring: one server with a background service (store connection, OIDC discovery and
-//! its periodic refresh, memory-store sweeping, configuration reloads), one proxy service per `server.threads` on
-//! `listen` (the `edge` in front of Pingora's HTTP proxy), and the admin app on `admin_listen`
-//! with a thread of its own.
+//! its periodic refresh, memory-store sweeping, configuration reloads), one proxy service per
+//! `server.threads` on `listen` (the `edge` in front of Pingora's HTTP proxy), and the admin
+//! app on `admin_listen` with a thread of its own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
