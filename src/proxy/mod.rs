@@ -423,10 +423,7 @@ impl ProxyHttp for Portcullis {
         upstream_request: &mut pingora::http::RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .and_then(|a| inject::ip_header_value(a.ip()));
+        let client_ip = trace::client_ip(session).and_then(inject::ip_header_value);
         let add = inject::Injection {
             bearer: ctx.bearer.as_ref(),
             client_ip,

@@ -61,7 +61,8 @@ impl Portcullis {
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The client's IP address, for trust decisions and `X-Forwarded-For`.
+pub(super) fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
