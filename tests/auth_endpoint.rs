@@ -331,3 +331,79 @@ async fn callers_outside_trusted_ingress_are_never_answered_with_a_token() {
     }
     assert!(world.proxy.logs().contains("auth_caller_not_trusted"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_on_an_ingress_host_ends_on_that_host_and_rd_stays_on_our_hosts() {
+    let world = World::start(WorldOptions {
+        redis: false,
+        extra_config: ingress_config(free_port(), "nginx", "127.0.0.1"),
+        ..WorldOptions::default()
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let port = world.proxy.origin().rsplit(':').next().unwrap().to_string();
+    let app = format!("app.localhost:{port}");
+    let login = |host: String, rd: String| {
+        let http = http.clone();
+        let url = format!("{}/bff/login", world.proxy.origin());
+        async move {
+            http.get(url)
+                .query(&[("rd", rd)])
+                .header("host", host)
+                .send()
+                .await
+                .expect("login")
+        }
+    };
+    let started = login(app.clone(), format!("http://{app}/reports?y=1")).await;
+    assert_eq!(started.status(), 302);
+    let to_op = url::Url::parse(
+        started
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap(),
+    )
+    .unwrap();
+    let redirect_uri = to_op
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        redirect_uri,
+        Some(format!("http://{app}/bff/callback")),
+        "a login on an ingress host comes back to that host"
+    );
+    let on_public = login(format!("127.0.0.1:{port}"), "/".into()).await;
+    let to_op = on_public.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        to_op.contains(&format!(
+            "redirect_uri={}",
+            url::form_urlencoded::byte_serialize(
+                format!("{}/bff/callback", world.proxy.origin()).as_bytes()
+            )
+            .collect::<String>()
+        )),
+        "{to_op}"
+    );
+    for rd in [
+        format!("http://evil.localhost:{port}/"),
+        format!("http://app.localhost:{port}.evil.test/"),
+        format!("http://app.localhost:{port}@evil.test/"),
+        format!("https://app.localhost:{port}/"),
+        "//evil.test/".to_string(),
+        "/%2F%2Fevil.test".to_string(),
+    ] {
+        let refused = login(app.clone(), rd.clone()).await;
+        assert_eq!(refused.status(), 400, "{rd}");
+        assert!(refused.headers().get("location").is_none(), "{rd}");
+    }
+    let unknown_host = login(format!("evil.localhost:{port}"), "/".into()).await;
+    assert_eq!(unknown_host.status(), 421);
+}

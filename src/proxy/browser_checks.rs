@@ -234,3 +234,97 @@ const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 fn header<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> OurHosts {
+        OurHosts::new(
+            "https://auth.example.com",
+            &["shop.svc".to_string()],
+            &[
+                HostPattern::Exact("app.example.com".into()),
+                HostPattern::Under(".apps.example.com".into()),
+            ],
+        )
+    }
+
+    fn request(host: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/bff/login", None).unwrap();
+        r.insert_header("host", host).unwrap();
+        r
+    }
+
+    #[test]
+    fn absolute_return_targets_stay_on_our_hosts() {
+        let h = hosts();
+        for (ok, written) in [
+            (
+                "https://app.example.com/x?y=1",
+                "https://app.example.com/x?y=1",
+            ),
+            ("https://APP.example.com/", "https://app.example.com/"),
+            (
+                "https://a.apps.example.com/r",
+                "https://a.apps.example.com/r",
+            ),
+            ("https://auth.example.com/", "https://auth.example.com/"),
+            ("https://shop.svc/", "https://shop.svc/"),
+        ] {
+            assert_eq!(h.absolute_return_to(ok).as_deref(), Some(written), "{ok}");
+        }
+        for bad in [
+            "https://evil.test/",
+            "http://app.example.com/",
+            "https://app.example.com",
+            "https://app.example.com:8443/",
+            "https://app.example.com.evil.test/",
+            "https://app.example.com@evil.test/",
+            "https://evil.test\\@app.example.com/",
+            "https://evil.test/@app.example.com/",
+            "https://apps.example.com/",
+            "https://app.example.com//evil.test/",
+            "https://app.example.com/%2F%2Fevil.test",
+            "https://app.example.com/bff/logout",
+            "https://app.example.com/a/../b",
+            "https://app.example.com/a\r\nSet-Cookie:x",
+            "https:/\\evil.test",
+            "https:evil.test",
+            "//app.example.com/",
+            "javascript:alert(1)",
+        ] {
+            let got = h.absolute_return_to(bad);
+            assert!(got.is_none(), "{bad:?} accepted as {got:?}");
+        }
+    }
+
+    #[test]
+    fn logins_on_ingress_hosts_return_to_their_own_callback() {
+        let h = hosts();
+        assert_eq!(
+            h.redirect_uri_for(&request("app.example.com"))
+                .map(String::from),
+            Some("https://app.example.com/bff/callback".to_string())
+        );
+        assert_eq!(
+            h.redirect_uri_for(&request("x.apps.example.com:443"))
+                .map(String::from),
+            Some("https://x.apps.example.com/bff/callback".to_string())
+        );
+        assert_eq!(h.redirect_uri_for(&request("auth.example.com")), None);
+        assert_eq!(h.redirect_uri_for(&request("shop.svc")), None);
+        assert!(h.check(&request("x.apps.example.com")).is_ok());
+        assert!(h.check(&request("apps.example.com")).is_err());
+    }
+
+    #[test]
+    fn ingress_hosts_are_trusted_origins_at_the_public_scheme_and_port() {
+        let h = hosts();
+        assert!(h.is_ingress_origin("https://app.example.com"));
+        assert!(h.is_ingress_origin("https://b.apps.example.com"));
+        assert!(!h.is_ingress_origin("http://app.example.com"));
+        assert!(!h.is_ingress_origin("https://app.example.com:8443"));
+        assert!(!h.is_ingress_origin("https://evil.test"));
+    }
+}
