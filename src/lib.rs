@@ -22,7 +22,7 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
-pub mod spelling;
 pub mod shutdown;
+pub mod spelling;
 pub mod telemetry;
 pub mod webhook;

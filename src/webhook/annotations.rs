@@ -5,8 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::error::WebhookError;
-use crate::spelling::nearest;
 use super::inject::{Resources, SidecarMode, SidecarSettings};
+use crate::spelling::nearest;
 
 pub const PREFIX: &str = "bff.portcullis.dev/";
 /// Opt-in, as a label (preferred: selectors and CEL can see it) or an annotation.

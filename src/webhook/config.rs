@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::known_keys::{fields, KnownKeys};
 use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
+use crate::config::known_keys::{fields, KnownKeys};
 use crate::config::{
     listen_addresses_overlap, validate_log, validate_socket_addr, ConfigError, LogConfig, Problem,
 };
