@@ -1,6 +1,6 @@
-//! `ProxyError`: every reason portcullis answers a request itself instead of forwarding it.
-//! `respond::error_reply` maps each to a status and a fixed body; `reason()` is the stable code
-//! logged with the rejection.
+//! `ProxyError`: every reason portcullis answers a request itself instead of forwarding it,
+//! and every way forwarding it failed. `respond::classify` is the one place each becomes a
+//! status, a fixed body and a log level; `reason()` is the stable code logged with it.
 
 use crate::oidc::OidcError;
 use crate::session::StoreError;
@@ -55,6 +55,15 @@ pub enum ProxyError {
     RefreshUnavailable,
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The upstream did not connect, answer or take the request in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream refused the connection, broke it off or answered with something unusable.
+    #[error("upstream failed")]
+    UpstreamFailed,
+    /// The client broke off its request while it was being forwarded.
+    #[error("the client broke off the request")]
+    ClientAborted,
 }
 
 impl ProxyError {
@@ -102,6 +111,9 @@ impl ProxyError {
             ProxyError::Oidc(_) => "oidc_error",
             ProxyError::RefreshUnavailable => "refresh_unavailable",
             ProxyError::Internal(r) => r,
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamFailed => "upstream_failed",
+            ProxyError::ClientAborted => "client_aborted",
         }
     }
 }
