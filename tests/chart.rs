@@ -1047,24 +1047,56 @@ fn the_network_policy_admits_only_the_ingress_controller_to_the_auth_port() {
 fn ingress_nginx_calls_the_auth_port_and_signs_in_through_portcullis() {
     let docs = render_with("values-ingress-nginx.yaml", &[]);
     let config = gateway_config(&docs);
-    let app = k8s::find(&docs, "Ingress", "portcullis-ingress-auth");
-    assert_eq!(app["metadata"]["namespace"], "shop");
-    let a = &app["metadata"]["annotations"];
-    assert_eq!(a["nginx.ingress.kubernetes.io/auth-url"], auth_url(&docs));
-    let listed: Vec<String> = a["nginx.ingress.kubernetes.io/auth-response-headers"]
-        .as_str()
-        .expect("auth-response-headers")
-        .split(',')
-        .map(String::from)
-        .collect();
-    assert_copies_every_auth_header(&config, &listed, "auth-response-headers");
+    let page = k8s::find(&docs, "Ingress", "portcullis-ingress-auth");
+    let api = k8s::find(&docs, "Ingress", "portcullis-ingress-auth-api");
+    let annotation = |ing: &Value, key: &str| -> Value {
+        ing["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{key}")].clone()
+    };
+    for app in [page, api] {
+        assert_eq!(app["metadata"]["namespace"], "shop");
+        assert_eq!(annotation(app, "auth-url"), auth_url(&docs));
+        let listed: Vec<String> = annotation(app, "auth-response-headers")
+            .as_str()
+            .expect("auth-response-headers")
+            .split(',')
+            .map(String::from)
+            .collect();
+        assert_copies_every_auth_header(&config, &listed, "auth-response-headers");
+    }
     // cookie_domain: one session for all hosts, the login on public_url's host with an
     // absolute rd back to the host the browser asked for.
     assert_eq!(config["session"]["cookie_domain"], "example.com");
     assert_eq!(
-        a["nginx.ingress.kubernetes.io/auth-signin"],
+        annotation(page, "auth-signin"),
         "https://auth.example.com/bff/login?rd=https://$host$escaped_request_uri"
     );
+    // auth-signin would turn an API call's 401 into the login redirect: the config's api
+    // paths are in the Ingress without it, each exactly once.
+    assert_eq!(annotation(api, "auth-signin"), Value::Null);
+    let paths = |ing: &Value, host: &str| -> Vec<String> {
+        ing["spec"]["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["host"] == host)
+            .flat_map(|r| r["http"]["paths"].as_array().expect("paths").iter())
+            .map(|p| p["path"].as_str().expect("path").to_string())
+            .collect()
+    };
+    for h in config["ingress_auth"]["hosts"].as_array().expect("hosts") {
+        let host = h["host"].as_str().expect("host");
+        for p in h["paths"].as_array().expect("paths") {
+            let path = p["path"].as_str().expect("path");
+            let in_api = paths(api, host).contains(&path.to_string());
+            assert_eq!(in_api, p["kind"] == "api", "{host}{path}");
+            if in_api {
+                assert!(
+                    !paths(page, host).contains(&path.to_string()),
+                    "{host}{path}"
+                );
+            }
+        }
+    }
     let hosts = |ing: &Value| -> Vec<String> {
         ing["spec"]["rules"]
             .as_array()
@@ -1079,12 +1111,13 @@ fn ingress_nginx_calls_the_auth_port_and_signs_in_through_portcullis() {
         .iter()
         .map(|h| h["host"].as_str().expect("host").to_string())
         .collect();
-    for host in hosts(app) {
+    for host in hosts(page).into_iter().chain(hosts(api)) {
         assert!(
             config_hosts.contains(&host),
             "{host} is not an ingress_auth host"
         );
     }
+    let app = page;
     // portcullis's own endpoints: /bff/ only, on every app host and the login host, no auth.
     let bff = k8s::find(&docs, "Ingress", "portcullis-bff");
     assert_eq!(bff["metadata"]["namespace"], "portcullis");
@@ -1101,9 +1134,11 @@ fn ingress_nginx_calls_the_auth_port_and_signs_in_through_portcullis() {
                     "backend": {"service": {"name": "portcullis-gateway", "port": {"name": "http"}}}}])
         );
     }
-    for rule in app["spec"]["rules"].as_array().expect("rules") {
-        for p in rule["http"]["paths"].as_array().expect("paths") {
-            assert!(!p["path"].as_str().expect("path").starts_with("/bff"));
+    for app in [page, api] {
+        for rule in app["spec"]["rules"].as_array().expect("rules") {
+            for p in rule["http"]["paths"].as_array().expect("paths") {
+                assert!(!p["path"].as_str().expect("path").starts_with("/bff"));
+            }
         }
     }
     // Without cookie_domain each host has its own session: the login runs on that host.
