@@ -2,7 +2,9 @@
 //! values file in `helm/` (and the defaults) × Kubernetes 1.29/1.31/1.33/1.35, each render
 //! validated strictly (unknown fields rejected) by kubernetes-validate; assertions on the
 //! rendered objects; values the schema must refuse; and the example sidecar configurations,
-//! which must pass `portcullis check`.
+//! which must pass `portcullis check`. The ingress auth examples' controller objects (Traefik,
+//! Envoy Gateway, Gateway API kinds) are validated strictly against the real CRDs that
+//! `make k8s-tools` puts in `.tools/crds`, by `tests/fixtures/chart/crd_validate.py`.
 
 mod k8s;
 
