@@ -1336,3 +1336,25 @@ fn bad_ingress_auth_values_fail_rendering_and_name_the_key() {
         }
     }
 }
+
+/// Without ingress_auth the gateway opens no auth port and nothing of a controller renders.
+#[test]
+fn the_plain_gateway_has_no_auth_port() {
+    let docs = render(Some(&file("test-gateway.yaml")), &[]);
+    let ports = |v: &Value| -> Vec<Value> { v.as_array().expect("ports").clone() };
+    let svc = k8s::find(&docs, "Service", "portcullis-gateway");
+    assert!(ports(&svc["spec"]["ports"])
+        .iter()
+        .all(|p| p["name"] != "auth" && p["port"] != 4482));
+    let deploy = k8s::find(&docs, "Deployment", "portcullis-gateway");
+    assert!(
+        ports(&deploy["spec"]["template"]["spec"]["containers"][0]["ports"])
+            .iter()
+            .all(|p| p["name"] != "auth")
+    );
+    assert_eq!(gateway_config(&docs)["ingress_auth"], Value::Null);
+    let kinds = k8s::kinds(&docs);
+    for kind in CRD_KINDS.iter().chain(&["Ingress"]) {
+        assert!(!kinds.contains(&kind.to_string()), "{kind}");
+    }
+}
