@@ -16,7 +16,17 @@ const STORE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
 ];
 
-pub const ROUTE_KINDS: [&str; 5] = ["api", "page", "public", "bff", "none"];
+pub const ROUTE_KINDS: [&str; 6] = ["api", "page", "public", "bff", "auth", "none"];
+/// The answers of the ingress auth endpoint (`proxy::ingress`).
+pub const AUTH_DECISIONS: [&str; 7] = [
+    "allow",
+    "public",
+    "unauthenticated",
+    "redirect",
+    "denied",
+    "invalid",
+    "error",
+];
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "other"];
 /// Every family with an `outcome` label spells it the same way: `success` and `failure`, plus
 /// values that name a specific case (`started`, `rejected`, `replayed`, …).
@@ -83,6 +93,7 @@ pub struct Metrics {
     pub upstream_connections_opened: IntCounter,
     pub fail_closed: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub auth_requests: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -246,6 +257,13 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            auth_requests: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_auth_requests_total",
+                    "Ingress controllers' auth requests, by decision (allow, public, unauthenticated, redirect, denied, invalid, error)",
+                ),
+                &["decision"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -280,6 +298,7 @@ impl Metrics {
         r.register(Box::new(self.upstream_connections_opened.clone()))?;
         r.register(Box::new(self.fail_closed.clone()))?;
         r.register(Box::new(self.config_reloads.clone()))?;
+        r.register(Box::new(self.auth_requests.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -326,6 +345,9 @@ impl Metrics {
         }
         for o in RELOAD_OUTCOMES {
             self.config_reloads.with_label_values(&[o]);
+        }
+        for d in AUTH_DECISIONS {
+            self.auth_requests.with_label_values(&[d]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -215,6 +215,19 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("session.same_site", old_s.same_site != new_s.same_site),
         (
+            "session.cookie_domain",
+            old_s.cookie_domain != new_s.cookie_domain,
+        ),
+        (
+            "ingress_auth.enabled",
+            running.ingress_auth.is_some() != new.ingress_auth.is_some(),
+        ),
+        (
+            "ingress_auth.listen",
+            running.ingress_auth.as_ref().map(|a| a.listen)
+                != new.ingress_auth.as_ref().map(|a| a.listen),
+        ),
+        (
             "session.idle_timeout",
             old_s.idle_timeout != new_s.idle_timeout,
         ),

@@ -145,12 +145,14 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
         metrics.op_duration.clone(),
     )?);
     warn_about_risky_settings(&cfg);
-    check_listen_addresses(&[("listen", cfg.listen), ("admin_listen", cfg.admin_listen)]).map_err(
-        |error| ServeError::Listen {
-            file: cfg.source.clone(),
-            error,
-        },
-    )?;
+    let mut listeners = vec![("listen", cfg.listen), ("admin_listen", cfg.admin_listen)];
+    if let Some(auth) = &cfg.ingress_auth {
+        listeners.push(("ingress_auth.listen", auth.listen));
+    }
+    check_listen_addresses(&listeners).map_err(|error| ServeError::Listen {
+        file: cfg.source.clone(),
+        error,
+    })?;
     preflight_discovery(&cfg, &metrics)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
@@ -206,7 +208,14 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
     admin.add_tcp(&cfg.admin_listen.to_string());
     server.add_service(admin);
 
-    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting");
+    match &cfg.ingress_auth {
+        Some(auth) => {
+            tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, ingress_auth = %auth.listen, "portcullis starting")
+        }
+        None => {
+            tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "portcullis starting")
+        }
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerm { in_flight, traces }),
     });
@@ -298,7 +307,12 @@ impl ProxyThread {
         let mut service = ListeningService::new(format!("portcullis proxy {thread}"), edge);
         let mut options = TcpSocketOptions::default();
         options.so_reuseport = Some(cfg.server.threads > 1);
-        service.add_tcp_with_settings(&cfg.listen.to_string(), options);
+        service.add_tcp_with_settings(&cfg.listen.to_string(), options.clone());
+        // The ingress controllers' auth port is served by the same threads; the proxy tells its
+        // requests apart by the port they arrived on.
+        if let Some(auth) = &cfg.ingress_auth {
+            service.add_tcp_with_settings(&auth.listen.to_string(), options);
+        }
         ProxyThread { service }
     }
 }

@@ -25,6 +25,34 @@ pub struct RawConfig {
     pub access: RawAccess,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub ingress_auth: RawIngressAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIngressAuth {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub controller: Option<String>,
+    pub trusted_ingress: Option<Vec<String>>,
+    /// Header name → claim, in the order written.
+    pub identity_headers: Option<serde_yaml::Mapping>,
+    #[serde(default)]
+    pub hosts: Vec<RawIngressHost>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIngressHost {
+    pub host: Option<String>,
+    pub access: Option<RawAccess>,
+    #[serde(default)]
+    pub paths: Vec<RawIngressPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIngressPath {
+    pub path: Option<String>,
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +122,7 @@ pub struct RawSession {
     pub cookie_name: Option<String>,
     pub cache_max_entries: Option<usize>,
     pub same_site: Option<String>,
+    pub cookie_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -362,3 +362,127 @@ fn trusted_trace_callers_are_networks() {
         assert!(!trusted(ip), "{ip} is not trusted");
     }
 }
+
+const INGRESS: &str = r#"
+public_url: "https://auth.example.com"
+oidc:
+  issuer: "https://idp.example.com/realms/main"
+  client_id: "spa"
+  client_secret_file: "secret/client-secret"
+session:
+  cookie_domain: "Example.com"
+ingress_auth:
+  enabled: true
+  controller: nginx
+  trusted_ingress: ["10.0.0.0/8"]
+  hosts:
+    - host: app.example.com
+      access:
+        groups: ["admins"]
+      paths:
+        - { path: "/api/", kind: api }
+        - { path: "/", kind: page }
+    - host: "*.apps.example.com"
+      paths:
+        - { path: "/", kind: public }
+"#;
+
+#[test]
+fn ingress_auth_needs_no_routes_and_shares_the_cookie_under_its_domain() {
+    let cfg = load(INGRESS).expect("valid");
+    assert!(cfg.routes.is_empty());
+    assert_eq!(cfg.session.cookie_domain.as_deref(), Some("example.com"));
+    assert_eq!(cfg.session.cookie_name, "__Secure-portcullis");
+    let auth = cfg.ingress_auth.expect("ingress auth on");
+    assert_eq!(auth.listen.to_string(), "0.0.0.0:4482");
+    assert_eq!(auth.controller, IngressController::Nginx);
+    let headers: Vec<(&str, &str)> = auth
+        .identity_headers
+        .iter()
+        .map(|h| (h.name.as_str(), h.claim.as_str()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-auth-request-user", "sub"),
+            ("x-auth-request-email", "email"),
+            ("x-auth-request-preferred-username", "preferred_username"),
+            ("x-auth-request-groups", "groups"),
+        ]
+    );
+    assert_eq!(
+        auth.hosts[0].host,
+        HostPattern::Exact("app.example.com".into())
+    );
+    assert_eq!(
+        auth.hosts[0].access.as_ref().map(|a| a.groups.clone()),
+        Some(vec!["admins".to_string()])
+    );
+    assert_eq!(
+        auth.hosts[1].host,
+        HostPattern::Under(".apps.example.com".into())
+    );
+    assert!(auth.hosts[1].host.matches("x.apps.example.com"));
+    assert!(!auth.hosts[1].host.matches("apps.example.com"));
+    let custom = load(&INGRESS.replace(
+        "  controller: nginx\n",
+        "  controller: traefik\n  identity_headers:\n    X-User: preferred_username\n",
+    ))
+    .expect("valid");
+    let auth = custom.ingress_auth.expect("on");
+    assert_eq!(auth.identity_headers.len(), 1);
+    assert_eq!(auth.identity_headers[0].name.as_str(), "x-user");
+    assert_eq!(auth.controller, IngressController::Traefik);
+}
+
+#[test]
+fn ingress_auth_problems_name_the_key_and_the_fix() {
+    const F: &str = "/etc/portcullis/config.yaml";
+    let cases: &[(&str, &str, &str)] = &[
+        ("  controller: nginx\n", "",
+         "ingress_auth.controller: is required: nginx (ingress-nginx auth-url), traefik (ForwardAuth) or envoy (ext_authz, Envoy Gateway)"),
+        ("controller: nginx", "controller: haproxy",
+         "ingress_auth.controller: \"haproxy\" is not a controller (use nginx, traefik or envoy)"),
+        ("  trusted_ingress: [\"10.0.0.0/8\"]\n", "",
+         "ingress_auth.trusted_ingress: must list the ingress controller's addresses (e.g. the pod network \"10.0.0.0/8\"): the auth endpoint answers no one else, and believes no one else's description of a request"),
+        ("enabled: true", "enabled: true\n  listen: \"0.0.0.0:4480\"",
+         "ingress_auth.listen: must differ from listen and admin_listen (the auth port is for the ingress controller only, never for browsers)"),
+        ("enabled: true", "enabled: true\n  identity_headers:\n    Authorization: sub",
+         "ingress_auth.identity_headers.Authorization: is already in the answer (Authorization, Cookie and Cache-Control are portcullis's; each header once)"),
+        ("host: app.example.com", "host: \"app.example.com:443\"",
+         "ingress_auth.hosts[0].host: \"app.example.com:443\" is not a host name (write it as in a Host header, without scheme or port; a wildcard only as a leading \"*.\" on a parent with a dot, e.g. *.example.com)"),
+        ("host: \"*.apps.example.com\"", "host: \"*\"",
+         "ingress_auth.hosts[1].host: \"*\" is not a host name (write it as in a Host header, without scheme or port; a wildcard only as a leading \"*.\" on a parent with a dot, e.g. *.example.com)"),
+        ("host: \"*.apps.example.com\"", "host: APP.example.com",
+         "ingress_auth.hosts[1].host: is the same host as ingress_auth.hosts[0].host (list each host once)"),
+        ("host: \"*.apps.example.com\"", "host: \"*.example.org\"",
+         "ingress_auth.hosts[1].host: \"example.org\" is not under session.cookie_domain \"example.com\": the session cookie would never reach it"),
+        ("{ path: \"/api/\", kind: api }", "{ path: \"/api/\", kind: apis }",
+         "ingress_auth.hosts[0].paths[0].kind: \"apis\" is not a route kind (use api, public or page)"),
+        ("{ path: \"/api/\", kind: api }", "{ path: \"/api/;x\", kind: api }",
+         "ingress_auth.hosts[0].paths[0].path: \"/api/;x\" must be a plain path starting with \"/\""),
+        ("groups: [\"admins\"]", "groups: [\"\"]",
+         "ingress_auth.hosts[0].access.groups[0]: must not be empty (list group names as the OP puts them in the groups claim)"),
+        ("cookie_domain: \"Example.com\"", "cookie_domain: \".example.com\"",
+         "session.cookie_domain: \".example.com\" is not a parent domain (write e.g. example.com: no scheme, port, leading dot or wildcard, at least two labels)"),
+        ("cookie_domain: \"Example.com\"", "cookie_domain: \"com\"",
+         "session.cookie_domain: \"com\" is not a parent domain (write e.g. example.com: no scheme, port, leading dot or wildcard, at least two labels)"),
+        ("cookie_domain: \"Example.com\"", "cookie_domain: \"Example.com\"\n  cookie_name: \"__Host-portcullis\"",
+         "session.cookie_name: must not start with \"__Host-\" when session.cookie_domain is set (browsers refuse a __Host- cookie with a Domain; use __Secure-)"),
+        ("public_url: \"https://auth.example.com\"", "public_url: \"https://auth.example.org\"",
+         "session.cookie_domain: \"example.com\" does not cover public_url's host \"auth.example.org\" (use a parent domain of it)"),
+        ("enabled: true", "enabled: false",
+         "ingress_auth.enabled: is not true, so the other ingress_auth keys would do nothing (set enabled: true, or remove them)"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(INGRESS.contains(from), "fixture lacks {from}");
+        let got = messages(&INGRESS.replacen(from, to, 1));
+        let expected = format!("{F}: {expected}");
+        assert!(got.contains(&expected), "for {to:?}: {got:?}");
+    }
+    // Without the mode, routes are required as before.
+    let without = INGRESS.split("ingress_auth:").next().unwrap_or_default();
+    assert!(messages(without)
+        .iter()
+        .any(|m| m.contains("routes: needs at least one route")));
+}

@@ -27,6 +27,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub access: AccessConfig,
     pub telemetry: TelemetryConfig,
+    /// The ingress controllers' auth endpoint; `None` when the mode is off (the default).
+    pub ingress_auth: Option<IngressAuthConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,9 @@ pub struct SessionConfig {
     pub same_site: SameSite,
     /// Sessions kept in process in front of Redis (0: no cache).
     pub cache_max_entries: usize,
+    /// The parent domain the session cookie is scoped to (`Domain=`), shared by every host under
+    /// it; `None` keeps it host-only.
+    pub cookie_domain: Option<String>,
 }
 
 impl SessionConfig {
@@ -177,6 +182,78 @@ pub struct RouteConfig {
     pub allow_ambiguous_paths: bool,
     /// Requests with a chunked body are accepted (strictly checked, then buffered) on this route.
     pub allow_chunked_requests: bool,
+}
+
+/// Portcullis as the external auth service of an ingress controller: it answers, per request,
+/// whether the ingress may pass it on and with which headers.
+#[derive(Debug, Clone)]
+pub struct IngressAuthConfig {
+    /// The auth endpoint's own port: only the ingress controller calls it, never a browser.
+    pub listen: SocketAddr,
+    pub controller: IngressController,
+    /// Addresses whose description of the original request is believed; no one else is answered.
+    pub trusted_ingress: Vec<IpNetwork>,
+    pub identity_headers: Vec<IdentityHeader>,
+    pub hosts: Vec<IngressHost>,
+}
+
+/// How the ingress controller describes the request it asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngressController {
+    /// ingress-nginx (`auth_request`): `X-Original-URL` and `X-Original-Method`.
+    Nginx,
+    /// Traefik `ForwardAuth`: `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`.
+    Traefik,
+    /// Envoy `ext_authz` (HTTP service): the original request itself, its path after `/bff/auth`.
+    Envoy,
+}
+
+/// A header the ingress copies to the upstream, filled from an ID-token claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    pub name: http::HeaderName,
+    pub claim: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressHost {
+    pub host: HostPattern,
+    /// Who may pass on this host besides holding a session; `None` admits every session.
+    pub access: Option<AccessConfig>,
+    pub paths: Vec<PathRule>,
+}
+
+/// A lower-case host name, or `*.parent` for every name under `parent` (not `parent` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix with its leading dot, e.g. `.example.com`.
+    Under(String),
+}
+
+impl HostPattern {
+    /// `host` is lower-case and without a port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Under(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+
+    pub fn exact(&self) -> Option<&str> {
+        match self {
+            HostPattern::Exact(name) => Some(name),
+            HostPattern::Under(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    pub prefix: String,
+    pub kind: RouteKind,
 }
 
 /// A token-bucket rate: `count` requests per `per`.

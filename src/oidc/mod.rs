@@ -7,6 +7,7 @@ mod jose;
 mod logout_token;
 mod tokens;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -332,10 +333,12 @@ impl Oidc {
 
     /// Builds the authorization request: code flow, fresh PKCE S256, state and nonce of 256
     /// bits each, the configured scopes, and only allow-listed extra parameters.
+    /// `redirect_uri` replaces the configured one (a login on another of portcullis's hosts).
     pub fn authorization_request(
         &self,
         provider: &Provider,
         extra_params: &[(String, String)],
+        redirect_uri: Option<&Url>,
     ) -> AuthorizationRequest {
         let cfg = self.config();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -351,6 +354,9 @@ impl Oidc {
             req = req.add_scope(Scope::new(scope.clone()));
         }
         req = req.set_pkce_challenge(challenge);
+        if let Some(uri) = redirect_uri {
+            req = req.set_redirect_uri(Cow::Owned(RedirectUrl::from_url(uri.clone())));
+        }
         for (k, v) in extra_params {
             req = req.add_extra_param(k.clone(), v.clone());
         }

@@ -8,10 +8,13 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClaimsVerificationError, Nonce, OAuth2TokenResponse,
-    PkceCodeVerifier, RefreshToken, RequestTokenError, SignatureVerificationError, TokenResponse,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, SignatureVerificationError,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
+use url::Url;
 
 use super::{error_chain, jose, Oidc, OidcError, Provider};
 use crate::secret::Secret;
@@ -120,12 +123,16 @@ impl Oidc {
         code: &str,
         verifier: &str,
         nonce: &str,
+        redirect_uri: Option<&Url>,
     ) -> Result<Tokens, OidcError> {
-        let request = provider
+        let mut request = provider
             .client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
+        if let Some(uri) = redirect_uri {
+            request = request.set_redirect_uri(Cow::Owned(RedirectUrl::from_url(uri.clone())));
+        }
         let response = self
             .timed("token", request.request_async(&self.http()))
             .await

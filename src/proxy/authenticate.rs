@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderValue};
 use super::error::ProxyError;
 use super::refresh::needs_refresh;
 use super::Portcullis;
-use crate::session::cache::bearer_value;
+use crate::session::cache::HotSession;
 use crate::session::cookie::Presented;
 use crate::session::{unix_now, CookieSecret, SessionData};
 
@@ -64,12 +64,23 @@ impl Portcullis {
         }
     }
 
-    /// The `Authorization` value for a request's session, as `authenticate` would give it; a
-    /// session whose token is not due for refresh is served from the session cache.
+    /// The `Authorization` value for a request's session, as `authenticate` would give it.
     pub(super) async fn bearer(
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<HeaderValue>, ProxyError> {
+        match self.fresh_session(headers).await? {
+            Some(hot) => hot.bearer.map(Some).ok_or(NOT_A_HEADER_VALUE),
+            None => Ok(None),
+        }
+    }
+
+    /// What forwarding needs from a request's session, its token refreshed first when due; a
+    /// session whose token is not due is served from the session cache.
+    pub(super) async fn fresh_session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<HotSession>, ProxyError> {
         let Some(secret) = self.presented_secret(headers) else {
             return Ok(None);
         };
@@ -78,14 +89,12 @@ impl Portcullis {
         };
         let skew = self.oidc.refresh_skew();
         if !needs_refresh(hot.access_expires_at, hot.access_lifetime, skew, unix_now()) {
-            return hot.bearer.map(Some).ok_or(NOT_A_HEADER_VALUE);
+            return Ok(Some(hot));
         }
-        match self.authenticate(headers).await? {
-            Some(auth) => bearer_value(auth.data.access_token.expose())
-                .map(Some)
-                .ok_or(NOT_A_HEADER_VALUE),
-            None => Ok(None),
-        }
+        Ok(self
+            .authenticate(headers)
+            .await?
+            .map(|auth| HotSession::of(&auth.data)))
     }
 }
 

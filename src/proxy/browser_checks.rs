@@ -7,24 +7,30 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use super::error::ProxyError;
-use crate::config::SecurityConfig;
+use super::ingress::original::host_of;
+use crate::config::{HostPattern, SecurityConfig};
 
-/// The origins portcullis trusts: its own public origin plus configured ones, exact match.
+/// The origins portcullis trusts: its own public origin, the ingress-auth hosts' origins (same
+/// scheme and port as `public_url`), and configured ones, exact match.
 pub struct TrustedOrigins {
     public: String,
     others: Vec<String>,
+    own: OurHosts,
 }
 
 impl TrustedOrigins {
-    pub fn new(public: &str, security: &SecurityConfig) -> TrustedOrigins {
+    pub fn new(public: &str, security: &SecurityConfig, own: OurHosts) -> TrustedOrigins {
         TrustedOrigins {
             public: public.to_string(),
             others: security.allowed_origins.clone(),
+            own,
         }
     }
 
     fn is_trusted(&self, origin: &str) -> bool {
-        origin == self.public || self.others.iter().any(|o| o == origin)
+        origin == self.public
+            || self.others.iter().any(|o| o == origin)
+            || self.own.is_ingress_origin(origin)
     }
 
     /// The CORS-trusted origin of a request, if any (never the public origin: same-origin
@@ -84,34 +90,118 @@ pub fn header_block_bytes(req: &RequestHeader) -> usize {
         .sum()
 }
 
-/// The host names a request may be for: `public_url`'s and `server.allowed_hosts`. Anything
-/// else was misdirected (a DNS-rebinding page, a scanner, a wrong route in an ingress) and is
-/// answered 421 with nothing forwarded (RFC 9110 §15.5.20). Ports are not compared: the name
-/// is what a rebinding attack cannot fake.
-pub struct OurHosts(Vec<String>);
+/// The host names a request may be for: `public_url`'s, `server.allowed_hosts` and the
+/// ingress-auth hosts. Anything else was misdirected (a DNS-rebinding page, a scanner, a wrong
+/// route in an ingress) and is answered 421 with nothing forwarded (RFC 9110 §15.5.20). Ports
+/// are not compared: the name is what a rebinding attack cannot fake.
+#[derive(Clone)]
+pub struct OurHosts {
+    public: Option<String>,
+    names: Vec<String>,
+    ingress: Vec<HostPattern>,
+    /// `public_url`'s scheme and explicit port, which every host shares behind one ingress.
+    scheme: String,
+    port: Option<u16>,
+}
 
 impl OurHosts {
-    pub fn new(public_origin: &str, allowed: &[String]) -> OurHosts {
-        let public = url::Url::parse(public_origin)
-            .ok()
+    pub fn new(public_origin: &str, allowed: &[String], ingress: &[HostPattern]) -> OurHosts {
+        let url = url::Url::parse(public_origin).ok();
+        let public = url
+            .as_ref()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-        OurHosts(public.into_iter().chain(allowed.iter().cloned()).collect())
+        OurHosts {
+            names: public
+                .iter()
+                .cloned()
+                .chain(allowed.iter().cloned())
+                .collect(),
+            public,
+            ingress: ingress.to_vec(),
+            scheme: url
+                .as_ref()
+                .map_or_else(|| "https".to_string(), |u| u.scheme().to_string()),
+            port: url.as_ref().and_then(url::Url::port),
+        }
     }
 
     pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
-        let authority = match req.uri.authority() {
-            Some(a) => a.as_str(),
-            None => {
-                header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?
-            }
-        };
-        let host = host_without_port(authority);
-        if self.0.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        if self.allows(request_host(req)?) {
             Ok(())
         } else {
             Err(ProxyError::Misdirected)
         }
     }
+
+    /// Whether `host` (without port, any case) is one of portcullis's.
+    pub fn allows(&self, host: &str) -> bool {
+        self.names.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.is_ingress_host(host)
+    }
+
+    fn is_ingress_host(&self, host: &str) -> bool {
+        let lower = host.to_ascii_lowercase();
+        self.ingress.iter().any(|p| p.matches(&lower))
+    }
+
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// `scheme://host[:port]` for a host behind the same ingress as `public_url`.
+    fn origin_of(&self, host: &str) -> String {
+        match self.port {
+            Some(port) => format!("{}://{host}:{port}", self.scheme),
+            None => format!("{}://{host}", self.scheme),
+        }
+    }
+
+    fn is_ingress_origin(&self, origin: &str) -> bool {
+        let Some(authority) = origin
+            .strip_prefix(self.scheme.as_str())
+            .and_then(|r| r.strip_prefix("://"))
+        else {
+            return false;
+        };
+        host_of(authority).is_some_and(|h| self.is_ingress_host(&h) && self.origin_of(&h) == origin)
+    }
+
+    /// A login started on an ingress-auth host ends there: the OP sends the browser back to that
+    /// host's `/bff/callback` (registered at the OP), whose cookies are that host's. `None`: the
+    /// configured redirect URI.
+    pub fn redirect_uri_for(&self, req: &RequestHeader) -> Option<url::Url> {
+        let host = request_host(req).ok()?.to_ascii_lowercase();
+        if self.public.as_deref() == Some(host.as_str()) || !self.is_ingress_host(&host) {
+            return None;
+        }
+        url::Url::parse(&format!("{}/bff/callback", self.origin_of(&host))).ok()
+    }
+
+    /// An absolute `rd` target, accepted only on one of portcullis's hosts with `public_url`'s
+    /// scheme and port, without userinfo, and with a path `validate_return_to` accepts; returned
+    /// as portcullis writes it.
+    pub fn absolute_return_to(&self, value: &str) -> Option<String> {
+        let rest = value
+            .strip_prefix(self.scheme.as_str())
+            .and_then(|r| r.strip_prefix("://"))?;
+        let (authority, path) = rest.split_at(rest.find('/')?);
+        let host = host_of(authority)?;
+        let expected = self.origin_of(&host);
+        let origin = format!("{}://{}", self.scheme, authority.to_ascii_lowercase());
+        if origin != expected || !self.allows(&host) || host.starts_with('[') {
+            return None;
+        }
+        super::bff::validate_return_to(path).ok()?;
+        Some(format!("{expected}{path}"))
+    }
+}
+
+/// The host name a request names, without its port.
+fn request_host(req: &RequestHeader) -> Result<&str, ProxyError> {
+    let authority = match req.uri.authority() {
+        Some(a) => a.as_str(),
+        None => header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?,
+    };
+    Ok(host_without_port(authority))
 }
 
 /// `name`, `name:port`, `[v6]` or `[v6]:port` → the name or the bracketed address.
@@ -143,4 +233,98 @@ const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
 fn header<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> OurHosts {
+        OurHosts::new(
+            "https://auth.example.com",
+            &["shop.svc".to_string()],
+            &[
+                HostPattern::Exact("app.example.com".into()),
+                HostPattern::Under(".apps.example.com".into()),
+            ],
+        )
+    }
+
+    fn request(host: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/bff/login", None).unwrap();
+        r.insert_header("host", host).unwrap();
+        r
+    }
+
+    #[test]
+    fn absolute_return_targets_stay_on_our_hosts() {
+        let h = hosts();
+        for (ok, written) in [
+            (
+                "https://app.example.com/x?y=1",
+                "https://app.example.com/x?y=1",
+            ),
+            ("https://APP.example.com/", "https://app.example.com/"),
+            (
+                "https://a.apps.example.com/r",
+                "https://a.apps.example.com/r",
+            ),
+            ("https://auth.example.com/", "https://auth.example.com/"),
+            ("https://shop.svc/", "https://shop.svc/"),
+        ] {
+            assert_eq!(h.absolute_return_to(ok).as_deref(), Some(written), "{ok}");
+        }
+        for bad in [
+            "https://evil.test/",
+            "http://app.example.com/",
+            "https://app.example.com",
+            "https://app.example.com:8443/",
+            "https://app.example.com.evil.test/",
+            "https://app.example.com@evil.test/",
+            "https://evil.test\\@app.example.com/",
+            "https://evil.test/@app.example.com/",
+            "https://apps.example.com/",
+            "https://app.example.com//evil.test/",
+            "https://app.example.com/%2F%2Fevil.test",
+            "https://app.example.com/bff/logout",
+            "https://app.example.com/a/../b",
+            "https://app.example.com/a\r\nSet-Cookie:x",
+            "https:/\\evil.test",
+            "https:evil.test",
+            "//app.example.com/",
+            "javascript:alert(1)",
+        ] {
+            let got = h.absolute_return_to(bad);
+            assert!(got.is_none(), "{bad:?} accepted as {got:?}");
+        }
+    }
+
+    #[test]
+    fn logins_on_ingress_hosts_return_to_their_own_callback() {
+        let h = hosts();
+        assert_eq!(
+            h.redirect_uri_for(&request("app.example.com"))
+                .map(String::from),
+            Some("https://app.example.com/bff/callback".to_string())
+        );
+        assert_eq!(
+            h.redirect_uri_for(&request("x.apps.example.com:443"))
+                .map(String::from),
+            Some("https://x.apps.example.com/bff/callback".to_string())
+        );
+        assert_eq!(h.redirect_uri_for(&request("auth.example.com")), None);
+        assert_eq!(h.redirect_uri_for(&request("shop.svc")), None);
+        assert!(h.check(&request("x.apps.example.com")).is_ok());
+        assert!(h.check(&request("apps.example.com")).is_err());
+    }
+
+    #[test]
+    fn ingress_hosts_are_trusted_origins_at_the_public_scheme_and_port() {
+        let h = hosts();
+        assert!(h.is_ingress_origin("https://app.example.com"));
+        assert!(h.is_ingress_origin("https://b.apps.example.com"));
+        assert!(!h.is_ingress_origin("http://app.example.com"));
+        assert!(!h.is_ingress_origin("https://app.example.com:8443"));
+        assert!(!h.is_ingress_origin("https://evil.test"));
+    }
 }

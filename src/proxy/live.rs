@@ -16,8 +16,9 @@ use http::header::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::browser_checks::{OurHosts, TrustedOrigins};
+use super::ingress::IngressPolicy;
 use super::route::RouteTable;
-use crate::config::{AccessConfig, Config, RouteConfig, SecurityConfig};
+use crate::config::{AccessConfig, Config, HostPattern, RouteConfig, SecurityConfig};
 use crate::edge::head::HeadLimits;
 
 /// Held by every proxy thread and edge; `load_full` gives a request its snapshot.
@@ -31,6 +32,8 @@ pub struct Live {
     pub(super) origins: TrustedOrigins,
     pub(super) hosts: OurHosts,
     pub(super) page_csp: Option<HeaderValue>,
+    /// The ingress controllers' auth endpoint's rules, when that mode is on.
+    pub(super) ingress: Option<IngressPolicy>,
     /// Whether the OP returns logged-out browsers through `/bff/logout/callback`.
     pub(super) logout_callback_registered: bool,
     pub(crate) edge: EdgeSettings,
@@ -47,13 +50,24 @@ pub struct EdgeSettings {
 
 impl Live {
     pub fn from_config(cfg: &Config) -> Live {
+        let ingress_hosts: Vec<HostPattern> = cfg
+            .ingress_auth
+            .iter()
+            .flat_map(|a| a.hosts.iter().map(|h| h.host.clone()))
+            .collect();
+        let hosts = OurHosts::new(
+            &cfg.public_origin,
+            &cfg.server.allowed_hosts,
+            &ingress_hosts,
+        );
         Live {
             routes: RouteTable::new(&cfg.routes),
             peers: cfg.routes.iter().map(|r| build_peer(r, cfg)).collect(),
             limits: cfg.security.clone(),
             access: cfg.access.clone(),
-            origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security),
-            hosts: OurHosts::new(&cfg.public_origin, &cfg.server.allowed_hosts),
+            origins: TrustedOrigins::new(&cfg.public_origin, &cfg.security, hosts.clone()),
+            hosts,
+            ingress: cfg.ingress_auth.as_ref().map(IngressPolicy::new),
             page_csp: cfg
                 .security
                 .content_security_policy

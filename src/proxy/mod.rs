@@ -14,6 +14,7 @@ mod browser_checks;
 pub mod canonical;
 mod error;
 mod hop_by_hop;
+mod ingress;
 mod inject;
 mod live;
 mod rate_limit;
@@ -92,6 +93,8 @@ pub struct Portcullis {
     in_flight: InFlight,
     rate_limiter: Arc<RateLimiter>,
     traces: TraceContext,
+    /// `ingress_auth.listen`'s port: requests arriving there are auth requests, nothing else.
+    auth_port: Option<u16>,
 }
 
 /// What every proxy thread shares (see `server`): the reloadable configuration, the session
@@ -174,6 +177,7 @@ impl Portcullis {
             in_flight,
             rate_limiter,
             traces: TraceContext::new(&cfg.telemetry),
+            auth_port: cfg.ingress_auth.as_ref().map(|a| a.listen.port()),
         }
     }
 
@@ -183,6 +187,10 @@ impl Portcullis {
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
         let live = ctx.live.clone();
+        if self.on_auth_port(session) {
+            ctx.label = "auth";
+            return Ok(Decision::Reply(self.ingress_auth(session, &live).await));
+        }
         let req = session.req_header();
         live.hosts.check(req)?;
         if is_refused_method(&req.method) {
@@ -262,6 +270,15 @@ impl Portcullis {
                 None => Err(self.unauthenticated(&req.headers)),
             },
         }
+    }
+
+    fn on_auth_port(&self, session: &Session) -> bool {
+        self.auth_port.is_some_and(|port| {
+            session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| a.port() == port)
+        })
     }
 
     /// A request body that stopped arriving ends its connection like the edge's own timeouts.

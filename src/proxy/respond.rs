@@ -14,6 +14,8 @@ use crate::oidc::OidcError;
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    /// Headers whose names come from configuration, or values that are already header values.
+    pub header_values: Vec<(http::HeaderName, http::HeaderValue)>,
     pub content_type: &'static str,
     pub body: Bytes,
 }
@@ -23,6 +25,7 @@ impl Reply {
         Reply {
             status,
             headers: Vec::new(),
+            header_values: Vec::new(),
             content_type: "text/plain; charset=utf-8",
             body: Bytes::new(),
         }
@@ -57,6 +60,11 @@ impl Reply {
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn header_value(mut self, name: http::HeaderName, value: http::HeaderValue) -> Reply {
+        self.header_values.push((name, value));
         self
     }
 }
@@ -97,9 +105,13 @@ pub async fn write_reply(
     reply: Reply,
     security: &SecurityHeaders,
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 8))?;
+    let count = reply.headers.len() + reply.header_values.len() + 8;
+    let mut resp = ResponseHeader::build(reply.status, Some(count))?;
     security.apply(&mut resp)?;
     for (name, value) in reply.headers {
+        resp.append_header(name, value)?;
+    }
+    for (name, value) in reply.header_values {
         resp.append_header(name, value)?;
     }
     resp.insert_header("content-type", reply.content_type)?;

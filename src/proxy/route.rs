@@ -36,7 +36,7 @@ impl RouteTable {
 
 /// `/api/` matches `/api/` and `/api/x`; `/api` matches `/api`, `/api/` and `/api/x` but never
 /// `/apiary`.
-fn matches_at_boundary(prefix: &str, path: &str) -> bool {
+pub(super) fn matches_at_boundary(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         None => false,
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),

@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use prometheus::{IntCounter, IntCounterVec};
+use serde_json::{Map, Value};
 
 /// What an authenticated request needs from its session, ready to use: the `Authorization`
 /// value is built once per token, not once per request. No `Debug`: it holds a token.
@@ -31,6 +32,8 @@ pub struct HotSession {
     pub access_expires_at: u64,
     pub access_lifetime: u64,
     pub absolute_deadline: u64,
+    /// The ID token's claims, for per-host access rules and identity headers.
+    pub claims: Arc<Map<String, Value>>,
 }
 
 impl HotSession {
@@ -40,6 +43,7 @@ impl HotSession {
             access_expires_at: data.access_expires_at,
             access_lifetime: data.access_lifetime,
             absolute_deadline: data.absolute_deadline,
+            claims: Arc::new(data.claims.clone()),
         }
     }
 }
@@ -281,6 +285,7 @@ mod tests {
             access_expires_at: expires,
             access_lifetime: 60,
             absolute_deadline: expires,
+            claims: Arc::default(),
         }
     }
 

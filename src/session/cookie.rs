@@ -3,7 +3,9 @@
 //! Two cookies exist: the session cookie (`__Host-portcullis`, SameSite Strict by default) and
 //! the pre-login transaction cookie (`…-txn`, always SameSite Lax, because the identity
 //! provider's redirect back to `/bff/callback` is a cross-site navigation that never carries a
-//! Strict cookie).
+//! Strict cookie). With `session.cookie_domain` the session cookie is `__Secure-portcullis` with
+//! `Domain=`, shared by every host under it; the transaction cookie stays host-only, since a
+//! login ends on the host it began on.
 
 use http::HeaderMap;
 
@@ -34,11 +36,15 @@ pub enum Presented {
 impl CookiePolicy {
     pub fn new(cfg: &SessionConfig) -> CookiePolicy {
         let same_site = cfg.same_site.as_str();
+        let domain = cfg
+            .cookie_domain
+            .as_ref()
+            .map_or_else(String::new, |d| format!("Domain={d}; "));
         CookiePolicy {
             session_name: cfg.cookie_name.clone(),
             txn_name: cfg.transaction_cookie_name(),
             session_attrs: format!(
-                "Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
+                "{domain}Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
                 cfg.absolute_timeout.as_secs()
             ),
             txn_attrs: format!(
@@ -46,7 +52,7 @@ impl CookiePolicy {
                 cfg.transaction_kept_for().as_secs()
             ),
             session_expired_attrs: format!(
-                "Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age=0"
+                "{domain}Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age=0"
             ),
             txn_expired_attrs: "Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0".to_string(),
         }
@@ -152,9 +158,14 @@ fn presented(headers: &HeaderMap, name: &str) -> Presented {
 /// The default cookie policy, for unit tests of code that strips or reads cookies.
 #[cfg(test)]
 pub(crate) fn test_policy() -> CookiePolicy {
+    CookiePolicy::new(&test_config())
+}
+
+#[cfg(test)]
+fn test_config() -> SessionConfig {
     use crate::config::{SameSite, StoreConfig};
     use std::time::Duration;
-    CookiePolicy::new(&SessionConfig {
+    SessionConfig {
         store: StoreConfig::Memory,
         key_prefix: "p".into(),
         idle_timeout: Duration::from_secs(60),
@@ -165,7 +176,8 @@ pub(crate) fn test_policy() -> CookiePolicy {
         cookie_name: "__Host-portcullis".into(),
         cache_max_entries: 0,
         same_site: SameSite::Strict,
-    })
+        cookie_domain: None,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +255,30 @@ mod tests {
             .ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=1200"));
         assert!(p.expire_session().ends_with("Max-Age=0"));
         assert!(p.sets_own_cookie(b"__Host-Portcullis=x; Path=/"));
+        assert!(!p.set_session(&s).contains("Domain"));
         assert!(!p.sets_own_cookie(b"theme=dark"));
+    }
+
+    #[test]
+    fn a_cookie_domain_scopes_the_session_cookie_but_not_the_transaction_cookie() {
+        use crate::config::SameSite;
+        use std::time::Duration;
+        let p = CookiePolicy::new(&SessionConfig {
+            cookie_name: "__Secure-portcullis".into(),
+            cookie_domain: Some("example.com".into()),
+            same_site: SameSite::Lax,
+            absolute_timeout: Duration::from_secs(60),
+            ..test_config()
+        });
+        let s = CookieSecret::generate();
+        assert_eq!(
+            p.set_session(&s),
+            format!(
+                "__Secure-portcullis={}; Domain=example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60",
+                s.encode()
+            )
+        );
+        assert!(p.expire_session().contains("; Domain=example.com; "));
+        assert!(!p.set_transaction(&s).contains("Domain"));
     }
 }

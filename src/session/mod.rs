@@ -60,6 +60,10 @@ pub struct LoginTransaction {
     pub pkce_verifier: Secret<String>,
     pub return_to: String,
     pub created_at: u64,
+    /// The redirect URI the login was started with, when it is not `public_url`'s (a login on
+    /// one of the ingress-auth hosts); the code exchange must name the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 /// The sealed bytes of a session record as it was read. A write that follows the read is made

@@ -6,6 +6,16 @@ use crate::config::types::AccessConfig;
 
 impl Checker<'_> {
     pub(super) fn access(&mut self, raw: RawAccess) -> AccessConfig {
+        self.access_rules("access", raw, "groups")
+    }
+
+    /// Access rules under `section` (`access`, or a host's own); `groups_claim` when unset.
+    pub(super) fn access_rules(
+        &mut self,
+        section: &str,
+        raw: RawAccess,
+        default_groups_claim: &str,
+    ) -> AccessConfig {
         let mut email_domains = Vec::new();
         for (i, domain) in raw
             .email_domains
@@ -23,7 +33,7 @@ impl Checker<'_> {
                 email_domains.push(domain);
             } else {
                 self.problem(
-                    format!("access.email_domains[{i}]"),
+                    format!("{section}.email_domains[{i}]"),
                     "must be a domain such as example.com (no @, no leading dot, no wildcard)",
                 );
             }
@@ -32,17 +42,19 @@ impl Checker<'_> {
         for (i, group) in raw.groups.unwrap_or_default().into_iter().enumerate() {
             if group.is_empty() {
                 self.problem(
-                    format!("access.groups[{i}]"),
+                    format!("{section}.groups[{i}]"),
                     "must not be empty (list group names as the OP puts them in the groups claim)",
                 );
             } else {
                 groups.push(group);
             }
         }
-        let groups_claim = raw.groups_claim.unwrap_or_else(|| "groups".to_string());
+        let groups_claim = raw
+            .groups_claim
+            .unwrap_or_else(|| default_groups_claim.to_string());
         if groups_claim.is_empty() {
             self.problem(
-                "access.groups_claim",
+                format!("{section}.groups_claim"),
                 "must name a claim (default \"groups\")",
             );
         }

@@ -3,6 +3,7 @@
 //! secret files, done through the `read_file` argument so tests can supply their own.
 
 mod access;
+mod ingress;
 mod limits;
 mod oidc;
 mod routes;
@@ -25,6 +26,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4481));
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-portcullis";
+/// The default name when `session.cookie_domain` shares the cookie across hosts.
+pub const DEFAULT_SHARED_COOKIE_NAME: &str = "__Secure-portcullis";
 
 /// Reads a file named in the configuration; tests pass their own.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
@@ -63,12 +66,21 @@ pub fn validate(
     let public_origin = public.as_ref().map(origin_of).unwrap_or_default();
     let oidc = c.oidc(raw.oidc, &public_origin);
     let session = c.session(raw.session);
-    let routes = c.routes(raw.routes);
+    let ingress_enabled = raw.ingress_auth.enabled.unwrap_or(false);
+    let routes = c.routes(raw.routes, ingress_enabled);
     let server = c.server(&raw.server);
     let log = c.log(&raw.log);
     let security = c.security(raw.security);
     let access = c.access(raw.access);
     let telemetry = c.telemetry(raw.telemetry);
+    let ingress_auth = c.ingress_auth(raw.ingress_auth, &access);
+    if let Some(ingress) = &ingress_auth {
+        c.ingress_listen_apart(ingress.listen, listen, admin_listen);
+    }
+    if let (Some(session), Some(public)) = (&session, &public) {
+        let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();
+        c.cookie_domain_covers(session, &public_host, ingress_auth.as_ref());
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -110,6 +122,7 @@ pub fn validate(
         security,
         access,
         telemetry,
+        ingress_auth,
     })
 }
 
@@ -126,9 +139,12 @@ pub(super) fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
-/// `localhost` or a loopback address literal: traffic that never leaves the machine (or pod).
+/// `localhost`, a name under `.localhost` (RFC 6761: always loopback, and browsers resolve it so
+/// themselves) or a loopback address literal: traffic that never leaves the machine (or pod).
 pub fn is_loopback_name(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
+    let lower = host.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
         || host
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
@@ -136,6 +152,16 @@ pub fn is_loopback_name(host: &str) -> bool {
 }
 
 impl Checker<'_> {
+    fn ingress_listen_apart(&mut self, auth: SocketAddr, listen: SocketAddr, admin: SocketAddr) {
+        // The proxy tells auth requests apart by the port they arrive on.
+        if auth.port() == listen.port() || listen_addresses_overlap(auth, admin) {
+            self.problem(
+                "ingress_auth.listen",
+                "must differ from listen and admin_listen (the auth port is for the ingress controller only, never for browsers)",
+            );
+        }
+    }
+
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(key, message));
     }

@@ -5,8 +5,13 @@ use crate::config::raw::RawRoute;
 use crate::config::types::*;
 
 impl Checker<'_> {
-    pub(super) fn routes(&mut self, raw: Vec<RawRoute>) -> Option<Vec<RouteConfig>> {
-        if raw.is_empty() {
+    /// `may_be_empty`: in ingress-auth mode portcullis may proxy nothing itself.
+    pub(super) fn routes(
+        &mut self,
+        raw: Vec<RawRoute>,
+        may_be_empty: bool,
+    ) -> Option<Vec<RouteConfig>> {
+        if raw.is_empty() && !may_be_empty {
             self.problem(
                 "routes",
                 "needs at least one route (e.g. path \"/\" to your SPA, kind page)",
@@ -55,22 +60,7 @@ impl Checker<'_> {
                 None
             }
         };
-        let kind = match raw.kind.as_deref() {
-            Some("api") => Some(RouteKind::Api),
-            Some("public") => Some(RouteKind::Public),
-            Some("page") => Some(RouteKind::Page),
-            Some(other) => {
-                self.problem(
-                    key("kind"),
-                    format!("{other:?} is not a route kind (use api, public or page)"),
-                );
-                None
-            }
-            None => {
-                self.problem(key("kind"), "is required (api, public or page)");
-                None
-            }
-        };
+        let kind = self.route_kind(&key("kind"), raw.kind.as_deref());
         let upstream = match raw.upstream.as_deref() {
             Some(u) => self.upstream(&key("upstream"), u, raw.allow_plaintext_http),
             None => {
@@ -94,6 +84,26 @@ impl Checker<'_> {
             allow_ambiguous_paths: raw.allow_ambiguous_paths,
             allow_chunked_requests: raw.allow_chunked_requests,
         })
+    }
+
+    /// `api`, `public` or `page`, for proxied routes and ingress-auth paths alike.
+    pub(super) fn route_kind(&mut self, key: &str, value: Option<&str>) -> Option<RouteKind> {
+        match value {
+            Some("api") => Some(RouteKind::Api),
+            Some("public") => Some(RouteKind::Public),
+            Some("page") => Some(RouteKind::Page),
+            Some(other) => {
+                self.problem(
+                    key,
+                    format!("{other:?} is not a route kind (use api, public or page)"),
+                );
+                None
+            }
+            None => {
+                self.problem(key, "is required (api, public or page)");
+                None
+            }
+        }
     }
 
     fn upstream(&mut self, key: &str, value: &str, allow_plaintext: bool) -> Option<Upstream> {

@@ -1,6 +1,6 @@
 //! `session.*`: timeouts, the cookie, and the store (memory or a Redis URL with its files).
 
-use super::{Checker, DEFAULT_COOKIE_NAME};
+use super::{Checker, DEFAULT_COOKIE_NAME, DEFAULT_SHARED_COOKIE_NAME};
 use crate::config::raw::RawSession;
 use crate::config::redis_url::parse_redis_url;
 use crate::config::types::*;
@@ -45,11 +45,22 @@ impl Checker<'_> {
             raw.refresh_wait_timeout.as_deref(),
             "5s",
         );
-        let cookie_name = raw
-            .cookie_name
-            .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string());
-        if !cookie_name.starts_with("__Host-") {
-            self.problem("session.cookie_name", "must start with \"__Host-\" (the prefix makes browsers refuse Domain-scoped or non-Secure overwrites)");
+        let cookie_domain = raw
+            .cookie_domain
+            .as_deref()
+            .and_then(|d| self.cookie_domain(d));
+        let cookie_name = raw.cookie_name.clone().unwrap_or_else(|| {
+            if cookie_domain.is_some() {
+                DEFAULT_SHARED_COOKIE_NAME.to_string()
+            } else {
+                DEFAULT_COOKIE_NAME.to_string()
+            }
+        });
+        match (&cookie_domain, cookie_name.starts_with("__Host-")) {
+            (None, false) => self.problem("session.cookie_name", "must start with \"__Host-\" (the prefix makes browsers refuse Domain-scoped or non-Secure overwrites)"),
+            (Some(_), true) => self.problem("session.cookie_name", "must not start with \"__Host-\" when session.cookie_domain is set (browsers refuse a __Host- cookie with a Domain; use __Secure-)"),
+            (Some(_), false) if !cookie_name.starts_with("__Secure-") => self.problem("session.cookie_name", "must start with \"__Secure-\" when session.cookie_domain is set (browsers then refuse non-Secure overwrites)"),
+            _ => {}
         }
         if cookie_name.is_empty() || !cookie_name.bytes().all(is_cookie_name_byte) {
             self.problem(
@@ -88,7 +99,25 @@ impl Checker<'_> {
             cookie_name,
             same_site,
             cache_max_entries: raw.cache_max_entries.unwrap_or(10_000),
+            cookie_domain,
         })
+    }
+
+    /// A parent domain with at least two labels, as a `Domain=` attribute carries it.
+    fn cookie_domain(&mut self, value: &str) -> Option<String> {
+        let lower = value.to_ascii_lowercase();
+        let valid = lower.contains('.')
+            && !lower.starts_with('.')
+            && matches!(url::Host::parse(&lower), Ok(url::Host::Domain(d)) if d == lower);
+        if valid {
+            Some(lower)
+        } else {
+            self.problem(
+                "session.cookie_domain",
+                format!("{value:?} is not a parent domain (write e.g. example.com: no scheme, port, leading dot or wildcard, at least two labels)"),
+            );
+            None
+        }
     }
 
     fn redis(&mut self, raw: &RawSession) -> Option<StoreConfig> {

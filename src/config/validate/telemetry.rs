@@ -122,7 +122,7 @@ impl Checker<'_> {
 }
 
 /// `ADDRESS` or `ADDRESS/PREFIX-LENGTH`, IPv4 or IPv6.
-fn parse_network(entry: &str) -> Result<IpNetwork, String> {
+pub(super) fn parse_network(entry: &str) -> Result<IpNetwork, String> {
     let not_a_network = || {
         format!("{entry:?} is not an IP address or network (write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"fd00::/8\")")
     };

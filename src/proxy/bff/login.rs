@@ -5,7 +5,7 @@ use subtle::ConstantTimeEq;
 
 use super::Query;
 use crate::proxy::access::check_access;
-use crate::proxy::browser_checks;
+use crate::proxy::browser_checks::{self, OurHosts};
 use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
@@ -65,6 +65,20 @@ fn has_dot_segment(p: &str) -> bool {
     })
 }
 
+/// Where the browser goes after login: `returnTo` (a local path), or `rd` (a local path, or an
+/// absolute URL on one of portcullis's hosts: ingress controllers send the browser back to the
+/// host it came from). Both at once is ambiguous, so refused.
+fn return_to(query: &Query, hosts: &OurHosts) -> Result<String, ProxyError> {
+    match (query.get("returnTo"), query.get("rd")) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("return_to_ambiguous")),
+        (None, Some(rd)) if !rd.starts_with('/') => hosts
+            .absolute_return_to(rd)
+            .ok_or(ProxyError::BadRequest("return_to_rejected")),
+        (Some(path), None) | (None, Some(path)) => validate_return_to(path).map(str::to_string),
+        (None, None) => Ok("/".to_string()),
+    }
+}
+
 /// A callback parameter that must be present, non-empty and of a sane length; `missing` is the
 /// rejection reason otherwise.
 fn callback_param<'q>(
@@ -98,7 +112,9 @@ impl Portcullis {
     pub(super) async fn login(&self, req: &RequestHeader) -> Result<Reply, ProxyError> {
         browser_checks::check_top_level_navigation(req)?;
         let query = Query::parse(&req.uri)?;
-        let return_to = validate_return_to(query.get("returnTo").unwrap_or("/"))?.to_string();
+        let live = self.live.load();
+        let return_to = return_to(&query, &live.hosts)?;
+        let redirect_uri = live.hosts.redirect_uri_for(req);
         let extra: Vec<(String, String)> = query
             .0
             .iter()
@@ -112,13 +128,16 @@ impl Portcullis {
             Presented::Valid(secret) => secret,
             _ => CookieSecret::generate(),
         };
-        let auth = self.oidc.authorization_request(&provider, &extra);
+        let auth = self
+            .oidc
+            .authorization_request(&provider, &extra, redirect_uri.as_ref());
         let txn = LoginTransaction {
             state: auth.state,
             nonce: auth.nonce,
             pkce_verifier: auth.pkce_verifier,
             return_to,
             created_at: unix_now(),
+            redirect_uri: redirect_uri.map(String::from),
         };
         self.sessions.put_transaction(&browser, &txn).await?;
         self.metrics.logins.with_label_values(&["started"]).inc();
@@ -180,6 +199,11 @@ impl Portcullis {
             _ => {}
         }
         let code = callback_param(&query, "code", "code_missing")?;
+        let redirect_uri = match txn.redirect_uri.as_deref().map(url::Url::parse) {
+            Some(Ok(uri)) => Some(uri),
+            Some(Err(_)) => return Err(ProxyError::Internal("transaction_redirect_uri")),
+            None => None,
+        };
         let tokens = self
             .oidc
             .exchange_code(
@@ -187,6 +211,7 @@ impl Portcullis {
                 code,
                 txn.pkce_verifier.expose(),
                 txn.nonce.expose(),
+                redirect_uri.as_ref(),
             )
             .await
             .map_err(ProxyError::LoginRejected)?;

@@ -1,0 +1,398 @@
+//! Ingress auth mode: portcullis as the external auth service of an ingress controller
+//! (ingress-nginx `auth-url`, Traefik `ForwardAuth`, Envoy `ext_authz`). The controller stays in
+//! the data path and asks, per request, on a port of its own (`ingress_auth.listen`): may this
+//! request pass, and with which headers? The answer is judged from the browser's session like a
+//! proxied request's (the same cache, refresh single-flight, CSRF and Origin rules), by the
+//! host's and path's policy in `ingress_auth.hosts`.
+//!
+//! A 200 carries the access token, so it is given only to configured ingress addresses, and only
+//! on the auth port, which is never routed to browsers (`/bff/auth` on `listen` is a 404).
+
+pub mod original;
+
+use std::net::IpAddr;
+
+use http::header::HeaderValue;
+use http::{HeaderMap, Method};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use serde_json::{Map, Value};
+
+use self::original::Original;
+use super::access::check_access;
+use super::bff::{require_csrf_header, validate_return_to};
+use super::canonical;
+use super::error::ProxyError;
+use super::live::Live;
+use super::respond::{error_reply, Reply};
+use super::route::matches_at_boundary;
+use super::Portcullis;
+use crate::config::{
+    AccessConfig, HostPattern, IdentityHeader, IngressAuthConfig, IngressController, IpNetwork,
+    PathRule, RouteKind,
+};
+use crate::session::cache::HotSession;
+
+/// The reloadable part of `ingress_auth`: who may ask, what each host's paths need, and which
+/// identity headers an answer carries.
+pub struct IngressPolicy {
+    controller: IngressController,
+    trusted: Vec<IpNetwork>,
+    identity: Vec<IdentityHeader>,
+    hosts: Vec<HostPolicy>,
+}
+
+struct HostPolicy {
+    host: HostPattern,
+    access: Option<AccessConfig>,
+    /// Longest prefix first, so the first match is the longest.
+    paths: Vec<PathRule>,
+}
+
+impl IngressPolicy {
+    pub fn new(cfg: &IngressAuthConfig) -> IngressPolicy {
+        let mut hosts: Vec<HostPolicy> = cfg
+            .hosts
+            .iter()
+            .map(|h| {
+                let mut paths = h.paths.clone();
+                paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
+                HostPolicy {
+                    host: h.host.clone(),
+                    access: h.access.clone(),
+                    paths,
+                }
+            })
+            .collect();
+        // Exact names before wildcards, and the narrowest wildcard first.
+        hosts.sort_by_key(|h| match &h.host {
+            HostPattern::Exact(_) => (0, 0),
+            HostPattern::Under(suffix) => (1, usize::MAX - suffix.len()),
+        });
+        IngressPolicy {
+            controller: cfg.controller,
+            trusted: cfg.trusted_ingress.clone(),
+            identity: cfg.identity_headers.clone(),
+            hosts,
+        }
+    }
+
+    fn trusts(&self, caller: Option<IpAddr>) -> bool {
+        caller.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)))
+    }
+
+    fn host(&self, name: &str) -> Option<&HostPolicy> {
+        self.hosts.iter().find(|h| h.host.matches(name))
+    }
+}
+
+impl HostPolicy {
+    fn kind_for(&self, path: &str) -> Option<RouteKind> {
+        self.paths
+            .iter()
+            .find(|p| matches_at_boundary(&p.prefix, path))
+            .map(|p| p.kind)
+    }
+}
+
+/// What the auth endpoint decided, before it becomes a response.
+enum Verdict {
+    /// A public path: the request passes anonymously.
+    Public,
+    Allow(HotSession),
+    /// No session; `login` is where a navigation is sent when the controller returns the
+    /// answer to the browser (Traefik, Envoy), rather than redirecting on a 401 itself.
+    Unauthenticated {
+        kind: RouteKind,
+        login: Option<String>,
+    },
+    Denied {
+        kind: Option<RouteKind>,
+        error: ProxyError,
+    },
+    /// The controller's description of the request is missing or malformed.
+    Invalid(&'static str),
+}
+
+impl Verdict {
+    /// The `decision` label of `portcullis_auth_requests_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Verdict::Public => "public",
+            Verdict::Allow(_) => "allow",
+            Verdict::Unauthenticated { login: Some(_), .. } => "redirect",
+            Verdict::Unauthenticated { login: None, .. } => "unauthenticated",
+            Verdict::Denied { .. } => "denied",
+            Verdict::Invalid(_) => "invalid",
+        }
+    }
+}
+
+const EMPTY: HeaderValue = HeaderValue::from_static("");
+
+impl Portcullis {
+    /// The answer to an ingress controller's auth request.
+    pub(super) async fn ingress_auth(&self, session: &Session, live: &Live) -> Reply {
+        let Some(policy) = &live.ingress else {
+            return error_reply(&ProxyError::NoRoute, None);
+        };
+        let verdict = match self.judge(session, policy, live).await {
+            Ok(verdict) => verdict,
+            // The store or the OP is down: fail closed, as a proxied request would.
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), error = %e, "auth request failed");
+                self.metrics
+                    .auth_requests
+                    .with_label_values(&["error"])
+                    .inc();
+                return error_reply(&e, None);
+            }
+        };
+        self.metrics
+            .auth_requests
+            .with_label_values(&[verdict.label()])
+            .inc();
+        let req = session.req_header();
+        match verdict {
+            Verdict::Public => answer_headers(Reply::new(200), None, policy, None)
+                .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers)),
+            Verdict::Allow(hot) => {
+                let Some(bearer) = hot.bearer.clone() else {
+                    return error_reply(
+                        &ProxyError::Internal("access_token_not_a_header_value"),
+                        None,
+                    );
+                };
+                answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims))
+                    .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers))
+            }
+            Verdict::Unauthenticated {
+                login: Some(to), ..
+            } => Reply::redirect(to),
+            Verdict::Unauthenticated { kind, login: None } => {
+                tracing::debug!(reason = "unauthenticated", "auth request refused");
+                error_reply(&ProxyError::Unauthenticated, Some(kind))
+            }
+            Verdict::Denied { kind, error } => {
+                tracing::info!(reason = error.reason(), "auth request refused");
+                error_reply(&error, kind)
+            }
+            Verdict::Invalid(reason) => {
+                tracing::info!(reason, "auth request refused");
+                error_reply(&ProxyError::BadRequest(reason), None)
+            }
+        }
+    }
+
+    async fn judge(
+        &self,
+        session: &Session,
+        policy: &IngressPolicy,
+        live: &Live,
+    ) -> Result<Verdict, ProxyError> {
+        let denied = |kind, error| Ok(Verdict::Denied { kind, error });
+        let caller = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if !policy.trusts(caller) {
+            return denied(None, ProxyError::Forbidden("auth_caller_not_trusted"));
+        }
+        let req = session.req_header();
+        let original = match original::describe(policy.controller, req) {
+            Ok(original) => original,
+            Err(reason) => return Ok(Verdict::Invalid(reason)),
+        };
+        let Some(host) = policy.host(&original.host) else {
+            return denied(None, ProxyError::Forbidden("auth_host_unknown"));
+        };
+        // The path the ingress routes by must be the one judged here: refuse any spelling that
+        // two parsers could read as different paths, as the proxy does.
+        if let Err(rejection) = canonical::check_target(original.target.as_bytes()) {
+            return denied(None, ProxyError::Forbidden(rejection.reason()));
+        }
+        if super::is_refused_method(&original.method) {
+            return denied(None, ProxyError::Forbidden("method_not_allowed"));
+        }
+        let Some(kind) = host.kind_for(original.path()) else {
+            return denied(None, ProxyError::Forbidden("no_route"));
+        };
+        match kind {
+            RouteKind::Public => Ok(Verdict::Public),
+            RouteKind::Api => {
+                // CSRF first: a forged request learns nothing, not even whether a session exists.
+                if let Err(e) = require_csrf_header(req) {
+                    return denied(Some(kind), e);
+                }
+                if let Err(e) = live.origins.check_request_origin(req) {
+                    return denied(Some(kind), e);
+                }
+                self.admit(req, host, kind, &original, policy, live).await
+            }
+            RouteKind::Page => self.admit(req, host, kind, &original, policy, live).await,
+        }
+    }
+
+    /// A session (refreshed first when due) that the host's access rules admit.
+    async fn admit(
+        &self,
+        req: &RequestHeader,
+        host: &HostPolicy,
+        kind: RouteKind,
+        original: &Original,
+        policy: &IngressPolicy,
+        live: &Live,
+    ) -> Result<Verdict, ProxyError> {
+        let Some(hot) = self.fresh_session(&req.headers).await? else {
+            let navigation = kind == RouteKind::Page
+                && (original.method == Method::GET || original.method == Method::HEAD);
+            let login = (navigation && policy.controller != IngressController::Nginx)
+                .then(|| login_url(live.hosts.scheme(), original));
+            return Ok(Verdict::Unauthenticated { kind, login });
+        };
+        if let Some(access) = &host.access {
+            if let Err(error) = check_access(access, &hot.claims) {
+                let sub = hot.claims.get("sub").and_then(Value::as_str);
+                crate::telemetry::audit("ingress_auth", "failure", error.reason(), sub);
+                return Ok(Verdict::Denied {
+                    kind: Some(kind),
+                    error,
+                });
+            }
+        }
+        Ok(Verdict::Allow(hot))
+    }
+
+    /// The request's cookies without portcullis's own, for the ingress to put in their place
+    /// upstream (empty: it then sends none).
+    fn forwardable_cookies(&self, headers: &HeaderMap) -> HeaderValue {
+        self.cookies
+            .forwardable_cookies(headers)
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+            .unwrap_or(EMPTY)
+    }
+}
+
+/// `Authorization` and every identity header, empty when there is nothing to say: the ingress
+/// copies each named header from the answer, replacing whatever the client sent under it.
+fn answer_headers(
+    reply: Reply,
+    bearer: Option<HeaderValue>,
+    policy: &IngressPolicy,
+    claims: Option<&Map<String, Value>>,
+) -> Reply {
+    let reply = reply.header_value(http::header::AUTHORIZATION, bearer.unwrap_or(EMPTY));
+    policy.identity.iter().fold(reply, |reply, h| {
+        let value = claims.map_or(EMPTY, |c| claim_value(c, &h.claim));
+        reply.header_value(h.name.clone(), value)
+    })
+}
+
+/// A claim as a header value: strings as they are, arrays joined with `,`, numbers and booleans
+/// written out; empty for objects and for text a header cannot carry (a line break).
+fn claim_value(claims: &Map<String, Value>, name: &str) -> HeaderValue {
+    let text = match claims.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(scalar_text)
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(v) => scalar_text(v).unwrap_or_default(),
+        None => String::new(),
+    };
+    HeaderValue::from_str(&text).unwrap_or(EMPTY)
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Where a navigation without a session is sent: the login on the same host, returning to the
+/// page asked for (or `/` if that is not a path the login would return to).
+fn login_url(scheme: &str, original: &Original) -> String {
+    let return_to = validate_return_to(&original.target).unwrap_or("/");
+    let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    format!("{scheme}://{}/bff/login?rd={encoded}", original.authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_become_header_values() {
+        let claims = json!({
+            "sub": "u1", "groups": ["a", "b", 3], "email_verified": true,
+            "address": {"x": 1}, "evil": "a\r\nb"
+        });
+        let c = claims.as_object().unwrap();
+        assert_eq!(claim_value(c, "sub"), "u1");
+        assert_eq!(claim_value(c, "groups"), "a,b,3");
+        assert_eq!(claim_value(c, "email_verified"), "true");
+        assert_eq!(claim_value(c, "address"), "");
+        assert_eq!(claim_value(c, "evil"), "");
+        assert_eq!(claim_value(c, "missing"), "");
+    }
+
+    fn policy(hosts: &[(&str, &[(&str, RouteKind)])]) -> IngressPolicy {
+        IngressPolicy::new(&IngressAuthConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            controller: IngressController::Nginx,
+            trusted_ingress: vec![IpNetwork::new("10.0.0.0".parse().unwrap(), 8).unwrap()],
+            identity_headers: Vec::new(),
+            hosts: hosts
+                .iter()
+                .map(|(h, paths)| crate::config::IngressHost {
+                    host: match h.strip_prefix("*") {
+                        Some(suffix) => HostPattern::Under(suffix.to_string()),
+                        None => HostPattern::Exact(h.to_string()),
+                    },
+                    access: None,
+                    paths: paths
+                        .iter()
+                        .map(|(p, k)| PathRule {
+                            prefix: p.to_string(),
+                            kind: *k,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn hosts_and_paths_pick_the_most_specific_rule() {
+        let p = policy(&[
+            ("*.example.com", &[("/", RouteKind::Public)]),
+            (
+                "app.example.com",
+                &[("/", RouteKind::Page), ("/api/", RouteKind::Api)],
+            ),
+        ]);
+        let app = p.host("app.example.com").unwrap();
+        assert_eq!(app.kind_for("/api/x"), Some(RouteKind::Api));
+        assert_eq!(app.kind_for("/apix"), Some(RouteKind::Page));
+        assert_eq!(
+            p.host("other.example.com").unwrap().kind_for("/x"),
+            Some(RouteKind::Public)
+        );
+        assert!(p.host("example.com").is_none());
+        assert!(p.host("app.example.com.evil.test").is_none());
+    }
+
+    #[test]
+    fn only_configured_callers_are_trusted() {
+        let p = policy(&[]);
+        assert!(p.trusts(Some("10.1.2.3".parse().unwrap())));
+        assert!(p.trusts(Some("::ffff:10.1.2.3".parse().unwrap())));
+        assert!(!p.trusts(Some("192.0.2.1".parse().unwrap())));
+        assert!(!p.trusts(None));
+    }
+}
