@@ -209,7 +209,10 @@ impl IngressWorld {
         let origin = self.origin(host);
         let mut jar = Jar::default();
         let start = client
-            .get(format!("{origin}/bff/login?rd={}", enc(&format!("{origin}/"))))
+            .get(format!(
+                "{origin}/bff/login?rd={}",
+                enc(&format!("{origin}/"))
+            ))
             .send()
             .await
             .expect("login answers");
@@ -413,7 +416,10 @@ async fn assert_nothing_leaked(w: &IngressWorld, seen: &str) {
     let logs = w.proxy.logs();
     for (i, s) in secrets.iter().enumerate().filter(|(_, s)| s.len() >= 8) {
         assert!(!seen.contains(s.as_str()), "secret #{i} reached the page");
-        assert!(!logs.contains(s.as_str()), "secret #{i} is in portcullis's log");
+        assert!(
+            !logs.contains(s.as_str()),
+            "secret #{i} is in portcullis's log"
+        );
     }
     let errors = w.nginx.error_log();
     assert!(
@@ -468,6 +474,8 @@ async fn chromium_through_nginx_with_host_only_sessions() {
         "{stdout}"
     );
     assert_nothing_leaked(&w, &seen).await;
+    let (codes, _) = w.op.grant_counts().await;
+    assert_eq!(codes, 2, "each host logged in on its own");
 }
 
 // ---------------------------------------------------------- upstream view ----
@@ -510,7 +518,9 @@ async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
     assert_eq!(got.all("x-auth-request-user"), vec!["alice"]);
     assert_eq!(got.all("x-auth-request-email"), vec!["alice@example.test"]);
     assert!(
-        got.all("x-auth-request-groups").iter().all(|g| *g != "admins"),
+        got.all("x-auth-request-groups")
+            .iter()
+            .all(|g| *g != "admins"),
         "a client-sent X-Auth-Request-Groups reached the upstream: {:?}",
         got.all("x-auth-request-groups")
     );
@@ -534,7 +544,10 @@ async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
         .expect("page answers");
     assert_eq!(page.status(), 200);
     assert_eq!(w.upstream.last().path, "/dashboard");
-    assert!(w.op.introspect_active(&support::last_bearer(&w.upstream)).await);
+    assert!(
+        w.op.introspect_active(&support::last_bearer(&w.upstream))
+            .await
+    );
     assert!(w.upstream.last().all("cookie").is_empty(), "no cookie left");
 
     // A public path: served without identity or token, even for a signed-in browser.
@@ -550,7 +563,11 @@ async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
     let got = w.upstream.last();
     assert_eq!(got.path, "/public/logo.svg");
     assert!(got.all("authorization").is_empty(), "{:?}", got.headers);
-    assert!(got.all("x-auth-request-user").is_empty(), "{:?}", got.headers);
+    assert!(
+        got.all("x-auth-request-user").is_empty(),
+        "{:?}",
+        got.headers
+    );
     assert!(
         !String::from_utf8_lossy(&got.raw).contains(&session),
         "the session cookie reached a public upstream"
@@ -722,7 +739,11 @@ async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
     // Both spellings at once, and rd twice.
     for query in [
         format!("rd={}&returnTo=/", enc(&format!("{app}/"))),
-        format!("rd={}&rd={}", enc(&format!("{app}/")), enc("https://evil.test/")),
+        format!(
+            "rd={}&rd={}",
+            enc(&format!("{app}/")),
+            enc("https://evil.test/")
+        ),
     ] {
         let resp = client
             .get(format!("{app}/bff/login?{query}"))
@@ -739,7 +760,10 @@ async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
         (app.clone(), format!("{app}/")),
         (app.clone(), format!("{app}/orders/7?tab=items")),
         (app.clone(), format!("{other}/")),
-        (app.clone(), format!("http://a.wild.{PARENT_DOMAIN}:{port}/x")),
+        (
+            app.clone(),
+            format!("http://a.wild.{PARENT_DOMAIN}:{port}/x"),
+        ),
         (app.clone(), "/orders/7".to_string()),
         (other.clone(), format!("{other}/")),
     ] {
@@ -765,13 +789,19 @@ async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
     // The whole way back: a login that began on app with rd on other lands on other.
     let mut jar = Jar::default();
     let start = client
-        .get(format!("{app}/bff/login?rd={}", enc(&format!("{other}/orders"))))
+        .get(format!(
+            "{app}/bff/login?rd={}",
+            enc(&format!("{other}/orders"))
+        ))
         .send()
         .await
         .expect("login");
     jar.absorb(start.headers());
     let callback = support::browser::Browser::new(&app)
-        .authorize_at_op(url::Url::parse(&location(start.headers())).unwrap(), "alice")
+        .authorize_at_op(
+            url::Url::parse(&location(start.headers())).unwrap(),
+            "alice",
+        )
         .await;
     let landing = client
         .get(&callback)
@@ -847,7 +877,9 @@ async fn paths_nginx_normalises_differently_never_reach_the_application() {
             .collect::<Vec<_>>()
     );
     assert!(
-        !w.nginx.error_log().contains("auth request unexpected status"),
+        !w.nginx
+            .error_log()
+            .contains("auth request unexpected status"),
         "{}",
         w.nginx.error_log()
     );
@@ -931,6 +963,36 @@ async fn public_on_one_host_is_not_public_on_the_other() {
         let (status, answer) = raw(w.auth_port, &auth_request(&url, ""));
         assert_eq!(status, expected, "{url}:\n{answer}");
     }
+    // The description itself: missing, doubled or not an absolute URL is 400, never a guess.
+    let app_url = format!("{app}/account");
+    for (what, request) in [
+        (
+            "no X-Original-URL",
+            "GET /bff/auth HTTP/1.1\r\nHost: auth\r\nX-Original-Method: GET\r\nConnection: close\r\n\r\n"
+                .to_string(),
+        ),
+        (
+            "no X-Original-Method",
+            format!("GET /bff/auth HTTP/1.1\r\nHost: auth\r\nX-Original-URL: {app_url}\r\nConnection: close\r\n\r\n"),
+        ),
+        (
+            "two X-Original-URL",
+            auth_request(&app_url, "X-Original-URL: http://evil.test/\r\n"),
+        ),
+        ("a relative X-Original-URL", auth_request("/account", "")),
+        (
+            "a userinfo X-Original-URL",
+            auth_request(&format!("http://evil.test@{APP_HOST}:{port}/account"), ""),
+        ),
+    ] {
+        let (status, answer) = raw(w.auth_port, &request);
+        assert!(
+            status == 400 || (what.contains("userinfo") && status == 403),
+            "{what}: {answer}"
+        );
+        assert!(!answer.to_ascii_lowercase().contains("bearer"), "{answer}");
+    }
+
     // An unknown host at nginx meets the controller's default server.
     let (status, _) = raw(
         port,
@@ -972,11 +1034,17 @@ async fn api_rules_and_host_access_policies_apply_with_a_session() {
         ("X-CSRF: 0", vec![("x-csrf", "0".to_string())]),
         (
             "a foreign Origin",
-            vec![("x-csrf", "1".into()), ("origin", "https://evil.test".into())],
+            vec![
+                ("x-csrf", "1".into()),
+                ("origin", "https://evil.test".into()),
+            ],
         ),
         (
             "Sec-Fetch-Site: cross-site",
-            vec![("x-csrf", "1".into()), ("sec-fetch-site", "cross-site".into())],
+            vec![
+                ("x-csrf", "1".into()),
+                ("sec-fetch-site", "cross-site".into()),
+            ],
         ),
     ] {
         let status = get(headers).await.unwrap().status();

@@ -21,6 +21,7 @@
 // to 127.0.0.1 and every other request is aborted.
 
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -248,6 +249,42 @@ async function pageFetch(page, path, headers = {}) {
     ),
     STEP_TIMEOUT_MS,
     `fetch ${path}`,
+  );
+}
+
+/**
+ * GET `url` with the browser's cookie jar (what the browser would send to that URL) from Node
+ * itself: Playwright's request API resolves names with the system resolver, which knows no
+ * *.localhost, so connect to 127.0.0.1 and name the host in Host.
+ */
+async function jarGet(context, url, headers = {}) {
+  const u = new URL(url);
+  const jar = await context.cookies(url);
+  const cookie = jar.map((c) => `${c.name}=${c.value}`).join('; ');
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: Number(u.port || 80),
+          path: `${u.pathname}${u.search}`,
+          method: 'GET',
+          headers: { Host: u.host, ...(cookie ? { Cookie: cookie } : {}), ...headers },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => {
+            text += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode, location: res.headers.location || '', text }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    }),
+    STEP_TIMEOUT_MS,
+    `GET ${redactUrl(url)}`,
   );
 }
 
@@ -490,29 +527,40 @@ async function main() {
       if (j.host !== OTHER.host) problems.push(`upstream Host ${JSON.stringify(j.host)}`);
       record('other host: fetch /api/whoami -> 200 with Bearer and identity', problems.length === 0, problems.join('; '));
     } else {
-      const name = 'other host: its page redirects to its own /bff/login (host-only session)';
-      await other.route(`${OTHER_ORIGIN}/bff/login**`, (route) => route.abort('blockedbyclient'));
-      const [response] = await Promise.all([
-        other.waitForResponse((r) => r.url() === OTHER_HOME, { timeout: STEP_TIMEOUT_MS }),
-        other.goto(OTHER_HOME).catch(() => null),
-      ]);
-      const location = response.headers().location || '';
-      let rd = null;
-      let target = '';
-      try {
-        const u = new URL(location);
-        target = `${u.origin}${u.pathname}`;
-        rd = u.searchParams.get('rd');
-      } catch {
-        // not absolute
+      // Each host has its own __Host- cookie: nothing is sent to other yet.
+      const before = await jarGet(context, `${OTHER_ORIGIN}/api/whoami`, { 'X-CSRF': '1' });
+      record('other host: /api/whoami with the browser\'s cookies -> 401 (no session there)', before.status === 401, `status ${before.status}`);
+      const name = 'other host: its page redirects to its own /bff/login, which logs in there separately (OP single sign-on)';
+      const navsBefore = navRequests.length;
+      await other.goto(OTHER_HOME, { waitUntil: 'domcontentloaded' }).catch(() => null);
+      const st = await pollUntil(async () => {
+        const s = await statusText(other, OTHER_ORIGIN);
+        return s.startsWith('Signed in as') ? s : null;
+      });
+      const first = navResponses.find((r) => r.url === OTHER_HOME);
+      const problems = [];
+      if (!first || first.status !== 302) problems.push(`the other page answered ${first && first.status}`);
+      else {
+        try {
+          const u = new URL(first.location);
+          if (`${u.origin}${u.pathname}` !== `${OTHER_ORIGIN}/bff/login`) problems.push(`redirected to ${redactUrl(first.location)}`);
+          if (u.searchParams.get('rd') !== OTHER_HOME) problems.push(`rd ${JSON.stringify(u.searchParams.get('rd'))}`);
+        } catch {
+          problems.push(`location ${JSON.stringify(first.location)}`);
+        }
       }
+      const via = navRequests.slice(navsBefore).map((n) => originOf(n.url));
+      if (!via.some((o) => !isApp(`${o}/`))) problems.push('the OP was not visited');
+      if (navsTo(OTHER_ORIGIN, '/bff/login') !== 1) problems.push(`other /bff/login navigations: ${navsTo(OTHER_ORIGIN, '/bff/login')}`);
+      if (!st) problems.push(`not signed in on other: on ${redactUrl(other.url())}`);
+      record(name, problems.length === 0, problems.join('; '));
+      const appJar = (await context.cookies(APP_ORIGIN)).filter((c) => c.name === SESSION_COOKIE);
+      const otherJar = (await context.cookies(OTHER_ORIGIN)).filter((c) => c.name === SESSION_COOKIE);
       record(
-        name,
-        response.status() === 302 && target === `${OTHER_ORIGIN}/bff/login` && rd === OTHER_HOME,
-        `status ${response.status()}, location ${JSON.stringify(redactUrl(location))}, rd ${JSON.stringify(rd)}`,
+        'other host: a session cookie of its own, host-only, not the app\'s',
+        appJar.length === 1 && otherJar.length === 1 && otherJar[0].domain === OTHER.hostname && otherJar[0].value !== appJar[0].value,
+        `app ${appJar.map((c) => c.domain)}, other ${otherJar.map((c) => c.domain)}`,
       );
-      const api = await context.request.get(`${OTHER_ORIGIN}/api/whoami`, { headers: { 'X-CSRF': '1' }, maxRedirects: 0 });
-      record('other host: /api/whoami with the browser\'s cookies -> 401', api.status() === 401, `status ${api.status()}`);
     }
     await other.close();
     const still = await pageFetch(page, '/api/whoami', { 'X-CSRF': '1' });
@@ -536,21 +584,21 @@ async function main() {
     );
     record(name, Boolean(back), `on ${redactUrl(page.url())}; /bff/login navigations ${navsTo(APP_ORIGIN, '/bff/login')}`);
 
-    const api = await context.request.get(`${APP_ORIGIN}/api/whoami`, { headers: { 'X-CSRF': '1' }, maxRedirects: 0 });
-    record('after sign-out the app\'s API call -> 401', api.status() === 401, `status ${api.status()}`);
-    const home = await context.request.get(APP_HOME, { maxRedirects: 0 });
-    const loc = home.headers().location || '';
+    const api = await jarGet(context, `${APP_ORIGIN}/api/whoami`, { 'X-CSRF': '1' });
+    record('after sign-out the app\'s API call -> 401', api.status === 401, `status ${api.status}`);
+    const home = await jarGet(context, APP_HOME);
     record(
       'after sign-out the app\'s page -> 302 to /bff/login',
-      home.status() === 302 && loc.startsWith(`${APP_ORIGIN}/bff/login?rd=`),
-      `status ${home.status()}, location ${redactUrl(loc)}`,
+      home.status === 302 && home.location.startsWith(`${APP_ORIGIN}/bff/login?rd=`),
+      `status ${home.status}, location ${redactUrl(home.location)}`,
     );
     if (SHARED) {
-      const o = await context.request.get(`${OTHER_ORIGIN}/api/whoami`, { headers: { 'X-CSRF': '1' }, maxRedirects: 0 });
-      record('after sign-out the other host\'s API call -> 401 too', o.status() === 401, `status ${o.status()}`);
+      const o = await jarGet(context, `${OTHER_ORIGIN}/api/whoami`, { 'X-CSRF': '1' });
+      record('after sign-out the other host\'s API call -> 401 too', o.status === 401, `status ${o.status}`);
     }
-    const jar = await context.cookies([APP_ORIGIN, OTHER_ORIGIN]);
-    record(`after sign-out the cookie jar has no ${SESSION_COOKIE}`, !jar.some((x) => x.name === SESSION_COOKIE), 'still there');
+    // Host-only: the other host's own session is not this logout's business (and stays).
+    const jar = await context.cookies(SHARED ? [APP_ORIGIN, OTHER_ORIGIN] : [APP_ORIGIN]);
+    record(`after sign-out the cookie jar has no ${SESSION_COOKIE} for the app`, !jar.some((x) => x.name === SESSION_COOKIE), 'still there');
   }
 }
 

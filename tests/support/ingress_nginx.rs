@@ -93,15 +93,19 @@ impl IngressNginx {
         let port = self.port;
         let child = self.child.as_mut().expect("spawned");
         let error_log = prefix.join("error.log");
-        eventually_blocking("nginx to accept connections", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "nginx exited ({status}) at start:\n{}",
-                    std::fs::read_to_string(&error_log).unwrap_or_default()
-                );
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
+        eventually_blocking(
+            "nginx to accept connections",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "nginx exited ({status}) at start:\n{}",
+                        std::fs::read_to_string(&error_log).unwrap_or_default()
+                    );
+                }
+                TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            },
+        );
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -118,8 +122,8 @@ impl IngressNginx {
         std::fs::read_to_string(self.error_log_path()).unwrap_or_default()
     }
 
-    /// One line per request and subrequest: `addr "host" "request line" status upstream_status
-    /// "upstream_addr"`.
+    /// One line per request and subrequest: `addr "host" "request line" "normalised path" status
+    /// upstream_status "upstream_addr"`.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
