@@ -602,12 +602,33 @@ async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() 
     // Control: from the trusted address the same description is allowed, with the token.
     let (status, answer) = raw(w.auth_port, &auth_request(&api, &spoof));
     assert_eq!(status, 200, "the trusted ingress is allowed:\n{answer}");
+    let heads = header_lines(&answer);
     assert!(
-        header_lines(&answer)
+        heads
             .iter()
             .any(|l| l.starts_with("authorization: bearer ")),
         "{answer}"
     );
+    assert!(
+        heads.iter().any(|l| l == "cache-control: no-store"),
+        "{answer}"
+    );
+    assert!(
+        heads.iter().any(|l| l == "x-auth-request-user: alice"),
+        "{answer}"
+    );
+    // Every identity header is answered, empty when the claim is absent (the fixture issues no
+    // groups), so the ingress replaces a client's copy with nothing.
+    assert!(
+        heads
+            .iter()
+            .any(|l| l.trim_end() == "x-auth-request-groups:"),
+        "{answer}"
+    );
+    // Cookie: the request's cookies minus portcullis's own (here: none left).
+    let cookie_line: Vec<&String> = heads.iter().filter(|l| l.starts_with("cookie:")).collect();
+    assert_eq!(cookie_line.len(), 1, "{answer}");
+    assert_eq!(cookie_line[0].trim_end(), "cookie:", "{answer}");
 
     // A second portcullis on the same store, whose trusted_ingress excludes 127.0.0.1.
     let mut untrusting = Portcullis::reserve();
@@ -631,7 +652,6 @@ async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() 
     ] {
         let (status, answer) = raw(auth_port, &request);
         assert_eq!(status, 403, "an untrusted caller is refused:\n{answer}");
-        assert!(answer.contains("\"forbidden\""), "{answer}");
         let heads = header_lines(&answer);
         assert!(
             !heads
@@ -1000,6 +1020,32 @@ async fn public_on_one_host_is_not_public_on_the_other() {
     );
     assert_eq!(status, 404);
     assert_eq!(w.upstream.count(), 1);
+
+    // API refusals are JSON (their bodies are spelled out in auth_error_bodies_are_the_specified_json).
+    let (status, answer) = raw(w.auth_port, &auth_request(&format!("{app}/api/orders"), ""));
+    assert_eq!(status, 403, "no X-CSRF: {answer}");
+    assert!(
+        header_lines(&answer)
+            .iter()
+            .any(|l| l.starts_with("content-type: application/json")),
+        "{answer}"
+    );
+
+    // Every decision is counted.
+    let metrics = w.metrics().await;
+    for decision in ["public", "unauthenticated", "denied", "invalid"] {
+        assert!(
+            auth_decisions(&metrics, decision) >= 1,
+            "decision {decision} not counted:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portcullis_requests_total{")
+                && l.contains("route_kind=\"auth\"")),
+        "auth requests in portcullis_requests_total:\n{metrics}"
+    );
 }
 
 /// With a session: API calls need X-CSRF and a same-origin Origin/Sec-Fetch-Site, and a host
@@ -1067,4 +1113,42 @@ async fn api_rules_and_host_access_policies_apply_with_a_session() {
     );
     let metrics = w.metrics().await;
     assert!(auth_decisions(&metrics, "denied") >= 1, "{metrics}");
+}
+
+/// The spec's bodies: an untrusted caller gets 403 `{"error":"forbidden"}`, an API call without
+/// a session 401 `{"error":"unauthenticated"}` (both JSON).
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_error_bodies_are_the_specified_json() {
+    let w = IngressWorld::start(Options {
+        shared: false,
+        redis: false,
+        demo: false,
+    })
+    .await;
+    let api = format!("{}/api/orders", w.origin(APP_HOST));
+    let (status, answer) = raw(w.auth_port, &auth_request(&api, "X-CSRF: 1\r\n"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer.ends_with("{\"error\":\"unauthenticated\"}"),
+        "no session on an api path:\n{answer}"
+    );
+
+    let mut untrusting = Portcullis::reserve();
+    let auth_port = free_port();
+    let config = w.config(
+        untrusting.port,
+        untrusting.admin_port,
+        auth_port,
+        "10.9.9.9/32",
+    );
+    untrusting.start(&config).await;
+    let (status, answer) = raw(auth_port, &auth_request(&api, "X-CSRF: 1\r\n"));
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        header_lines(&answer)
+            .iter()
+            .any(|l| l.starts_with("content-type: application/json")),
+        "an untrusted caller's refusal is JSON:\n{answer}"
+    );
+    assert!(answer.ends_with("{\"error\":\"forbidden\"}"), "{answer}");
 }
