@@ -74,8 +74,10 @@ struct Options {
 struct IngressWorld {
     op: Op,
     redis: Option<RedisServer>,
-    /// The recording upstream behind "/" and "/api/" (unless `demo`).
+    /// The recording upstream behind app's "/" and "/api/" (unless `demo`).
     upstream: Upstream,
+    /// The recording upstream behind other's (unless `demo`): another application.
+    other_upstream: Upstream,
     demo: Option<DemoUpstream>,
     proxy: Portcullis,
     auth_port: u16,
@@ -88,6 +90,7 @@ impl IngressWorld {
     async fn start(opts: Options) -> IngressWorld {
         let redis = opts.redis.then(RedisServer::start);
         let upstream = Upstream::start();
+        let other_upstream = Upstream::start();
         let demo = opts.demo.then(DemoUpstream::start);
         let nginx = IngressNginx::reserve();
         let proxy = Portcullis::reserve();
@@ -100,6 +103,7 @@ impl IngressWorld {
             op,
             redis,
             upstream,
+            other_upstream,
             demo,
             proxy,
             auth_port,
@@ -109,17 +113,26 @@ impl IngressWorld {
         };
         let config = w.config(w.proxy.port, w.proxy.admin_port, auth_port, "127.0.0.1/32");
         w.proxy.start(&config).await;
-        let app = match &w.demo {
-            Some(d) => format!("127.0.0.1:{}", d.port),
-            None => format!("127.0.0.1:{}", w.upstream.port),
+        let bff = format!("127.0.0.1:{}", w.proxy.port);
+        let serve = |to: String| Upstreams {
+            bff: bff.clone(),
+            page: to.clone(),
+            api: to,
         };
-        let upstreams = Upstreams {
-            bff: format!("127.0.0.1:{}", w.proxy.port),
-            auth: format!("127.0.0.1:{auth_port}"),
-            page: app.clone(),
-            api: app,
+        let (app, other) = match &w.demo {
+            Some(d) => (
+                serve(format!("127.0.0.1:{}", d.port)),
+                serve(format!("127.0.0.1:{}", d.port)),
+            ),
+            None => (
+                serve(format!("127.0.0.1:{}", w.upstream.port)),
+                serve(format!("127.0.0.1:{}", w.other_upstream.port)),
+            ),
         };
-        w.nginx.start(&[APP_HOST, OTHER_HOST], &upstreams);
+        w.nginx.start(
+            &format!("127.0.0.1:{auth_port}"),
+            &[(APP_HOST, &app), (OTHER_HOST, &other)],
+        );
         w
     }
 
@@ -241,6 +254,11 @@ impl IngressWorld {
             jar.0
         );
         jar
+    }
+
+    /// Requests both applications received.
+    fn forwarded(&self) -> usize {
+        self.upstream.count() + self.other_upstream.count()
     }
 
     async fn metrics(&self) -> String {
@@ -690,11 +708,7 @@ async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() 
         assert_eq!(status, 404, "{path} on listen:\n{answer}");
         assert!(!answer.to_ascii_lowercase().contains("bearer"), "{answer}");
     }
-    assert_eq!(
-        w.upstream.count(),
-        0,
-        "nothing reached the application upstream"
-    );
+    assert_eq!(w.forwarded(), 0, "nothing reached the application upstream");
 }
 
 /// `rd` may only return to an allowed host on public_url's scheme and port, with a path that
@@ -887,11 +901,11 @@ async fn paths_nginx_normalises_differently_never_reach_the_application() {
         assert_eq!(status, 403, "ambiguous path {path}:\n{answer}");
     }
     assert_eq!(
-        w.upstream.count(),
+        w.forwarded(),
         0,
-        "an ambiguous path reached the application: {:?}",
-        w.upstream
-            .requests()
+        "an ambiguous path reached an application: {:?}",
+        [w.upstream.requests(), w.other_upstream.requests()]
+            .concat()
             .iter()
             .map(|r| r.path.clone())
             .collect::<Vec<_>>()
@@ -966,7 +980,7 @@ async fn public_on_one_host_is_not_public_on_the_other() {
             .expect("nginx answers");
         assert_eq!(resp.status(), 302, "{origin}/account without a session");
     }
-    assert_eq!(w.upstream.count(), 1, "only the public request got through");
+    assert_eq!(w.forwarded(), 1, "only the public request got through");
 
     // Straight to the auth port (as the ingress): hosts off the list, and the wildcard.
     let port = w.nginx.port;
@@ -1019,7 +1033,7 @@ async fn public_on_one_host_is_not_public_on_the_other() {
         "GET /public/terms HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 404);
-    assert_eq!(w.upstream.count(), 1);
+    assert_eq!(w.forwarded(), 1);
 
     // API refusals are JSON (their bodies are spelled out in auth_error_bodies_are_the_specified_json).
     let (status, answer) = raw(w.auth_port, &auth_request(&format!("{app}/api/orders"), ""));
@@ -1151,4 +1165,33 @@ async fn auth_error_bodies_are_the_specified_json() {
         "an untrusted caller's refusal is JSON:\n{answer}"
     );
     assert!(answer.ends_with("{\"error\":\"forbidden\"}"), "{answer}");
+}
+
+/// nginx picks the server block by the request line's host when the target is absolute-form,
+/// while ingress-nginx's X-Original-URL names `$http_host`, the Host header: a request for
+/// other's protected page, dressed with app's Host, is described to portcullis as app's public
+/// path. It must not reach other's application without a session.
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_form_targets_cannot_borrow_another_hosts_public_path() {
+    let w = IngressWorld::start(Options {
+        shared: false,
+        redis: false,
+        demo: false,
+    })
+    .await;
+    let port = w.nginx.port;
+    let (status, answer) = raw(
+        port,
+        &format!(
+            "GET http://{OTHER_HOST}:{port}/public/report HTTP/1.1\r\nHost: {APP_HOST}:{port}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(
+        w.other_upstream.count(),
+        0,
+        "other's protected page was served without a session ({status}):\n{answer}\n{}",
+        w.nginx.access_log()
+    );
+    assert!(!(200..300).contains(&status), "{answer}");
 }

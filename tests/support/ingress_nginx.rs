@@ -22,12 +22,10 @@ pub const PARENT_DOMAIN: &str = "example.localhost";
 /// Where Debian's libnginx-mod-http-ndk and libnginx-mod-http-set-misc put their modules.
 pub const MODULES_DIR: &str = "/usr/lib/nginx/modules";
 
-/// Where nginx sends each host's traffic; every address is `host:port` on loopback.
+/// Where nginx sends one host's traffic; every address is `host:port` on loopback.
 pub struct Upstreams {
     /// portcullis's `listen` (the BFF endpoints under /bff/).
     pub bff: String,
-    /// portcullis's `ingress_auth.listen`.
-    pub auth: String,
     /// The application's "/" (pages, and everything not under /api/ or /bff/).
     pub page: String,
     /// The application's "/api/".
@@ -55,9 +53,10 @@ impl IngressNginx {
         format!("http://{host}:{}", self.port)
     }
 
-    /// Writes the configuration for `hosts` and starts nginx; returns once it accepts
-    /// connections. Panics with nginx's own error log when it does not start.
-    pub fn start(&mut self, hosts: &[&str], up: &Upstreams) {
+    /// Writes the configuration (`auth`: portcullis's `ingress_auth.listen`; a server block
+    /// per host) and starts nginx; returns once it accepts connections. Panics with nginx's own
+    /// error log when it does not start.
+    pub fn start(&mut self, auth: &str, hosts: &[(&str, &Upstreams)]) {
         for module in ["ndk_http_module.so", "ngx_http_set_misc_module.so"] {
             assert!(
                 Path::new(MODULES_DIR).join(module).exists(),
@@ -66,11 +65,11 @@ impl IngressNginx {
             );
         }
         let prefix = self.dir.path();
-        let config = render_main(prefix, self.port, &up.auth);
+        let config = render_main(prefix, self.port, auth);
         std::fs::write(self.config_path(), config).expect("write nginx.conf");
         let servers = prefix.join("servers");
         std::fs::create_dir_all(&servers).expect("servers dir");
-        for host in hosts {
+        for (host, up) in hosts {
             std::fs::write(
                 servers.join(format!("{host}.conf")),
                 render_server(host, self.port, up),
