@@ -82,11 +82,11 @@ YAML
 
 # nginx: the templates the tests use, one server file per host.
 mkdir -p "$work/nginx/servers"
-sed -e "s#@@PREFIX@@#$work/nginx#g; s#@@MODULES@@#/usr/lib/nginx/modules#g" \
+sed -e "s#@@PREFIX@@#$work/nginx#g; s#@@MODULES@@#/usr/lib/nginx/modules#g; s#@@HTTP_SNIPPET@@##" \
     -e "s#@@PORT@@#$port#g; s#@@AUTH@@#127.0.0.1:$auth_port#g" \
     "$root/deploy/demo/ingress-nginx/nginx.conf.in" >"$work/nginx/nginx.conf"
 for host in "app.$domain" "other.$domain"; do
-  sed -e "s#@@HOST@@#$host#g; s#@@PORT@@#$port#g; s#@@BFF@@#127.0.0.1:$listen_port#g" \
+  sed -e "s#@@HOST@@#$host#g; s#@@PORT@@#$port#g; s#@@BFF@@#127.0.0.1:$listen_port#g; s#@@SERVER_SNIPPET@@##" \
       -e "s#@@PAGE@@#127.0.0.1:$upstream_port#g; s#@@API@@#127.0.0.1:$upstream_port#g" \
       "$root/deploy/demo/ingress-nginx/server.conf.in" >"$work/nginx/servers/$host.conf"
 done

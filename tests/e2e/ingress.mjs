@@ -238,14 +238,16 @@ async function appState(page) {
   });
 }
 
-async function pageFetch(page, path, headers = {}) {
+async function pageFetch(page, path, headers = {}, method = 'GET') {
   return withTimeout(
     page.evaluate(
-      async ({ path: p, headers: h }) => {
-        const res = await fetch(p, { headers: h, credentials: 'same-origin', cache: 'no-store', redirect: 'manual' });
+      async ({ path: p, headers: h, method: m }) => {
+        const init = { method: m, headers: h, credentials: 'same-origin', cache: 'no-store', redirect: 'manual' };
+        if (m === 'POST') init.body = '{"order":1}';
+        const res = await fetch(p, init);
         return { status: res.status, text: await res.text() };
       },
-      { path, headers },
+      { path, headers, method },
     ),
     STEP_TIMEOUT_MS,
     `fetch ${path}`,
@@ -493,6 +495,12 @@ async function main() {
     );
     info(`whoami: ${api.text.trim().slice(0, 400)}`);
 
+    // A POST carries Origin (the app's own): allowed, with the same headers.
+    const post = await pageFetch(page, '/api/whoami', { 'X-CSRF': '1', 'Content-Type': 'application/json' }, 'POST');
+    const pp = whoamiProblems(post);
+    if ((parseJson(post.text) || {}).method !== 'POST') pp.push(`method ${(parseJson(post.text) || {}).method}`);
+    record('fetch POST /api/whoami (Origin: the app) -> 200 with Bearer and identity', pp.length === 0, pp.join('; '));
+
     const noCsrf = await pageFetch(page, '/api/whoami');
     record('fetch /api/whoami without X-CSRF -> 403 (the auth answer, through nginx)', noCsrf.status === 403, `status ${noCsrf.status}`);
 
@@ -526,6 +534,8 @@ async function main() {
       const j = parseJson(api.text) || {};
       if (j.host !== OTHER.host) problems.push(`upstream Host ${JSON.stringify(j.host)}`);
       record('other host: fetch /api/whoami -> 200 with Bearer and identity', problems.length === 0, problems.join('; '));
+      const post = await pageFetch(other, '/api/whoami', { 'X-CSRF': '1', 'Content-Type': 'application/json' }, 'POST');
+      record('other host: fetch POST /api/whoami (Origin: the other host) -> 200', whoamiProblems(post).length === 0, whoamiProblems(post).join('; '));
     } else {
       // Each host has its own __Host- cookie: nothing is sent to other yet.
       const before = await jarGet(context, `${OTHER_ORIGIN}/api/whoami`, { 'X-CSRF': '1' });

@@ -32,8 +32,22 @@ pub struct Upstreams {
     pub api: String,
 }
 
+/// A ConfigMap `http-snippet` + `server-snippet` pair that refuses a request whose `Host`
+/// header names another host than its request line (absolute-form targets), so that
+/// X-Original-URL, built from `$http_host`, describes the server block nginx really chose.
+pub const HOST_CHECK_HTTP_SNIPPET: &str = r#"    map "$host $http_host" $host_differs {
+        "~*^(?<h>[^ ]+) \k<h>(:[0-9]+)?$" 0;
+        default 1;
+    }"#;
+pub const HOST_CHECK_SERVER_SNIPPET: &str = r#"    if ($host_differs) {
+        return 400;
+    }"#;
+
 pub struct IngressNginx {
     pub port: u16,
+    /// The ConfigMap's `http-snippet` and `server-snippet` (empty: none).
+    pub http_snippet: String,
+    pub server_snippet: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -43,6 +57,8 @@ impl IngressNginx {
     pub fn reserve() -> IngressNginx {
         IngressNginx {
             port: free_port(),
+            http_snippet: String::new(),
+            server_snippet: String::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
         }
@@ -65,14 +81,14 @@ impl IngressNginx {
             );
         }
         let prefix = self.dir.path();
-        let config = render_main(prefix, self.port, auth);
+        let config = render_main(prefix, self.port, auth, &self.http_snippet);
         std::fs::write(self.config_path(), config).expect("write nginx.conf");
         let servers = prefix.join("servers");
         std::fs::create_dir_all(&servers).expect("servers dir");
         for (host, up) in hosts {
             std::fs::write(
                 servers.join(format!("{host}.conf")),
-                render_server(host, self.port, up),
+                render_server(host, self.port, up, &self.server_snippet),
             )
             .expect("write server conf");
         }
@@ -152,8 +168,9 @@ fn template(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn render_main(prefix: &Path, port: u16, auth: &str) -> String {
+fn render_main(prefix: &Path, port: u16, auth: &str, snippet: &str) -> String {
     let out = template("nginx.conf.in")
+        .replace("@@HTTP_SNIPPET@@", snippet)
         .replace("@@PREFIX@@", &prefix.display().to_string())
         .replace("@@MODULES@@", MODULES_DIR)
         .replace("@@PORT@@", &port.to_string())
@@ -162,8 +179,9 @@ fn render_main(prefix: &Path, port: u16, auth: &str) -> String {
     out
 }
 
-fn render_server(host: &str, port: u16, up: &Upstreams) -> String {
+fn render_server(host: &str, port: u16, up: &Upstreams, snippet: &str) -> String {
     let out = template("server.conf.in")
+        .replace("@@SERVER_SNIPPET@@", snippet)
         .replace("@@HOST@@", host)
         .replace("@@PORT@@", &port.to_string())
         .replace("@@BFF@@", &up.bff)
