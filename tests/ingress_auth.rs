@@ -996,6 +996,17 @@ async fn public_on_one_host_is_not_public_on_the_other() {
             .expect("nginx answers");
         assert_eq!(resp.status(), 302, "{origin}/account without a session");
     }
+    // A client's own description is overwritten by nginx's (proxy_set_header), not added to.
+    let resp = client
+        .get(format!("{other}/account"))
+        .header("x-original-url", format!("{app}/public/terms"))
+        .header("x-original-method", "GET")
+        .header("x-forwarded-uri", "/public/terms")
+        .header("x-forwarded-host", APP_HOST)
+        .send()
+        .await
+        .expect("nginx answers");
+    assert_eq!(resp.status(), 302, "a spoofed X-Original-URL through nginx");
     assert_eq!(w.forwarded(), 1, "only the public request got through");
 
     // Straight to the auth port (as the ingress): hosts off the list, and the wildcard.
