@@ -225,7 +225,7 @@ impl IngressWorld {
     }
 
     /// Logs `user` in through nginx on `host` (as a browser would, minus JavaScript); returns
-    /// the Cookie header value to send from then on.
+    /// the cookies portcullis set (the session cookie among them).
     async fn login(&self, host: &str, user: &str) -> Jar {
         let client = self.client();
         let origin = self.origin(host);
