@@ -74,6 +74,8 @@ struct Options {
     demo: bool,
     /// nginx with the Host check snippets (HOST_CHECK_*_SNIPPET).
     host_check: bool,
+    /// The OP's access-token lifetime in seconds (0: the fixture's default, 300).
+    access_token_ttl: u64,
 }
 
 struct IngressWorld {
@@ -102,6 +104,11 @@ impl IngressWorld {
         let auth_port = free_port();
         let op = Op::start(OpOptions {
             app_origins: vec![nginx.origin(APP_HOST), nginx.origin(OTHER_HOST)],
+            access_token_ttl: if opts.access_token_ttl == 0 {
+                300
+            } else {
+                opts.access_token_ttl
+            },
             ..Default::default()
         });
         let mut w = IngressWorld {
@@ -474,6 +481,7 @@ async fn chromium_through_nginx_with_a_session_shared_across_hosts() {
         redis: true,
         demo: true,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let (stdout, seen) = run_browser(&w, "ingress-shared").await;
@@ -495,6 +503,7 @@ async fn chromium_through_nginx_with_host_only_sessions() {
         redis: false,
         demo: true,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let (stdout, seen) = run_browser(&w, "ingress-host-only").await;
@@ -519,6 +528,7 @@ async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
         redis: true,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -617,6 +627,7 @@ async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() 
         redis: true,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -733,6 +744,7 @@ async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let client = w.client();
@@ -877,6 +889,7 @@ async fn paths_nginx_normalises_differently_never_reach_the_application() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let port = w.nginx.port;
@@ -950,6 +963,7 @@ async fn public_on_one_host_is_not_public_on_the_other() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let client = w.client();
@@ -1098,6 +1112,7 @@ async fn api_rules_and_host_access_policies_apply_with_a_session() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -1166,6 +1181,7 @@ async fn auth_error_bodies_are_the_specified_json() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let api = format!("{}/api/orders", w.origin(APP_HOST));
@@ -1209,6 +1225,7 @@ async fn absolute_form_targets_cannot_borrow_another_hosts_public_path() {
         redis: false,
         demo: false,
         host_check: false,
+        access_token_ttl: 0,
     })
     .await;
     let port = w.nginx.port;
@@ -1238,6 +1255,7 @@ async fn a_host_check_snippet_closes_the_absolute_form_gap() {
         redis: false,
         demo: false,
         host_check: true,
+        access_token_ttl: 0,
     })
     .await;
     let port = w.nginx.port;
@@ -1271,4 +1289,76 @@ async fn a_host_check_snippet_closes_the_absolute_form_gap() {
     assert_eq!(resp.status(), 200);
     assert_eq!(w.upstream.count(), 2);
     assert_eq!(w.other_upstream.count(), 0);
+}
+
+/// The auth answer refreshes the access token first when it is due, once for many concurrent
+/// auth requests, and hands the ingress the new token.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_answers_refresh_a_due_token_once_for_concurrent_requests() {
+    let w = IngressWorld::start(Options {
+        shared: false,
+        redis: true,
+        demo: false,
+        host_check: false,
+        access_token_ttl: 4,
+    })
+    .await;
+    let jar = w.login(APP_HOST, "alice").await;
+    let client = w.client();
+    let url = format!("{}/api/orders", w.origin(APP_HOST));
+    let call = || {
+        client
+            .get(&url)
+            .header("cookie", jar.header())
+            .header("x-csrf", "1")
+            .send()
+    };
+    assert_eq!(call().await.expect("api").status(), 200);
+    let first = support::last_bearer(&w.upstream);
+    w.op.wait_until_inactive(&first, "the first access token to expire")
+        .await;
+    let (_, refreshes_before) = w.op.grant_counts().await;
+    let answers = futures_join_all((0..8).map(|_| call())).await;
+    for a in answers {
+        assert_eq!(
+            a.expect("api").status(),
+            200,
+            "a due token is refreshed, not refused"
+        );
+    }
+    let (_, refreshes_after) = w.op.grant_counts().await;
+    assert_eq!(
+        refreshes_after - refreshes_before,
+        1,
+        "one refresh for eight concurrent auth requests"
+    );
+    let bearers: std::collections::BTreeSet<String> = w
+        .upstream
+        .requests()
+        .iter()
+        .skip(1)
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(
+        bearers.len(),
+        1,
+        "every request got the same new token: {bearers:?}"
+    );
+    let second = support::last_bearer(&w.upstream);
+    assert_ne!(second, first);
+    assert!(w.op.introspect_active(&second).await);
+}
+
+/// Awaits every future, concurrently (tokio tasks; no extra crate).
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
 }
