@@ -22,6 +22,7 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod spelling;
 pub mod shutdown;
 pub mod telemetry;
 pub mod webhook;

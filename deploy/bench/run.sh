@@ -3,7 +3,9 @@
 # 100 000 sessions in the store) against the same nginx upstream hit directly, through nginx
 # proxy_pass and through oauth2-proxy (when installed), all measured with wrk in one run on
 # loopback, beside a bare Pingora passthrough (examples/bare_passthrough.rs, the floor portcullis's
-# own work sits on). Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
+# own work sits on). Ingress auth rows: the same sessions asked about on portcullis's auth port as
+# ingress-nginx asks (X-Original-URL), directly and through a real nginx auth_request in front of
+# the upstream. Records numbers; asserts nothing. Results go to target/bench/results.md and stdout.
 #
 # Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (portcullis worker
 # threads, 1), BENCH_SCALE_THREADS (the thread count compared with 1 thread; every core), BENCH_SESSIONS ("1 1000 10000 100000"), BENCH_PROFILE=1 (perf record the
@@ -112,6 +114,7 @@ done
 # One OP for every proxy; the origins of all portcullis runs and of oauth2-proxy are registered.
 portcullis_ports=($(free_port) $(free_port) $(free_port) $(free_port))
 admin_ports=($(free_port) $(free_port) $(free_port) $(free_port))
+auth_ports=($(free_port) $(free_port) $(free_port) $(free_port))
 redirects="http://127.0.0.1:$o2p_port/oauth2/callback"
 for p in "${portcullis_ports[@]}"; do redirects="$redirects,http://127.0.0.1:$p/bff/callback"; done
 cd "$root/tests/fixtures/op"
@@ -157,9 +160,12 @@ init = function(args)
   for line in io.lines(args[1]) do n = n + 1; cookies[n] = line end
   i = tonumber(args[2] or "0") % n
 end
+-- A headers table given to wrk.format replaces wrk's own (-H), so they are copied in.
 request = function()
   i = i % n + 1
-  return wrk.format(nil, nil, { ["Cookie"] = cookies[i], ["X-CSRF"] = "1" })
+  local headers = { ["Cookie"] = cookies[i], ["X-CSRF"] = "1" }
+  for k, v in pairs(wrk.headers) do headers[k] = headers[k] or v end
+  return wrk.format(nil, nil, headers)
 end
 LUA
 
@@ -171,7 +177,7 @@ run_wrk() { # name pid url cookie-file|- [header...]
   local before after accepts_before accepts_after hits_before=0 misses_before=0 hits=-
   accepts_before=$(upstream_accepts)
   [ "$pid" = - ] || before=$(cpu_ticks "$pid")
-  case $name in "portcullis api"*)
+  case $name in "portcullis api"*|"portcullis auth"*|"nginx auth_request"*)
     hits_before=$(cache_events hit); misses_before=$(cache_events miss) ;;
   esac
   if [ "$cookies" = - ]; then
@@ -193,7 +199,7 @@ run_wrk() { # name pid url cookie-file|- [header...]
     cpu_us=$(awk -v t=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
     rss=$(rss_mib "$pid")
   fi
-  case $name in "portcullis api"*)
+  case $name in "portcullis api"*|"portcullis auth"*|"nginx auth_request"*)
     hits=$(awk -v h=$(($(cache_events hit) - hits_before)) -v m=$(($(cache_events miss) - misses_before)) \
       'BEGIN {printf "%.1f %%", h + m ? 100 * h / (h + m) : 0}') ;;
   esac
@@ -223,6 +229,7 @@ paced_p99() { # url rate [header...]
 
 start_portcullis() { # index store-yaml [threads]
   local i=$1 port=${portcullis_ports[$1]} admin=${admin_ports[$1]} threads=${3:-${BENCH_THREADS:-1}}
+  auth_port=${auth_ports[$1]}
   cat >"$work/portcullis-$i.yaml" <<YAML
 listen: "127.0.0.1:$port"
 admin_listen: "127.0.0.1:$admin"
@@ -239,6 +246,15 @@ routes:
   - { path: "/public/", upstream: "http://127.0.0.1:$nginx_port", kind: public }
 server:
   threads: $threads
+ingress_auth:
+  enabled: true
+  listen: "127.0.0.1:$auth_port"
+  controller: nginx
+  trusted_ingress: ["127.0.0.1"]
+  hosts:
+    - host: app.localhost
+      paths:
+        - { path: "/api/", kind: api }
 log:
   level: warn
 YAML
@@ -320,6 +336,41 @@ echo "$session" >"$work/one.cookies"
 run_wrk "portcullis api, memory store, 1 session" "$ppid" "$origin/api/bench" "$work/one.cookies"
 stop_portcullis
 
+# ingress-nginx's shape: nginx stays in the data path and asks portcullis per request
+# (auth_request), copying the answer's Authorization to the upstream request. CPU is portcullis's.
+ingress_row() {
+  local ingress_port
+  ingress_port=$(free_port)
+  nginx_conf ingress "upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
+  upstream auth { server 127.0.0.1:$auth_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$ingress_port;
+    location = /_external-auth {
+      internal;
+      proxy_pass http://auth/bff/auth;
+      proxy_http_version 1.1;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length \"\";
+      proxy_set_header Connection \"\";
+      proxy_set_header X-Original-URL http://app.localhost\$request_uri;
+      proxy_set_header X-Original-Method \$request_method;
+    }
+    location / {
+      auth_request /_external-auth;
+      auth_request_set \$auth_header \$upstream_http_authorization;
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Authorization \$auth_header;
+    }
+  }"
+  local ingress_master=$!
+  wait_http "http://127.0.0.1:$ingress_port/"
+  run_wrk "nginx auth_request + portcullis, redis, 1 session" "$ppid" \
+    "http://127.0.0.1:$ingress_port/api/bench" "$work/seeded.cookies"
+  kill "$ingress_master"; wait "$ingress_master" 2>/dev/null || true
+}
+
 profile_row="portcullis api, redis, 1 session"
 bench_store() { # index label store-yaml
   local i=$1 label=$2 n
@@ -346,6 +397,15 @@ bench_store() { # index label store-yaml
     fi
     run_wrk "$row" "$ppid" "$origin/api/bench" "$work/seeded.cookies"
     [ -z "${perf_pid:-}" ] || { wait "$perf_pid" || true; perf_pid=; }
+    if [ "$label" = redis ]; then
+      # The same sessions, asked about by an ingress controller instead of proxied.
+      run_wrk "portcullis auth request, $label, $n session$([ "$n" = 1 ] || echo s)" "$ppid" \
+        "http://127.0.0.1:$auth_port/bff/auth" "$work/seeded.cookies" \
+        "X-Original-URL: http://app.localhost/api/bench" "X-Original-Method: GET"
+    fi
+    if [ "$label" = redis ] && [ "$n" = 1 ]; then
+      ingress_row
+    fi
     if [ "$row" = "$profile_row" ]; then
       # The same request at half this row's throughput, through portcullis and direct.
       half=$(awk -v r="$(rps_of "$row")" 'BEGIN {printf "%d", r / 2}')
@@ -404,6 +464,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   fi
   echo "- CPU per request, threads $scale_threads / threads 1: portcullis api **$(ratio "$(cpu_of "portcullis api, redis, threads $scale_threads")" "$(cpu_of "portcullis api, redis, threads 1")")**, bare Pingora per-thread $(ratio "$(cpu_of "bare Pingora, per-thread, threads $scale_threads")" "$(cpu_of "bare Pingora, per-thread, threads 1")"), bare Pingora work-stealing $(ratio "$(cpu_of "bare Pingora, work-stealing, threads $scale_threads")" "$(cpu_of "bare Pingora, work-stealing, threads 1")")"
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
+  echo "- CPU per request, auth request / proxied api request (redis, 1 session): **$(ratio "$(cpu_of "portcullis auth request, redis, 1 session")" "$(cpu_of "portcullis api, redis, 1 session")")**; the auth request's store round trips per request: see cache hits (a hit is none)"
+  echo "- nginx auth_request + portcullis: nginx asks portcullis once per request; its row's CPU is portcullis's share"
   echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
   echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::known_keys::{fields, KnownKeys};
 use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
 use crate::config::{
@@ -46,6 +47,19 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub reload_interval: Duration,
+}
+
+impl KnownKeys for RawWebhook {
+    fn keys_of(section: &str) -> &'static [&'static str] {
+        match section {
+            "" => fields::<RawWebhook>(),
+            "tls" => fields::<RawTls>(),
+            "sidecar" => fields::<RawSidecar>(),
+            "sidecar.resources" => fields::<RawResources>(),
+            "log" => fields::<RawLog>(),
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -244,9 +244,9 @@ impl Portcullis {
         live: &Live,
     ) -> Result<Verdict, ProxyError> {
         let Some(hot) = self.fresh_session(&req.headers).await? else {
-            let navigation = kind == RouteKind::Page
-                && (original.method == Method::GET || original.method == Method::HEAD);
-            let login = (navigation && policy.controller != IngressController::Nginx)
+            let login = (kind == RouteKind::Page
+                && is_navigation(req, &original.method)
+                && policy.controller != IngressController::Nginx)
                 .then(|| login_url(live.hosts.scheme(), original));
             return Ok(Verdict::Unauthenticated { kind, login });
         };
@@ -312,6 +312,19 @@ fn scalar_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether the browser is loading a page (a redirect to the login is useful) rather than a
+/// script fetching something (which gets a 401 it can act on): a GET or HEAD, not marked by Fetch
+/// Metadata as anything but a navigation, and without the CSRF header only scripts send.
+fn is_navigation(req: &RequestHeader, method: &Method) -> bool {
+    let mode = req.headers.get(SEC_FETCH_MODE).map(HeaderValue::as_bytes);
+    (method == Method::GET || method == Method::HEAD)
+        && mode.is_none_or(|m| m == b"navigate")
+        && !req.headers.contains_key(X_CSRF)
+}
+
+const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+const X_CSRF: http::HeaderName = http::HeaderName::from_static("x-csrf");
 
 /// Where a navigation without a session is sent: the login on the same host, returning to the
 /// page asked for (or `/` if that is not a path the login would return to).
