@@ -5,10 +5,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES_BUILD := cmake build-essential
-APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
+# nginx-light has auth_request; ndk + set-misc give set_escape_uri, as ingress-nginx's template uses.
+APT_PACKAGES_INGRESS := nginx-light libnginx-mod-http-ndk libnginx-mod-http-set-misc
+APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium $(APT_PACKAGES_INGRESS)
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench bench-pack profile clean fuzz fuzz-deps
+.PHONY: all build demo demo-ingress test test-deps demo-deps build-deps k8s-tools lint fmt bench bench-pack profile clean fuzz fuzz-deps
 
 all: build
 
@@ -129,6 +131,12 @@ build: build-deps
 ## Runs portcullis end to end: the local OP, a demo SPA + API, the memory session store.
 demo: demo-deps build
 	./deploy/demo/run.sh
+
+## The ingress auth mode: nginx configured as ingress-nginx configures itself, portcullis as its
+## auth service, the local OP and the demo app; open http://app.example.localhost:4480/.
+demo-ingress: demo-deps build
+	$(call apt_install,$(APT_PACKAGES_INGRESS))
+	./deploy/demo/run-ingress.sh
 
 ## Runs the whole test suite (unit, integration against real redis-server, the oidc-provider
 ## fixture and headless Chromium).

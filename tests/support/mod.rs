@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod configmap;
+pub mod ingress_nginx;
 pub mod jaeger;
 pub mod op;
 pub mod portcullis;
