@@ -122,7 +122,7 @@ impl ProxyError {
 mod tests {
     use super::*;
     use crate::metrics::FAIL_CLOSED_REASONS;
-    use crate::proxy::respond::error_reply;
+    use crate::proxy::respond::{error_reply, Format};
 
     /// The fail-closed series are pre-created from `FAIL_CLOSED_REASONS`: a reason outside it
     /// would appear only on first use, and one inside it that no error has would stay at zero.
@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(reasons, FAIL_CLOSED_REASONS);
         for e in &errors {
             assert!(e.fails_closed(), "{e}");
-            assert_eq!(error_reply(e, None).status, 503, "{e}");
+            assert_eq!(error_reply(e, Format::Text).status, 503, "{e}");
         }
         assert!(!ProxyError::Unauthenticated.fails_closed());
         assert!(!ProxyError::Oidc(OidcError::Discovery("x".into())).fails_closed());

@@ -52,7 +52,7 @@ use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
 use rate_limit::RateLimiter;
-use respond::{SecurityHeaders, Severity};
+use respond::{Format, SecurityHeaders, Severity};
 use tracing::Instrument;
 
 /// Per-request state carried between phases.
@@ -237,7 +237,8 @@ impl Portcullis {
         ctx.websocket = websocket_upgrade(req, route)?;
         if ctx.websocket {
             // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
-            live.origins.check_upgrade_origin(req)?;
+            live.origins
+                .check_upgrade_origin(req, browser_checks::request_host(req)?)?;
         }
         match route.kind {
             RouteKind::Public => Ok(Decision::Forward),
@@ -245,7 +246,8 @@ impl Portcullis {
                 if !ctx.websocket {
                     // CSRF first: a forged request learns nothing, not even whether a session exists.
                     bff::require_csrf_header(req)?;
-                    live.origins.check_request_origin(req)?;
+                    live.origins
+                        .check_request_origin(req, browser_checks::request_host(req)?)?;
                 }
                 ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
                 let bearer = self
@@ -406,8 +408,10 @@ impl ProxyHttp for Portcullis {
                 if e.fails_closed() {
                     self.count_fail_closed(&e);
                 }
-                let reply =
-                    respond::error_reply(&e, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
+                let reply = respond::error_reply(
+                    &e,
+                    Format::for_route(ctx.route.and_then(|i| ctx.live.routes.kind(i))),
+                );
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
                 } else {
@@ -528,7 +532,8 @@ impl ProxyHttp for Portcullis {
             self.count_body_timeout();
         }
         log_failure(&failure, ctx.request_id.as_str(), Some(e));
-        let reply = respond::error_reply(&failure, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
+        let kind = ctx.route.and_then(|i| ctx.live.routes.kind(i));
+        let reply = respond::error_reply(&failure, Format::for_route(kind));
         let status = reply.status;
         session.set_keepalive(None);
         if let Err(write_err) = respond::write_reply(session, reply, &self.security).await {
@@ -657,9 +662,9 @@ mod tests {
                 "{etype:?}, downstream: {source}"
             );
         }
-        let json = respond::error_reply(&ProxyError::UpstreamFailed, Some(RouteKind::Api));
+        let json = respond::error_reply(&ProxyError::UpstreamFailed, Format::Json);
         assert_eq!(json.body, "{\"error\":\"bad_gateway\"}");
-        let text = respond::error_reply(&ProxyError::UpstreamTimeout, Some(RouteKind::Page));
+        let text = respond::error_reply(&ProxyError::UpstreamTimeout, Format::Text);
         assert_eq!(text.body, "Gateway timeout\n");
     }
 }

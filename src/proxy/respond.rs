@@ -200,12 +200,30 @@ pub fn classify(e: &ProxyError) -> Class {
 
 const LOGIN_FAILED: &str = "Login failed. Start again from the application.\n";
 
-/// The response for an error. `api` callers get JSON, everyone else text.
-pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
+/// How an error is written: JSON for scripts and machines, text for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+impl Format {
+    /// `api` routes answer scripts; every other route, or none, answers a person.
+    pub fn for_route(kind: Option<RouteKind>) -> Format {
+        if kind == Some(RouteKind::Api) {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// The response for an error, in `format` (401s and back-channel logout errors are always JSON).
+pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
     let Class {
         status, code, text, ..
     } = classify(e);
-    let json = kind == Some(RouteKind::Api)
+    let json = format == Format::Json
         || matches!(
             e,
             ProxyError::Unauthenticated

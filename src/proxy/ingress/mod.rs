@@ -24,7 +24,7 @@ use super::bff::{require_csrf_header, validate_return_to};
 use super::canonical;
 use super::error::ProxyError;
 use super::live::Live;
-use super::respond::{error_reply, Reply};
+use super::respond::{error_reply, Format, Reply};
 use super::route::matches_at_boundary;
 use super::Portcullis;
 use crate::config::{
@@ -134,7 +134,7 @@ impl Portcullis {
     /// The answer to an ingress controller's auth request.
     pub(super) async fn ingress_auth(&self, session: &Session, live: &Live) -> Reply {
         let Some(policy) = &live.ingress else {
-            return error_reply(&ProxyError::NoRoute, None);
+            return error_reply(&ProxyError::NoRoute, Format::Json);
         };
         let verdict = match self.judge(session, policy, live).await {
             Ok(verdict) => verdict,
@@ -145,7 +145,7 @@ impl Portcullis {
                     .auth_requests
                     .with_label_values(&["error"])
                     .inc();
-                return error_reply(&e, None);
+                return error_reply(&e, Format::Json);
             }
         };
         self.metrics
@@ -160,7 +160,7 @@ impl Portcullis {
                 let Some(bearer) = hot.bearer.clone() else {
                     return error_reply(
                         &ProxyError::Internal("access_token_not_a_header_value"),
-                        None,
+                        Format::Json,
                     );
                 };
                 answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims))
@@ -171,15 +171,15 @@ impl Portcullis {
             } => Reply::redirect(to),
             Verdict::Unauthenticated { kind, login: None } => {
                 tracing::debug!(reason = "unauthenticated", "auth request refused");
-                error_reply(&ProxyError::Unauthenticated, Some(kind))
+                error_reply(&ProxyError::Unauthenticated, answer_format(Some(kind)))
             }
             Verdict::Denied { kind, error } => {
                 tracing::info!(reason = error.reason(), "auth request refused");
-                error_reply(&error, kind)
+                error_reply(&error, answer_format(kind))
             }
             Verdict::Invalid(reason) => {
                 tracing::info!(reason, "auth request refused");
-                error_reply(&ProxyError::BadRequest(reason), None)
+                error_reply(&ProxyError::BadRequest(reason), Format::Json)
             }
         }
     }
@@ -224,7 +224,7 @@ impl Portcullis {
                 if let Err(e) = require_csrf_header(req) {
                     return denied(Some(kind), e);
                 }
-                if let Err(e) = live.origins.check_request_origin(req) {
+                if let Err(e) = live.origins.check_request_origin(req, &original.host) {
                     return denied(Some(kind), e);
                 }
                 self.admit(req, host, kind, &original, policy, live).await
@@ -270,6 +270,16 @@ impl Portcullis {
             .forwardable_cookies(headers)
             .and_then(|c| HeaderValue::from_str(&c).ok())
             .unwrap_or(EMPTY)
+    }
+}
+
+/// A refusal about a page is for the person whose browser a controller shows it to (Traefik,
+/// Envoy); every other is for a script or for the controller itself.
+fn answer_format(kind: Option<RouteKind>) -> Format {
+    if kind == Some(RouteKind::Page) {
+        Format::Text
+    } else {
+        Format::Json
     }
 }
 
