@@ -1,13 +1,14 @@
 //! "Did you mean …?" for names a user typed: the configuration's keys, the injector's
 //! annotations.
 
-/// The known name closest to `typed`, if it is close enough to be a likely typo (at most three
-/// edits).
+/// The known name closest to `typed`, if it is close enough to be a likely typo: at most three
+/// edits, and fewer than half its length (`bogus` is not a typo of `log`).
 pub fn nearest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let most = 3.min(typed.chars().count().saturating_sub(1) / 2);
     known
         .iter()
         .map(|k| (edit_distance(typed, k), *k))
-        .filter(|(d, _)| *d <= 3)
+        .filter(|(d, _)| *d <= most)
         .min()
         .map(|(_, k)| k)
 }
@@ -39,6 +40,7 @@ mod tests {
         assert_eq!(nearest("cookie_domian", &known), Some("cookie_domain"));
         assert_eq!(nearest("samesite", &known), Some("same_site"));
         assert_eq!(nearest("redis", &known), None);
+        assert_eq!(nearest("bogus", &["log", "tls"]), None);
         assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -99,7 +99,8 @@ impl HostPolicy {
 enum Verdict {
     /// A public path: the request passes anonymously.
     Public,
-    Allow(HotSession),
+    /// The session's `Authorization` value and claims.
+    Allow(HeaderValue, HotSession),
     /// No session; `login` is where a navigation is sent when the controller returns the
     /// answer to the browser (Traefik, Envoy), rather than redirecting on a 401 itself.
     Unauthenticated {
@@ -119,7 +120,7 @@ impl Verdict {
     fn label(&self) -> &'static str {
         match self {
             Verdict::Public => "public",
-            Verdict::Allow(_) => "allow",
+            Verdict::Allow(..) => "allow",
             Verdict::Unauthenticated { login: Some(_), .. } => "redirect",
             Verdict::Unauthenticated { login: None, .. } => "unauthenticated",
             Verdict::Denied { .. } => "denied",
@@ -141,6 +142,9 @@ impl Portcullis {
             // The store or the OP is down: fail closed, as a proxied request would.
             Err(e) => {
                 tracing::warn!(reason = e.reason(), error = %e, "auth request failed");
+                if e.fails_closed() {
+                    self.count_fail_closed(&e);
+                }
                 self.metrics
                     .auth_requests
                     .with_label_values(&["error"])
@@ -156,13 +160,7 @@ impl Portcullis {
         match verdict {
             Verdict::Public => answer_headers(Reply::new(200), None, policy, None)
                 .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers)),
-            Verdict::Allow(hot) => {
-                let Some(bearer) = hot.bearer.clone() else {
-                    return error_reply(
-                        &ProxyError::Internal("access_token_not_a_header_value"),
-                        Format::Json,
-                    );
-                };
+            Verdict::Allow(bearer, hot) => {
                 answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims))
                     .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers))
             }
@@ -260,7 +258,12 @@ impl Portcullis {
                 });
             }
         }
-        Ok(Verdict::Allow(hot))
+        // A token with bytes a header cannot carry would be a broken OP: refuse, never mangle.
+        let bearer = hot
+            .bearer
+            .clone()
+            .ok_or(ProxyError::Internal("access_token_not_a_header_value"))?;
+        Ok(Verdict::Allow(bearer, hot))
     }
 
     /// The request's cookies without portcullis's own, for the ingress to put in their place
