@@ -300,7 +300,7 @@ async fn traefik_and_envoy_send_navigations_to_the_login_on_the_same_host() {
         assert_eq!(navigation.status, 302, "{controller}");
         assert_eq!(
             navigation.header("location"),
-            Some("http://app.localhost:8080/bff/login?rd=%2Freports%3Fyear%3D2026"),
+            Some("http://app.localhost:8080/bff/login?rd=http%3A%2F%2Fapp.localhost%3A8080%2Freports%3Fyear%3D2026"),
             "{controller}"
         );
         let mut fetch = headers.clone();

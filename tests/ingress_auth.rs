@@ -6,7 +6,7 @@
 //!
 //! Every test starts its own world (OP, upstreams, portcullis, nginx; Redis where it matters)
 //! and tears it down when it ends. Hosts are `app.example.localhost` and
-//! `other.example.localhost` on one nginx port; `*.wild.example.localhost` is on the allow-list
+//! `other.example.localhost` on one nginx port; `*.wild.example.localhost` (shared worlds only) is on the allow-list
 //! without a server block (for `rd` checks only).
 
 mod support;
@@ -196,15 +196,26 @@ impl IngressWorld {
              \x20       groups: [\"admins\"]\n\
              \x20     paths:\n\
              \x20       - {{ path: \"/\", kind: page }}\n\
-             \x20   - host: \"*.wild.{PARENT_DOMAIN}\"\n\
-             \x20     paths:\n\
-             \x20       - {{ path: \"/\", kind: page }}\n\
+             {wild}\
              log:\n  level: \"info\"\n",
             public = self.origin(APP_HOST),
             issuer = self.op.issuer,
             secret = secret.display(),
             store = self.store(),
+            wild = self.wildcard_host(),
         )
+    }
+
+    /// A wildcard host needs a shared cookie (its logins end on `public_url`'s host), so it is
+    /// configured only in the shared worlds.
+    fn wildcard_host(&self) -> String {
+        if self.opts.shared {
+            format!(
+                "\x20   - host: \"*.wild.{PARENT_DOMAIN}\"\n\x20     paths:\n\x20       - {{ path: \"/\", kind: page }}\n"
+            )
+        } else {
+            String::new()
+        }
     }
 
     fn origin(&self, host: &str) -> String {

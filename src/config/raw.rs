@@ -17,7 +17,10 @@ impl KnownKeys for RawConfig {
             "server" => fields::<RawServer>(),
             "log" => fields::<RawLog>(),
             "security" => fields::<RawSecurity>(),
-            "access" | "ingress_auth.hosts.access" => fields::<RawAccess>(),
+            "access" | "ingress_auth.hosts.access" | "routes.access" => fields::<RawAccess>(),
+            "access.claims" | "ingress_auth.hosts.access.claims" | "routes.access.claims" => {
+                fields::<RawClaimRule>()
+            }
             "telemetry" => fields::<RawTelemetry>(),
             "ingress_auth" => fields::<RawIngressAuth>(),
             "ingress_auth.hosts" => fields::<RawIngressHost>(),
@@ -92,6 +95,16 @@ pub struct RawAccess {
     pub email_domains: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub claims: Vec<RawClaimRule>,
+    pub require: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClaimRule {
+    pub claim: Option<String>,
+    pub equals: Option<String>,
+    pub contains: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +175,8 @@ pub struct RawRoute {
     pub allow_ambiguous_paths: bool,
     #[serde(default)]
     pub allow_chunked_requests: bool,
+    pub policy: Option<String>,
+    pub access: Option<RawAccess>,
 }
 
 #[derive(Debug, Default, Deserialize)]

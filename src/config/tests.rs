@@ -452,7 +452,11 @@ fn ingress_auth_problems_name_the_key_and_the_fix() {
         ("enabled: true", "enabled: true\n  listen: \"0.0.0.0:4480\"",
          "ingress_auth.listen: must differ from listen and admin_listen (the auth port is for the ingress controller only, never for browsers)"),
         ("enabled: true", "enabled: true\n  identity_headers:\n    Authorization: sub",
-         "ingress_auth.identity_headers.Authorization: is already in the answer (Authorization, Cookie and Cache-Control are portcullis's; each header once)"),
+         "ingress_auth.identity_headers.Authorization: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
+        ("enabled: true", "enabled: true\n  identity_headers:\n    Host: preferred_username",
+         "ingress_auth.identity_headers.Host: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
+        ("enabled: true", "enabled: true\n  identity_headers:\n    Transfer-Encoding: sub",
+         "ingress_auth.identity_headers.Transfer-Encoding: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
         ("host: app.example.com", "host: \"app.example.com:443\"",
          "ingress_auth.hosts[0].host: \"app.example.com:443\" is not a host name (write it as in a Host header, without scheme or port; a wildcard only as a leading \"*.\" on a parent with a dot, e.g. *.example.com)"),
         ("host: \"*.apps.example.com\"", "host: \"*\"",
@@ -539,7 +543,7 @@ fn a_misspelt_key_gets_the_key_it_was_meant_to_be() {
 fn routes_may_name_a_host_and_the_same_path_on_two_hosts_is_two_routes() {
     let cfg = load(&MINIMAL.replacen(
         "  - path: \"/\"",
-        "  - host: \"*.Shop.example.com\"\n    path: \"/api/\"\n    upstream: \"http://127.0.0.1:8081\"\n    kind: api\n  - path: \"/\"",
+        "  - host: \"*.Shop.example.com\"\n    path: \"/api/\"\n    upstream: \"http://127.0.0.1:8081\"\n    kind: public\n  - path: \"/\"",
         1,
     ))
     .expect("valid");
@@ -549,4 +553,10 @@ fn routes_may_name_a_host_and_the_same_path_on_two_hosts_is_two_routes() {
     );
     assert_eq!(cfg.routes[0].host, None);
     assert_eq!(cfg.routes[0].prefix, cfg.routes[1].prefix);
+    let needs_session = messages(&MINIMAL.replacen(
+        "  - path: \"/\"",
+        "  - host: \"*.shop.example.com\"\n    path: \"/\"\n    upstream: \"http://127.0.0.1:8081\"\n    kind: page\n  - path: \"/\"",
+        1,
+    ));
+    assert_eq!(needs_session, ["/etc/portcullis/config.yaml: routes[1].host: names hosts by a wildcard and needs a session, but without session.cookie_domain its logins end on public_url's host, whose cookie it never sees (set session.cookie_domain, or name the hosts exactly)"]);
 }

@@ -184,6 +184,21 @@ pub struct RouteConfig {
     pub allow_ambiguous_paths: bool,
     /// Requests with a chunked body are accepted (strictly checked, then buffered) on this route.
     pub allow_chunked_requests: bool,
+    /// Overrides the kind's session requirement (`routes[].policy`).
+    pub session: Option<SessionPolicy>,
+    /// Claim rules every request's session must pass (403 otherwise).
+    pub access: Option<AccessConfig>,
+}
+
+/// `routes[].policy`: whether a route needs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionPolicy {
+    /// No session is looked up, no token forwarded.
+    None,
+    /// A session is required.
+    User,
+    /// The token is forwarded when there is a session; without one the request passes anonymously.
+    Optional,
 }
 
 /// Portcullis as the external auth service of an ingress controller: it answers, per request,
@@ -265,7 +280,8 @@ pub struct Rate {
     pub per: Duration,
 }
 
-/// Who may log in, from the ID token's claims; empty lists admit everyone the OP admits.
+/// Who may pass, from the ID token's claims: at login (`access`), and per request on a route
+/// (`routes[].access`) or an ingress host. No rules admit everyone the OP admits.
 #[derive(Debug, Clone, Default)]
 pub struct AccessConfig {
     /// Lower-case domains; the `email` claim must be at one of them and not unverified.
@@ -273,6 +289,29 @@ pub struct AccessConfig {
     /// At least one of these must be in the `groups_claim` claim.
     pub groups: Vec<String>,
     pub groups_claim: String,
+    pub claims: Vec<ClaimRule>,
+    /// Whether every rule (the e-mail domains, the groups, each claim rule) must admit, or one.
+    pub require: Require,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Require {
+    #[default]
+    All,
+    Any,
+}
+
+/// A rule on one claim: its value equals a string, or (an array, or a string) contains one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRule {
+    pub claim: String,
+    pub test: ClaimTest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimTest {
+    Equals(String),
+    Contains(String),
 }
 
 #[derive(Debug, Clone)]

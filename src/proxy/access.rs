@@ -1,20 +1,71 @@
-//! The login-time access policy (`access.*`): an ID token whose claims the policy does not
-//! admit creates no session, like oauth2-proxy's e-mail domain and group restrictions.
+//! Access rules on the ID token's claims: at login (`access.*`: claims the policy does not admit
+//! create no session, like oauth2-proxy's e-mail domain and group restrictions), and on every
+//! request to a route (`routes[].access`) or an ingress host that has its own.
 
 use serde_json::{Map, Value};
 
 use super::error::ProxyError;
-use crate::config::AccessConfig;
+use crate::config::{AccessConfig, ClaimRule, ClaimTest, Require};
 
-/// Admits the claims, or names the rule that refused them.
+/// Admits the claims, or names the rule that refused them (with `require: any`, that none did).
 pub fn check_access(policy: &AccessConfig, claims: &Map<String, Value>) -> Result<(), ProxyError> {
-    if !policy.email_domains.is_empty() && !email_admitted(&policy.email_domains, claims) {
-        return Err(ProxyError::AccessDenied("access_denied_email"));
+    let mut verdicts = rule_verdicts(policy, claims).peekable();
+    if verdicts.peek().is_none() {
+        return Ok(());
     }
-    if !policy.groups.is_empty() && !group_admitted(policy, claims) {
-        return Err(ProxyError::AccessDenied("access_denied_group"));
+    match policy.require {
+        Require::All => verdicts
+            .find_map(|(admitted, reason)| (!admitted).then_some(reason))
+            .map_or(Ok(()), |reason| Err(ProxyError::AccessDenied(reason))),
+        Require::Any => {
+            if verdicts.any(|(admitted, _)| admitted) {
+                Ok(())
+            } else {
+                Err(ProxyError::AccessDenied("access_denied_any"))
+            }
+        }
     }
-    Ok(())
+}
+
+/// Each configured rule's verdict on the claims, with the reason it gives when it refuses.
+fn rule_verdicts<'a>(
+    policy: &'a AccessConfig,
+    claims: &'a Map<String, Value>,
+) -> impl Iterator<Item = (bool, &'static str)> + 'a {
+    let email = (!policy.email_domains.is_empty()).then(|| {
+        (
+            email_admitted(&policy.email_domains, claims),
+            "access_denied_email",
+        )
+    });
+    let groups = (!policy.groups.is_empty())
+        .then(|| (group_admitted(policy, claims), "access_denied_group"));
+    let rules = policy
+        .claims
+        .iter()
+        .map(|rule| (claim_admitted(rule, claims), "access_denied_claim"));
+    email.into_iter().chain(groups).chain(rules)
+}
+
+/// `equals`: the claim is that string (or that number or boolean, written out). `contains`: the
+/// claim is an array holding that string, or a string containing it as a whole
+/// space-separated word (as `scope`-like claims are written).
+fn claim_admitted(rule: &ClaimRule, claims: &Map<String, Value>) -> bool {
+    let value = claims.get(&rule.claim);
+    match (&rule.test, value) {
+        (ClaimTest::Equals(want), Some(Value::String(s))) => s == want,
+        // `equals: "3"` admits the number 3, `equals: "true"` the boolean.
+        (ClaimTest::Equals(want), Some(v @ (Value::Number(_) | Value::Bool(_)))) => {
+            serde_json::from_str::<Value>(want).is_ok_and(|w| w == *v)
+        }
+        (ClaimTest::Contains(want), Some(Value::Array(items))) => {
+            items.iter().any(|i| i.as_str() == Some(want.as_str()))
+        }
+        (ClaimTest::Contains(want), Some(Value::String(s))) => {
+            s.split(' ').any(|word| word == want)
+        }
+        _ => false,
+    }
 }
 
 /// The `email` claim's domain, compared whole and case-insensitively, on an address the OP did
@@ -53,7 +104,76 @@ mod tests {
             email_domains: domains.iter().map(|d| d.to_string()).collect(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             groups_claim: "groups".into(),
+            ..AccessConfig::default()
         }
+    }
+
+    fn rule(claim: &str, test: ClaimTest) -> ClaimRule {
+        ClaimRule {
+            claim: claim.into(),
+            test,
+        }
+    }
+
+    #[test]
+    fn claim_rules_test_equality_and_membership() {
+        let p = AccessConfig {
+            claims: vec![
+                rule("department", ClaimTest::Equals("finance".into())),
+                rule("roles", ClaimTest::Contains("approver".into())),
+            ],
+            ..policy(&[], &[])
+        };
+        let ok = json!({ "department": "finance", "roles": ["viewer", "approver"] });
+        assert!(check_access(&p, &claims(ok)).is_ok());
+        let spaced = json!({ "department": "finance", "roles": "viewer approver" });
+        assert!(check_access(&p, &claims(spaced)).is_ok());
+        for bad in [
+            json!({ "department": "Finance", "roles": ["approver"] }),
+            json!({ "department": "finance", "roles": ["approvers"] }),
+            json!({ "department": "finance", "roles": "disapprover" }),
+            json!({ "department": ["finance"], "roles": ["approver"] }),
+            json!({ "roles": ["approver"] }),
+        ] {
+            let got = check_access(&p, &claims(bad.clone()));
+            assert!(
+                matches!(got, Err(ProxyError::AccessDenied("access_denied_claim"))),
+                "{bad}: {got:?}"
+            );
+        }
+        let level = AccessConfig {
+            claims: vec![rule("level", ClaimTest::Equals("3".into()))],
+            ..policy(&[], &[])
+        };
+        assert!(check_access(&level, &claims(json!({ "level": 3 }))).is_ok());
+    }
+
+    #[test]
+    fn any_admits_on_one_rule_all_needs_every_rule() {
+        let all = AccessConfig {
+            claims: vec![rule("department", ClaimTest::Equals("finance".into()))],
+            ..policy(&["example.com"], &["admins"])
+        };
+        let any = AccessConfig {
+            require: Require::Any,
+            ..all.clone()
+        };
+        let only_group = json!({ "email": "a@other.test", "groups": ["admins"] });
+        assert!(matches!(
+            check_access(&all, &claims(only_group.clone())),
+            Err(ProxyError::AccessDenied("access_denied_email"))
+        ));
+        assert!(check_access(&any, &claims(only_group)).is_ok());
+        let none = json!({ "email": "a@other.test", "groups": [] });
+        assert!(matches!(
+            check_access(&any, &claims(none)),
+            Err(ProxyError::AccessDenied("access_denied_any"))
+        ));
+        let empty_any = AccessConfig {
+            require: Require::Any,
+            ..AccessConfig::default()
+        };
+        assert!(check_access(&empty_any, &claims(json!({}))).is_ok());
     }
 
     fn claims(v: Value) -> Map<String, Value> {

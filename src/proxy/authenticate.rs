@@ -1,6 +1,7 @@
-//! Cookie → session: the lookup every `api` and `page` request makes, and `/bff/user` too.
+//! Cookie → session: the lookup every request to a route with a session policy makes, the
+//! ingress auth endpoint's, and `/bff/user`'s.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
 use super::error::ProxyError;
 use super::refresh::needs_refresh;
@@ -64,17 +65,6 @@ impl Portcullis {
         }
     }
 
-    /// The `Authorization` value for a request's session, as `authenticate` would give it.
-    pub(super) async fn bearer(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
-        match self.fresh_session(headers).await? {
-            Some(hot) => hot.bearer.map(Some).ok_or(NOT_A_HEADER_VALUE),
-            None => Ok(None),
-        }
-    }
-
     /// What forwarding needs from a request's session, its token refreshed first when due; a
     /// session whose token is not due is served from the session cache.
     pub(super) async fn fresh_session(
@@ -99,4 +89,5 @@ impl Portcullis {
 }
 
 /// A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.
-const NOT_A_HEADER_VALUE: ProxyError = ProxyError::Internal("access_token_not_a_header_value");
+pub(super) const NOT_A_HEADER_VALUE: ProxyError =
+    ProxyError::Internal("access_token_not_a_header_value");

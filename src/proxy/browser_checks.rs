@@ -166,12 +166,14 @@ impl OurHosts {
         self.is_named_host(&host) && self.origin_of(&host) == origin
     }
 
-    /// A login started on a named host ends there: the OP sends the browser back to that
-    /// host's `/bff/callback` (registered at the OP), whose cookies are that host's. `None`: the
-    /// configured redirect URI.
+    /// A login started on a host named exactly (not by a wildcard: OPs match redirect URIs
+    /// exactly) ends there: the OP sends the browser back to that host's `/bff/callback`
+    /// (registered at the OP), whose cookies are that host's. `None`: the configured redirect
+    /// URI.
     pub fn redirect_uri_for(&self, req: &RequestHeader) -> Option<url::Url> {
         let host = request_host(req).ok()?.to_ascii_lowercase();
-        if self.public.as_deref() == Some(host.as_str()) || !self.is_named_host(&host) {
+        let named_exactly = self.named.iter().any(|p| p.exact() == Some(host.as_str()));
+        if self.public.as_deref() == Some(host.as_str()) || !named_exactly {
             return None;
         }
         url::Url::parse(&format!("{}/bff/callback", self.origin_of(&host))).ok()
@@ -309,9 +311,14 @@ mod tests {
             Some("https://app.example.com/bff/callback".to_string())
         );
         assert_eq!(
-            h.redirect_uri_for(&request("x.apps.example.com:443"))
+            h.redirect_uri_for(&request("APP.example.com:443"))
                 .map(String::from),
-            Some("https://x.apps.example.com/bff/callback".to_string())
+            Some("https://app.example.com/bff/callback".to_string())
+        );
+        assert_eq!(
+            h.redirect_uri_for(&request("x.apps.example.com")),
+            None,
+            "a wildcard host's callbacks cannot all be registered"
         );
         assert_eq!(h.redirect_uri_for(&request("auth.example.com")), None);
         assert_eq!(h.redirect_uri_for(&request("shop.svc")), None);

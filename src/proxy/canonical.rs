@@ -14,6 +14,10 @@ pub enum PathRejection {
     Backslash,
     /// `%2F`, `%5C` or `%2E`: a separator or dot hidden from the router.
     EncodedSeparator,
+    /// A letter, digit, `-`, `_` or `~` percent-encoded (`/%61pi`): RFC 3986 §2.3 says these
+    /// are never encoded, and a server that decodes them routes `/%61pi` as `/api` while a
+    /// prefix match on the raw path does not.
+    EncodedUnreserved,
     /// `.` or `..` segments (also with `;params`), which would escape the matched prefix.
     DotSegment,
     /// `//`: servers disagree on whether it is one segment or two.
@@ -35,6 +39,7 @@ impl PathRejection {
             PathRejection::ControlCharacter => "path_control_character",
             PathRejection::Backslash => "path_backslash",
             PathRejection::EncodedSeparator => "path_encoded_separator",
+            PathRejection::EncodedUnreserved => "path_encoded_unreserved",
             PathRejection::DotSegment => "path_dot_segment",
             PathRejection::EmptySegment => "path_empty_segment",
             PathRejection::DoubleEncoding => "path_double_encoding",
@@ -79,6 +84,9 @@ fn decode_checked(path: &[u8]) -> Result<Vec<u8>, PathRejection> {
         let byte = hex_pair(path.get(i + 1..i + 3)).ok_or(PathRejection::MalformedEscape)?;
         match byte {
             b'/' | b'\\' | b'.' => return Err(PathRejection::EncodedSeparator),
+            b if b.is_ascii_alphanumeric() || b"-_~".contains(&b) => {
+                return Err(PathRejection::EncodedUnreserved)
+            }
             b'%' if hex_pair(path.get(i + 3..i + 5))
                 .is_some_and(|b| matches!(b, b'/' | b'\\' | b'.' | b'%')) =>
             {
@@ -102,6 +110,7 @@ fn check_second_layer(decoded: &[u8]) -> Result<(), PathRejection> {
     match decode_checked(decoded) {
         Err(
             PathRejection::EncodedSeparator
+            | PathRejection::EncodedUnreserved
             | PathRejection::ControlCharacter
             | PathRejection::DoubleEncoding,
         ) => Err(PathRejection::DoubleEncoding),
@@ -171,10 +180,14 @@ mod tests {
             (b"/api%2Fsecret", EncodedSeparator),
             (b"/public/%2e%2e/api", EncodedSeparator),
             (b"/x%5Cy", EncodedSeparator),
+            (b"/%61pi/x", EncodedUnreserved),
+            (b"/api/%7Euser", EncodedUnreserved),
+            (b"/a%2Db", EncodedUnreserved),
+            (b"/%2561pi/x", DoubleEncoding),
             (b"/public/%252e%252e/api/secret", DoubleEncoding),
             (b"/public/%252fapi", DoubleEncoding),
-            (b"/%25%32%65%25%32%65/x", DoubleEncoding),
-            (b"/a%25%30%30b", DoubleEncoding),
+            (b"/%25%32%65%25%32%65/x", EncodedUnreserved),
+            (b"/a%25%30%30b", EncodedUnreserved),
             (b"/public%00/../api/secret", ControlCharacter),
             (b"/api/secret%00.png", ControlCharacter),
             (b"/a\x01b", ControlCharacter),

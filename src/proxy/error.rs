@@ -64,6 +64,9 @@ pub enum ProxyError {
     /// The client broke off its request while it was being forwarded.
     #[error("the client broke off the request")]
     ClientAborted,
+    /// Pingora refused the exchange with a status of its own choosing.
+    #[error("proxying refused with status {0}")]
+    ProxyStatus(u16),
 }
 
 impl ProxyError {
@@ -114,6 +117,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamFailed => "upstream_failed",
             ProxyError::ClientAborted => "client_aborted",
+            ProxyError::ProxyStatus(_) => "proxy_status",
         }
     }
 }

@@ -41,7 +41,7 @@ pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 pub use browser_checks::host_without_port;
 use error::ProxyError;
 pub use live::{EdgeSettings, Live, LiveConfig};
-use policy::WithoutSession;
+use policy::{is_navigation, WithoutSession};
 use respond::Reply;
 use route::Route;
 pub use route::RouteTable;
@@ -53,6 +53,7 @@ use crate::session::cookie::CookiePolicy;
 use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
+use crate::telemetry::audit;
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
 use rate_limit::RateLimiter;
@@ -219,8 +220,9 @@ impl Portcullis {
         self.authenticate_for(req, route, &live, ctx).await
     }
 
-    /// Looks the session up as the route's policy asks: its token is forwarded, or the request
-    /// passes anonymously, is refused, or (a navigation) goes to the login.
+    /// Looks the session up as the route's policy asks and holds it to the route's claim
+    /// rules: its token is forwarded, or the request passes anonymously, is refused, or (a
+    /// navigation) goes to the login.
     async fn authenticate_for(
         &self,
         req: &RequestHeader,
@@ -231,21 +233,26 @@ impl Portcullis {
         let Some(without_session) = route.policy.session else {
             return Ok(Decision::Forward);
         };
-        match self.bearer(&req.headers).await? {
-            Some(bearer) => {
-                let header_bytes = browser_checks::header_block_bytes(req);
-                browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
-                ctx.bearer = Some(bearer);
-                Ok(Decision::Forward)
-            }
-            None if without_session == WithoutSession::LoginNavigations
-                && !ctx.websocket
-                && (req.method == Method::GET || req.method == Method::HEAD) =>
-            {
-                Ok(Decision::Reply(self.login_redirect(req)))
-            }
-            None => Err(self.unauthenticated(&req.headers)),
+        let Some(session) = self.fresh_session(&req.headers).await? else {
+            return match without_session {
+                WithoutSession::PassAnonymously => Ok(Decision::Forward),
+                WithoutSession::LoginNavigations if is_navigation(req, &req.method) => {
+                    Ok(Decision::Reply(self.login_redirect(req)))
+                }
+                _ => Err(self.unauthenticated(&req.headers)),
+            };
+        };
+        if let Some(rules) = &route.config.access {
+            access::check_access(rules, &session.claims).inspect_err(|denied| {
+                let sub = session.claims.get("sub").and_then(|s| s.as_str());
+                audit("route_access", "failure", denied.reason(), sub);
+            })?;
         }
+        let bearer = session.bearer.ok_or(authenticate::NOT_A_HEADER_VALUE)?;
+        let header_bytes = browser_checks::header_block_bytes(req);
+        browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
+        ctx.bearer = Some(bearer);
+        Ok(Decision::Forward)
     }
 
     fn on_auth_port(&self, session: &Session) -> bool {
@@ -379,6 +386,7 @@ fn preflight_reply(origin: &str, route: &RouteConfig) -> Reply {
 fn proxy_failure(e: &Error) -> ProxyError {
     let downstream = e.esource() == &pingora::ErrorSource::Downstream;
     match e.etype() {
+        ErrorType::HTTPStatus(code) if (400..600).contains(code) => ProxyError::ProxyStatus(*code),
         ErrorType::ReadTimedout if downstream => ProxyError::BodyTimeout,
         _ if downstream => ProxyError::ClientAborted,
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
@@ -694,6 +702,8 @@ mod tests {
             (ErrorType::ReadTimedout, upstream, 504, Severity::Warn),
             (ErrorType::ConnectRefused, upstream, 502, Severity::Warn),
             (ErrorType::InvalidHTTPHeader, upstream, 502, Severity::Warn),
+            (ErrorType::HTTPStatus(413), downstream, 413, Severity::Info),
+            (ErrorType::HTTPStatus(503), upstream, 503, Severity::Warn),
         ];
         for (etype, source, status, severity) in cases {
             let e = proxy_failure(&failure(etype.clone(), source));

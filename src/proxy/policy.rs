@@ -3,16 +3,22 @@
 //! response phases, the ingress auth endpoint) reads these fields, never the kind, so a new kind
 //! or rule is a new arm here that the compiler makes complete.
 
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use pingora::http::RequestHeader;
+
 use super::respond::Format;
-use crate::config::RouteKind;
+use crate::config::{RouteConfig, RouteKind, SessionPolicy};
 
 /// What happens to a request that needs a session and has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WithoutSession {
     /// 401 (JSON): a script asked, and handles it.
     Refuse,
-    /// A navigation (GET or HEAD, not an upgrade) goes to the login; anything else gets 401.
+    /// A navigation (see `is_navigation`) goes to the login; anything else gets 401.
     LoginNavigations,
+    /// The request passes on anonymously (`policy: optional`).
+    PassAnonymously,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +39,19 @@ pub struct RoutePolicy {
 }
 
 impl RoutePolicy {
+    /// A configured route's policy: its kind's, with `routes[].policy` deciding whether a
+    /// session is needed.
+    pub fn resolve(route: &RouteConfig) -> RoutePolicy {
+        let policy = RoutePolicy::of(route.kind);
+        let session = match route.session {
+            None => policy.session,
+            Some(SessionPolicy::None) => None,
+            Some(SessionPolicy::User) => Some(policy.session.unwrap_or(WithoutSession::Refuse)),
+            Some(SessionPolicy::Optional) => Some(WithoutSession::PassAnonymously),
+        };
+        RoutePolicy { session, ..policy }
+    }
+
     pub const fn of(kind: RouteKind) -> RoutePolicy {
         match kind {
             RouteKind::Public => RoutePolicy {
@@ -63,6 +82,21 @@ impl RoutePolicy {
     }
 }
 
+/// Whether the browser is loading a page (a redirect to the login helps) rather than a script
+/// fetching something (which gets a 401 it can act on): a GET or HEAD that upgrades nothing,
+/// that Fetch Metadata does not mark as anything but a navigation, and without the CSRF header
+/// only scripts send. `method` is the original request's (an ingress describes it).
+pub fn is_navigation(req: &RequestHeader, method: &Method) -> bool {
+    let mode = req.headers.get(SEC_FETCH_MODE).map(HeaderValue::as_bytes);
+    (method == Method::GET || method == Method::HEAD)
+        && !req.headers.contains_key(http::header::UPGRADE)
+        && mode.is_none_or(|m| m == b"navigate")
+        && !req.headers.contains_key(X_CSRF)
+}
+
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const X_CSRF: HeaderName = HeaderName::from_static("x-csrf");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +113,23 @@ mod tests {
         let public = RoutePolicy::of(RouteKind::Public);
         assert_eq!(public.session, None);
         assert!(!public.csrf && !public.cors);
+    }
+
+    #[test]
+    fn only_a_page_load_is_a_navigation() {
+        let req = |method: &str, headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build(method, b"/", None).unwrap();
+            for (k, v) in headers {
+                r.insert_header(k.to_string(), *v).unwrap();
+            }
+            r
+        };
+        let nav = |r: &RequestHeader| is_navigation(r, &r.method);
+        assert!(nav(&req("GET", &[])));
+        assert!(nav(&req("HEAD", &[("sec-fetch-mode", "navigate")])));
+        assert!(!nav(&req("POST", &[])));
+        assert!(!nav(&req("GET", &[("sec-fetch-mode", "cors")])));
+        assert!(!nav(&req("GET", &[("x-csrf", "1")])));
+        assert!(!nav(&req("GET", &[("upgrade", "websocket")])));
     }
 }

@@ -188,6 +188,8 @@ pub fn classify(e: &ProxyError) -> Class {
         ProxyError::UpstreamTimeout => (504, "gateway_timeout", "Gateway timeout\n", Warn),
         ProxyError::UpstreamFailed => (502, "bad_gateway", "Bad gateway\n", Warn),
         ProxyError::ClientAborted => (400, "bad_request", "Bad request\n", Info),
+        ProxyError::ProxyStatus(code @ 400..=499) => (*code, "bad_request", "Bad request\n", Info),
+        ProxyError::ProxyStatus(code) => (*code, "bad_gateway", "Bad gateway\n", Warn),
     };
     Class {
         status,

@@ -29,7 +29,7 @@ impl RouteTable {
             .map(|(index, config)| Route {
                 index,
                 config: config.clone(),
-                policy: RoutePolicy::of(config.kind),
+                policy: RoutePolicy::resolve(config),
             })
             .collect();
         let mut by_precedence: Vec<usize> = (0..routes.len()).collect();
@@ -102,6 +102,8 @@ mod tests {
             websocket: false,
             allow_ambiguous_paths: false,
             allow_chunked_requests: false,
+            session: None,
+            access: None,
         }
     }
 

@@ -15,6 +15,9 @@ use crate::config::SessionConfig;
 pub struct CookiePolicy {
     session_name: String,
     txn_name: String,
+    /// The session cookie's name without its `__Host-`/`__Secure-` prefix: what `is_own`
+    /// recognises under either prefix.
+    base_name: String,
     session_attrs: String,
     txn_attrs: String,
     session_expired_attrs: String,
@@ -43,6 +46,7 @@ impl CookiePolicy {
         CookiePolicy {
             session_name: cfg.cookie_name.clone(),
             txn_name: cfg.transaction_cookie_name(),
+            base_name: unprefixed(&cfg.cookie_name).to_string(),
             session_attrs: format!(
                 "{domain}Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
                 cfg.absolute_timeout.as_secs()
@@ -91,10 +95,22 @@ impl CookiePolicy {
         format!("{}=; {}", self.txn_name, self.txn_expired_attrs)
     }
 
-    /// Whether `name` is one of portcullis's cookies. Case-insensitive on purpose: stripping
-    /// more than browsers would send is harmless, letting a variant through is not.
+    /// Whether `name` is one of portcullis's cookies, under either prefix: switching
+    /// `session.cookie_domain` on or off renames the cookie (`__Host-` ↔ `__Secure-`), and the
+    /// browser keeps the old one, with a live session behind it, until it expires.
+    /// Case-insensitive on purpose: stripping more than browsers would send is harmless,
+    /// letting a variant through is not.
     pub fn is_own(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case(&self.session_name) || name.eq_ignore_ascii_case(&self.txn_name)
+        let base = unprefixed(name);
+        let ours = self.base_name.len();
+        base.eq_ignore_ascii_case(&self.base_name)
+            || (base.len() == ours + 4
+                && base
+                    .get(..ours)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&self.base_name))
+                && base
+                    .get(ours..)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("-txn")))
     }
 
     /// The `Cookie` value to forward upstream: every cookie except portcullis's own, in order,
@@ -123,6 +139,18 @@ impl CookiePolicy {
             .trim();
         self.is_own(name)
     }
+}
+
+/// A cookie name without its `__Host-` or `__Secure-` prefix (any case).
+fn unprefixed(name: &str) -> &str {
+    ["__host-", "__secure-"]
+        .iter()
+        .find_map(|prefix| {
+            name.get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))
+                .map(|_| &name[prefix.len()..])
+        })
+        .unwrap_or(name)
 }
 
 fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -237,6 +265,14 @@ mod tests {
         assert_eq!(p.forwardable_cookies(&h).as_deref(), Some("a=1; b=2; c=3"));
         let only_ours = headers(&[&format!("__HOST-PORTCULLIS={s}")]);
         assert_eq!(p.forwardable_cookies(&only_ours), None);
+        let renamed = headers(&[&format!(
+            "__Secure-portcullis={s}; __secure-portcullis-txn={s}; portcullis=1; portcullis-txn=2; d=4"
+        )]);
+        assert_eq!(
+            p.forwardable_cookies(&renamed).as_deref(),
+            Some("d=4"),
+            "the name under the other prefix, or none, is still portcullis's"
+        );
     }
 
     #[test]

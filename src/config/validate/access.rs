@@ -1,8 +1,8 @@
 //! `access.*`: which users may log in, by e-mail domain and group claims.
 
 use super::Checker;
-use crate::config::raw::RawAccess;
-use crate::config::types::AccessConfig;
+use crate::config::raw::{RawAccess, RawClaimRule};
+use crate::config::types::{AccessConfig, ClaimRule, ClaimTest, Require};
 
 impl Checker<'_> {
     pub(super) fn access(&mut self, raw: RawAccess) -> AccessConfig {
@@ -58,10 +58,54 @@ impl Checker<'_> {
                 "must name a claim (default \"groups\")",
             );
         }
+        let claims = raw
+            .claims
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, rule)| self.claim_rule(&format!("{section}.claims[{i}]"), rule))
+            .collect();
+        let require = match raw.require.as_deref() {
+            None | Some("all") => Require::All,
+            Some("any") => Require::Any,
+            Some(other) => {
+                self.problem(
+                    format!("{section}.require"),
+                    format!("{other:?} is not allowed (use all: every rule must admit, or any: one is enough)"),
+                );
+                Require::All
+            }
+        };
         AccessConfig {
             email_domains,
             groups,
             groups_claim,
+            claims,
+            require,
         }
+    }
+
+    fn claim_rule(&mut self, key: &str, raw: RawClaimRule) -> Option<ClaimRule> {
+        let claim = match raw.claim {
+            Some(c) if !c.is_empty() => c,
+            _ => {
+                self.problem(
+                    format!("{key}.claim"),
+                    "is required (the ID-token claim to test, e.g. department)",
+                );
+                return None;
+            }
+        };
+        let test = match (raw.equals, raw.contains) {
+            (Some(v), None) => ClaimTest::Equals(v),
+            (None, Some(v)) => ClaimTest::Contains(v),
+            _ => {
+                self.problem(
+                    key,
+                    "needs exactly one of equals (the claim is this string) or contains (the claim, an array or a string, holds this string)",
+                );
+                return None;
+            }
+        };
+        Some(ClaimRule { claim, test })
     }
 }

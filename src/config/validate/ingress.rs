@@ -21,9 +21,28 @@ const DEFAULT_IDENTITY_HEADERS: [(&str, &str); 4] = [
     ("x-auth-request-groups", ""),
 ];
 
-/// Headers the ingress copies upstream from portcullis's answer besides the identity headers;
-/// an identity header may not take their place.
-const ANSWER_HEADERS: [&str; 3] = ["authorization", "cookie", "cache-control"];
+/// Headers an identity header may not be: portcullis's own in the answer, and those that frame,
+/// route or redirect a message (a claim must never choose the upstream `Host`, nor break the
+/// answer's framing).
+const RESERVED_HEADERS: [&str; 17] = [
+    "authorization",
+    "cookie",
+    "cache-control",
+    "set-cookie",
+    "host",
+    "location",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+];
 
 impl Checker<'_> {
     pub(super) fn ingress_auth(
@@ -137,11 +156,13 @@ impl Checker<'_> {
                 self.problem(key, "is not a header name");
                 continue;
             };
-            if ANSWER_HEADERS.contains(&header.as_str()) || headers.iter().any(|h| h.name == header)
-            {
+            let reserved = RESERVED_HEADERS.contains(&header.as_str())
+                || header.as_str().starts_with("x-forwarded-")
+                || header.as_str().starts_with("content-");
+            if reserved || headers.iter().any(|h| h.name == header) {
                 self.problem(
                     key,
-                    "is already in the answer (Authorization, Cookie and Cache-Control are portcullis's; each header once)",
+                    "cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)",
                 );
                 continue;
             }
@@ -195,6 +216,28 @@ impl Checker<'_> {
         hosts
     }
 
+    fn wildcards_need_a_cookie_domain(
+        &mut self,
+        ingress: Option<&IngressAuthConfig>,
+        routes: &[RouteConfig],
+    ) {
+        let fix = "names hosts by a wildcard and needs a session, but without session.cookie_domain its logins end on public_url's host, whose cookie it never sees (set session.cookie_domain, or name the hosts exactly)";
+        for (i, host) in ingress.map_or(&[][..], |a| &a.hosts).iter().enumerate() {
+            let needs_session = host.paths.iter().any(|p| p.kind != RouteKind::Public);
+            if host.host.exact().is_none() && needs_session {
+                self.problem(format!("ingress_auth.hosts[{i}].host"), fix);
+            }
+        }
+        for (i, route) in routes.iter().enumerate() {
+            let wildcard = route.host.as_ref().is_some_and(|h| h.exact().is_none());
+            let needs_session = route.session != Some(SessionPolicy::None)
+                && (route.kind != RouteKind::Public || route.session.is_some());
+            if wildcard && needs_session {
+                self.problem(format!("routes[{i}].host"), fix);
+            }
+        }
+    }
+
     fn ingress_paths(
         &mut self,
         key: &str,
@@ -241,15 +284,18 @@ impl Checker<'_> {
         rules
     }
 
-    /// `session.cookie_domain` must cover every host that logs in or asks about a session,
-    /// else the browser would never send the cookie there.
+    /// Every host that needs a session must be able to get its cookie: `session.cookie_domain`
+    /// must cover it; without one, a wildcard-named host cannot, since its logins end on
+    /// `public_url`'s host (an OP registers redirect URIs exactly, so they cannot end on it).
     pub(super) fn cookie_domain_covers(
         &mut self,
         session: &SessionConfig,
         public_host: &str,
         ingress: Option<&IngressAuthConfig>,
+        routes: &[RouteConfig],
     ) {
         let Some(domain) = &session.cookie_domain else {
+            self.wildcards_need_a_cookie_domain(ingress, routes);
             return;
         };
         let covers = |host: &str| host == domain || host.ends_with(&format!(".{domain}"));

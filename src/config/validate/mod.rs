@@ -66,20 +66,20 @@ pub fn validate(
     let public_origin = public.as_ref().map(origin_of).unwrap_or_default();
     let oidc = c.oidc(raw.oidc, &public_origin);
     let session = c.session(raw.session);
+    let access = c.access(raw.access);
     let ingress_enabled = raw.ingress_auth.enabled.unwrap_or(false);
-    let routes = c.routes(raw.routes, ingress_enabled);
+    let routes = c.routes(raw.routes, ingress_enabled, &access.groups_claim);
     let server = c.server(&raw.server);
     let log = c.log(&raw.log);
     let security = c.security(raw.security);
-    let access = c.access(raw.access);
     let telemetry = c.telemetry(raw.telemetry);
     let ingress_auth = c.ingress_auth(raw.ingress_auth, &access);
     if let Some(ingress) = &ingress_auth {
         c.ingress_listen_apart(ingress.listen, listen, admin_listen);
     }
-    if let (Some(session), Some(public)) = (&session, &public) {
+    if let (Some(session), Some(public), Some(routes)) = (&session, &public, &routes) {
         let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();
-        c.cookie_domain_covers(session, &public_host, ingress_auth.as_ref());
+        c.cookie_domain_covers(session, &public_host, ingress_auth.as_ref(), routes);
     }
 
     if !c.problems.is_empty() {

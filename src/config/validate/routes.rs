@@ -10,6 +10,7 @@ impl Checker<'_> {
         &mut self,
         raw: Vec<RawRoute>,
         may_be_empty: bool,
+        groups_claim: &str,
     ) -> Option<Vec<RouteConfig>> {
         if raw.is_empty() && !may_be_empty {
             self.problem(
@@ -20,7 +21,7 @@ impl Checker<'_> {
         }
         let mut routes = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r) {
+            if let Some(route) = self.route(i, r, groups_claim) {
                 let same = |o: &RouteConfig| o.prefix == route.prefix && o.host == route.host;
                 if let Some(j) = routes.iter().position(same) {
                     self.problem(
@@ -37,7 +38,8 @@ impl Checker<'_> {
         Some(routes)
     }
 
-    fn route(&mut self, i: usize, raw: RawRoute) -> Option<RouteConfig> {
+    /// `groups_claim`: the global `access.groups_claim`, the default of the route's own rules.
+    fn route(&mut self, i: usize, raw: RawRoute, groups_claim: &str) -> Option<RouteConfig> {
         let key = |k: &str| format!("routes[{i}].{k}");
         let prefix = match raw.path {
             Some(p) if p.starts_with('/') && !p.contains(['?', '#', '%', '\\']) => {
@@ -76,6 +78,22 @@ impl Checker<'_> {
             Some(h) => Some(self.host_pattern(&key("host"), Some(h))?),
             None => None,
         };
+        let session = match raw.policy.as_deref() {
+            None => None,
+            Some("none") => Some(SessionPolicy::None),
+            Some("user") => Some(SessionPolicy::User),
+            Some("optional") => Some(SessionPolicy::Optional),
+            Some(other) => {
+                self.problem(
+                    key("policy"),
+                    format!("{other:?} is not a policy (use none, user or optional)"),
+                );
+                None
+            }
+        };
+        let access = raw
+            .access
+            .map(|a| self.access_rules(&key("access"), a, groups_claim));
         let methods = raw
             .methods
             .as_ref()
@@ -89,6 +107,8 @@ impl Checker<'_> {
             websocket: raw.websocket,
             allow_ambiguous_paths: raw.allow_ambiguous_paths,
             allow_chunked_requests: raw.allow_chunked_requests,
+            session,
+            access,
         })
     }
 

@@ -13,18 +13,19 @@ pub mod original;
 use std::net::IpAddr;
 
 use http::header::HeaderValue;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde_json::{Map, Value};
 
 use self::original::Original;
 use super::access::check_access;
+use super::authenticate::NOT_A_HEADER_VALUE;
 use super::bff::{require_csrf_header, validate_return_to};
 use super::canonical;
 use super::error::ProxyError;
 use super::live::Live;
-use super::policy::{RoutePolicy, WithoutSession};
+use super::policy::{is_navigation, RoutePolicy, WithoutSession};
 use super::respond::{error_reply, Format, Reply};
 use super::route::matches_at_boundary;
 use super::Portcullis;
@@ -56,7 +57,14 @@ impl IngressPolicy {
             .hosts
             .iter()
             .map(|h| {
-                let mut paths = h.paths.clone();
+                let mut paths: Vec<PathRule> = h
+                    .paths
+                    .iter()
+                    .map(|p| PathRule {
+                        prefix: p.prefix.to_ascii_lowercase(),
+                        kind: p.kind,
+                    })
+                    .collect();
                 paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
                 HostPolicy {
                     host: h.host.clone(),
@@ -88,10 +96,13 @@ impl IngressPolicy {
 }
 
 impl HostPolicy {
+    /// Matched without regard to case: controllers that route case-insensitively (ingress-nginx
+    /// with regex paths) must not get `/API/x` judged as anything but `/api/`'s.
     fn kind_for(&self, path: &str) -> Option<RouteKind> {
+        let path = path.to_ascii_lowercase();
         self.paths
             .iter()
-            .find(|p| matches_at_boundary(&p.prefix, path))
+            .find(|p| matches_at_boundary(&p.prefix, &path))
             .map(|p| p.kind)
     }
 }
@@ -259,10 +270,7 @@ impl Portcullis {
             }
         }
         // A token with bytes a header cannot carry would be a broken OP: refuse, never mangle.
-        let bearer = hot
-            .bearer
-            .clone()
-            .ok_or(ProxyError::Internal("access_token_not_a_header_value"))?;
+        let bearer = hot.bearer.clone().ok_or(NOT_A_HEADER_VALUE)?;
         Ok(Verdict::Allow(bearer, hot))
     }
 
@@ -310,7 +318,8 @@ fn claim_value(claims: &Map<String, Value>, name: &str) -> HeaderValue {
         Some(v) => scalar_text(v).unwrap_or_default(),
         None => String::new(),
     };
-    HeaderValue::from_str(&text).unwrap_or(EMPTY)
+    // UTF-8 passes as opaque bytes (as oauth2-proxy sends it); CR, LF and NUL are refused.
+    HeaderValue::from_bytes(text.as_bytes()).unwrap_or(EMPTY)
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -322,25 +331,15 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// Whether the browser is loading a page (a redirect to the login is useful) rather than a
-/// script fetching something (which gets a 401 it can act on): a GET or HEAD, not marked by Fetch
-/// Metadata as anything but a navigation, and without the CSRF header only scripts send.
-fn is_navigation(req: &RequestHeader, method: &Method) -> bool {
-    let mode = req.headers.get(SEC_FETCH_MODE).map(HeaderValue::as_bytes);
-    (method == Method::GET || method == Method::HEAD)
-        && mode.is_none_or(|m| m == b"navigate")
-        && !req.headers.contains_key(X_CSRF)
-}
-
-const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
-const X_CSRF: http::HeaderName = http::HeaderName::from_static("x-csrf");
-
 /// Where a navigation without a session is sent: the login on the same host, returning to the
-/// page asked for (or `/` if that is not a path the login would return to).
+/// page asked for (its root if that is not a path the login would return to) by its absolute
+/// URL, since a login on a wildcard-named host ends on `public_url`'s host.
 fn login_url(scheme: &str, original: &Original) -> String {
-    let return_to = validate_return_to(&original.target).unwrap_or("/");
-    let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-    format!("{scheme}://{}/bff/login?rd={encoded}", original.authority)
+    let path = validate_return_to(&original.target).unwrap_or("/");
+    let origin = format!("{scheme}://{}", original.authority);
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(format!("{origin}{path}").as_bytes()).collect();
+    format!("{origin}/bff/login?rd={encoded}")
 }
 
 #[cfg(test)]
@@ -360,6 +359,13 @@ mod tests {
         assert_eq!(claim_value(c, "email_verified"), "true");
         assert_eq!(claim_value(c, "address"), "");
         assert_eq!(claim_value(c, "evil"), "");
+        let named = json!({ "preferred_username": "józef", "groups": ["équipe", "b"] });
+        let c = named.as_object().unwrap();
+        assert_eq!(
+            claim_value(c, "preferred_username").as_bytes(),
+            "józef".as_bytes()
+        );
+        assert_eq!(claim_value(c, "groups").as_bytes(), "équipe,b".as_bytes());
         assert_eq!(claim_value(c, "missing"), "");
     }
 
@@ -401,6 +407,7 @@ mod tests {
         let app = p.host("app.example.com").unwrap();
         assert_eq!(app.kind_for("/api/x"), Some(RouteKind::Api));
         assert_eq!(app.kind_for("/apix"), Some(RouteKind::Page));
+        assert_eq!(app.kind_for("/API/x"), Some(RouteKind::Api));
         assert_eq!(
             p.host("other.example.com").unwrap().kind_for("/x"),
             Some(RouteKind::Public)
