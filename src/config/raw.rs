@@ -102,6 +102,11 @@ pub struct RawOidc {
     pub send_id_token_hint: Option<bool>,
     #[serde(default)]
     pub allow_plaintext_http: bool,
+    pub pushed_authorization_requests: Option<String>,
+    pub client_key_file: Option<String>,
+    pub client_key_alg: Option<String>,
+    pub client_key_id: Option<String>,
+    pub dpop: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +144,8 @@ pub struct RawRoute {
     pub allow_ambiguous_paths: bool,
     #[serde(default)]
     pub allow_chunked_requests: bool,
+    #[serde(default)]
+    pub dpop: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

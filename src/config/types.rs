@@ -35,13 +35,69 @@ pub struct Config {
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: a JWT signed with the client's own key (`oidc.client_key_file`).
+    PrivateKeyJwt,
+}
+
+/// `oidc.pushed_authorization_requests` (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParMode {
+    /// The authorization request goes through the browser, as before PAR.
+    Off,
+    /// PAR when discovery advertises `pushed_authorization_request_endpoint`.
+    Auto,
+    /// PAR always; an OP without it is refused (start-up) or reported (`/readyz`).
+    Required,
+}
+
+/// The JWS algorithms a client assertion may be signed with (FAPI 2.0 §5.4: PS256 or ES256;
+/// RS256 for OPs that offer nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    Es256,
+    Ps256,
+    Rs256,
+}
+
+impl SigningAlg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::Ps256 => "PS256",
+            SigningAlg::Rs256 => "RS256",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SigningAlg> {
+        match name {
+            "ES256" => Some(SigningAlg::Es256),
+            "PS256" => Some(SigningAlg::Ps256),
+            "RS256" => Some(SigningAlg::Rs256),
+            _ => None,
+        }
+    }
+}
+
+/// The client's signing key for `private_key_jwt`: read again whenever the file changes, so it
+/// can rotate without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientKeyConfig {
+    pub file: std::path::PathBuf,
+    pub alg: SigningAlg,
+    /// The JWS `kid`: `oidc.client_key_id`, else the JWK's own `kid`, else none.
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: Secret<String>,
+    /// `None` with `private_key_jwt`, which needs no shared secret.
+    pub client_secret: Option<Secret<String>>,
+    pub client_key: Option<ClientKeyConfig>,
+    pub pushed_authorization_requests: ParMode,
+    /// RFC 9449: a DPoP key per session, proofs on token requests, DPoP-bound tokens.
+    pub dpop: bool,
     pub scopes: Vec<String>,
     pub post_logout_redirect_uri: Url,
     pub auth_method: TokenAuthMethod,
@@ -182,6 +238,8 @@ pub struct RouteConfig {
     pub allow_ambiguous_paths: bool,
     /// Requests with a chunked body are accepted (strictly checked, then buffered) on this route.
     pub allow_chunked_requests: bool,
+    /// Forward the session's DPoP-bound token as `Authorization: DPoP` with a fresh proof.
+    pub dpop: bool,
 }
 
 /// Portcullis as the external auth service of an ingress controller: it answers, per request,

@@ -83,6 +83,7 @@ impl Checker<'_> {
             websocket: raw.websocket,
             allow_ambiguous_paths: raw.allow_ambiguous_paths,
             allow_chunked_requests: raw.allow_chunked_requests,
+            dpop: raw.dpop,
         })
     }
 
