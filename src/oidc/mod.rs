@@ -2,9 +2,14 @@
 //! ID-token validation, refresh, and the RP-initiated logout URL. It knows nothing of Pingora;
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
+mod client_key;
+pub mod dpop;
 mod error;
+mod features;
 mod jose;
 mod logout_token;
+mod op_http;
+mod par;
 mod tokens;
 
 use std::borrow::Cow;
@@ -12,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
@@ -29,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use url::Url;
 
+pub use client_key::ClientKey;
 pub use error::OidcError;
 pub use logout_token::{LogoutToken, LogoutTokenRejected};
 pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
@@ -37,6 +43,9 @@ use crate::config::{OidcConfig, TokenAuthMethod};
 use crate::secret::Secret;
 use crate::session::crypto::random_token;
 use crate::telemetry::SPAN_TARGET;
+use client_key::ClientKeySource;
+use dpop::DpopKey;
+use op_http::{form_request, Assertion, DpopNonce, OpCall};
 
 /// Provider metadata members openidconnect does not model but portcullis relies on.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -47,6 +56,11 @@ pub struct ExtraMetadata {
     pub revocation_endpoint: Option<Url>,
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Vec<String>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -106,6 +120,8 @@ pub struct AuthorizationRequest {
     pub state: Secret<String>,
     pub nonce: Secret<String>,
     pub pkce_verifier: Secret<String>,
+    /// The DPoP key the code will be bound to (`dpop_jkt`), with `oidc.dpop`.
+    pub dpop_key: Option<Secret<String>>,
 }
 
 /// The OP client. Its settings (`oidc.*`) and what discovery found are swapped together, so a
@@ -118,6 +134,11 @@ pub struct Oidc {
     jwks_refetched: tokio::sync::Mutex<Option<Instant>>,
     /// Time spent waiting on the OP, by call: it tells an OP's latency apart from portcullis's.
     op_duration: HistogramVec,
+    /// The OP's latest `DPoP-Nonce` (RFC 9449 §8).
+    dpop_nonce: Arc<DpopNonce>,
+    /// Why the last discovery found the OP unfit for the configuration (a feature it
+    /// dropped); `/readyz` reports it while the previous discovery stays in use.
+    incompatible: ArcSwapOption<String>,
 }
 
 /// The settings in force, the HTTP client built from them, and the provider discovered with
@@ -125,6 +146,8 @@ pub struct Oidc {
 struct Current {
     cfg: Arc<OidcConfig>,
     http: openidconnect::reqwest::Client,
+    /// The `private_key_jwt` key, read again when its file changes.
+    client_key: Option<Arc<ClientKeySource>>,
     provider: Option<Arc<Provider>>,
 }
 
@@ -150,12 +173,15 @@ impl Oidc {
         Ok(Oidc {
             redirect_uri,
             current: ArcSwap::from_pointee(Current {
+                client_key: client_key_source(&cfg),
                 cfg: Arc::new(cfg),
                 http,
                 provider: None,
             }),
             jwks_refetched: tokio::sync::Mutex::new(None),
             op_duration,
+            dpop_nonce: Arc::default(),
+            incompatible: ArcSwapOption::empty(),
         })
     }
 
@@ -190,10 +216,6 @@ impl Oidc {
         self.current.load().cfg.clone()
     }
 
-    fn http(&self) -> openidconnect::reqwest::Client {
-        self.current.load().http.clone()
-    }
-
     pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {
         self.current
             .load()
@@ -210,10 +232,39 @@ impl Oidc {
     /// result in. On failure the previous provider (if any) stays in use.
     pub async fn discover(&self) -> Result<(), OidcError> {
         let current = self.current.load_full();
-        let metadata = self.fetch_metadata(&current.cfg, &current.http).await?;
+        let metadata = match self.fetch_metadata(&current.cfg, &current.http).await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                if matches!(e, OidcError::Incompatible { .. }) {
+                    self.incompatible.store(Some(Arc::new(e.to_string())));
+                }
+                return Err(e);
+            }
+        };
+        self.incompatible.store(None);
         let provider = provider_from(&current.cfg, &self.redirect_uri, metadata);
         self.install(&current.cfg, provider);
         Ok(())
+    }
+
+    /// Why the OP's latest discovery cannot serve the configuration, if it cannot.
+    pub fn incompatibility(&self) -> Option<Arc<String>> {
+        self.incompatible.load_full()
+    }
+
+    /// A call to the OP authenticated as `current`'s client, with proofs of `dpop` if given.
+    fn op_call(&self, current: &Current, dpop: Option<DpopKey>) -> OpCall {
+        let assertion = current.client_key.clone().map(|key| Assertion {
+            key,
+            client_id: current.cfg.client_id.clone(),
+            audience: current.cfg.issuer.clone(),
+        });
+        OpCall {
+            http: current.http.clone(),
+            assertion,
+            dpop,
+            nonce: self.dpop_nonce.clone(),
+        }
     }
 
     /// New settings, made ready without touching the ones in force: the HTTP client, and the
@@ -229,6 +280,7 @@ impl Oidc {
         };
         let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
         Ok(Prepared(Current {
+            client_key: client_key_source(&cfg),
             cfg: Arc::new(cfg),
             http,
             provider,
@@ -272,6 +324,7 @@ impl Oidc {
                 message: "the provider does not advertise PKCE S256 in code_challenge_methods_supported (enable PKCE with S256 for this client at the provider)".into(),
             });
         }
+        features::check(cfg, &metadata)?;
         Ok(metadata)
     }
 
@@ -284,6 +337,7 @@ impl Oidc {
                 Arc::new(Current {
                     cfg: current.cfg.clone(),
                     http: current.http.clone(),
+                    client_key: current.client_key.clone(),
                     provider: Some(provider.clone()),
                 })
             } else {
@@ -332,14 +386,16 @@ impl Oidc {
     }
 
     /// Builds the authorization request: code flow, fresh PKCE S256, state and nonce of 256
-    /// bits each, the configured scopes, and only allow-listed extra parameters.
+    /// bits each, the configured scopes, and only allow-listed extra parameters; with
+    /// `oidc.dpop`, a fresh DPoP key whose thumbprint binds the code (`dpop_jkt`, RFC 9449
+    /// §10); with PAR, pushed to the OP so the browser sees only `request_uri`.
     /// `redirect_uri` replaces the configured one (a login on another of portcullis's hosts).
-    pub fn authorization_request(
+    pub async fn authorization_request(
         &self,
         provider: &Provider,
         extra_params: &[(String, String)],
         redirect_uri: Option<&Url>,
-    ) -> AuthorizationRequest {
+    ) -> Result<AuthorizationRequest, OidcError> {
         let cfg = self.config();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = random_token::<32>();
@@ -360,13 +416,27 @@ impl Oidc {
         for (k, v) in extra_params {
             req = req.add_extra_param(k.clone(), v.clone());
         }
-        let (url, _, _) = req.url();
-        AuthorizationRequest {
+        let dpop_key = if cfg.dpop {
+            let key = DpopKey::generate().map_err(|e| OidcError::Credentials {
+                reason: "dpop_key_failed",
+                detail: e.to_string(),
+            })?;
+            req = req.add_extra_param("dpop_jkt", key.thumbprint().to_string());
+            Some(key.stored())
+        } else {
+            None
+        };
+        let (mut url, _, _) = req.url();
+        if let Some(endpoint) = par::endpoint(cfg.pushed_authorization_requests, provider)? {
+            url = self.push(provider, endpoint, &url).await?;
+        }
+        Ok(AuthorizationRequest {
             url,
             state: Secret::new(state),
             nonce: Secret::new(nonce),
             pkce_verifier: Secret::new(verifier.secret().clone()),
-        }
+            dpop_key,
+        })
     }
 
     /// The RP-initiated logout URL (RP-Initiated Logout 1.0 §2) carrying `state`, or `None`
@@ -400,33 +470,26 @@ impl Oidc {
             return;
         };
         let kind = kind.hint();
-        let cfg = self.config();
-        let mut form = vec![("token", token), ("token_type_hint", kind)];
-        let mut request = self.http().post(endpoint);
-        request = match cfg.auth_method {
-            TokenAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-url-encode both parts before Basic encoding.
-                let id: String =
-                    url::form_urlencoded::byte_serialize(cfg.client_id.as_bytes()).collect();
-                let secret: String =
-                    url::form_urlencoded::byte_serialize(cfg.client_secret.expose().as_bytes())
-                        .collect();
-                request.basic_auth(id, Some(secret))
+        let current = self.current.load_full();
+        let form = vec![
+            ("token".to_string(), token.to_string()),
+            ("token_type_hint".to_string(), kind.to_string()),
+        ];
+        let sent = match form_request(&endpoint, form, &current.cfg) {
+            Ok(request) => {
+                let call = self.op_call(&current, None);
+                self.timed("revocation", call.send(request)).await
             }
-            TokenAuthMethod::ClientSecretPost => {
-                form.push(("client_id", &cfg.client_id));
-                form.push(("client_secret", cfg.client_secret.expose()));
-                request
-            }
+            Err(e) => Err(e),
         };
-        match self.timed("revocation", request.form(&form).send()).await {
+        match sent {
             Ok(resp) if resp.status().is_success() => tracing::debug!(kind, "token revoked"),
             Ok(resp) => tracing::warn!(
                 kind,
                 status = resp.status().as_u16(),
                 "token revocation refused"
             ),
-            Err(e) => tracing::warn!(kind, error = %error_chain(&e), "token revocation failed"),
+            Err(e) => tracing::warn!(kind, error = %e, "token revocation failed"),
         }
     }
 
@@ -441,14 +504,20 @@ impl Oidc {
 
 /// The openidconnect client for `cfg` on a discovered provider.
 fn provider_from(cfg: &OidcConfig, redirect_uri: &Url, metadata: Metadata) -> Provider {
+    // Without a secret, openidconnect puts only `client_id` in the body; `OpCall` adds the
+    // `private_key_jwt` assertion beside it.
     let auth_type = match cfg.auth_method {
-        TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+        TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::PrivateKeyJwt => AuthType::BasicAuth,
         TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
     };
+    let secret = cfg
+        .client_secret
+        .as_ref()
+        .map(|s| ClientSecret::new(s.expose().clone()));
     let client = CoreClient::from_provider_metadata(
         metadata.clone(),
         ClientId::new(cfg.client_id.clone()),
-        Some(ClientSecret::new(cfg.client_secret.expose().clone())),
+        secret,
     )
     .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
     .set_auth_type(auth_type);
@@ -457,6 +526,12 @@ fn provider_from(cfg: &OidcConfig, redirect_uri: &Url, metadata: Metadata) -> Pr
         metadata,
         client,
     }
+}
+
+fn client_key_source(cfg: &OidcConfig) -> Option<Arc<ClientKeySource>> {
+    cfg.client_key
+        .clone()
+        .map(|key| Arc::new(ClientKeySource::new(key)))
 }
 
 /// Which kind of token a revocation names (RFC 7009 `token_type_hint`).
