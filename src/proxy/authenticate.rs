@@ -1,10 +1,13 @@
 //! Cookie → session: the lookup every `api` and `page` request makes, and `/bff/user` too.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderValue};
 
 use super::error::ProxyError;
 use super::refresh::needs_refresh;
 use super::Portcullis;
+use crate::oidc::dpop::UpstreamDpop;
 use crate::session::cache::HotSession;
 use crate::session::cookie::Presented;
 use crate::session::{unix_now, CookieSecret, SessionData};
@@ -64,15 +67,19 @@ impl Portcullis {
         }
     }
 
-    /// The `Authorization` value for a request's session, as `authenticate` would give it.
-    pub(super) async fn bearer(
+    /// What a request's session forwards, as `authenticate` would give it.
+    pub(super) async fn credentials(
         &self,
         headers: &HeaderMap,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
-        match self.fresh_session(headers).await? {
-            Some(hot) => hot.bearer.map(Some).ok_or(NOT_A_HEADER_VALUE),
-            None => Ok(None),
-        }
+    ) -> Result<Option<Credentials>, ProxyError> {
+        let Some(hot) = self.fresh_session(headers).await? else {
+            return Ok(None);
+        };
+        let bearer = hot.bearer.ok_or(NOT_A_HEADER_VALUE)?;
+        Ok(Some(Credentials {
+            bearer,
+            dpop: hot.dpop,
+        }))
     }
 
     /// What forwarding needs from a request's session, its token refreshed first when due; a
@@ -96,6 +103,12 @@ impl Portcullis {
             .await?
             .map(|auth| HotSession::of(&auth.data)))
     }
+}
+
+/// The `Authorization: Bearer` value, and the DPoP binding a `dpop: true` route uses instead.
+pub(super) struct Credentials {
+    pub bearer: HeaderValue,
+    pub dpop: Option<Arc<UpstreamDpop>>,
 }
 
 /// A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.

@@ -98,8 +98,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => "body_timeout",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::Store(_) => "store_unavailable",
-            ProxyError::Oidc(OidcError::NotReady) => "oidc_not_ready",
-            ProxyError::Oidc(_) => "oidc_error",
+            ProxyError::Oidc(e) => e.reason(),
             ProxyError::RefreshUnavailable => "refresh_unavailable",
             ProxyError::Internal(r) => r,
         }

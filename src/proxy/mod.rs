@@ -12,6 +12,7 @@ mod authenticate;
 mod bff;
 mod browser_checks;
 pub mod canonical;
+mod dpop;
 mod error;
 mod hop_by_hop;
 mod ingress;
@@ -44,6 +45,7 @@ pub use route::RouteTable;
 
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::metrics::{Metrics, RequestSeries};
+use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
 use crate::session::crypto::random_token;
@@ -62,6 +64,8 @@ pub struct RequestCtx {
     /// Metric label: a route kind, `bff`, or `none` before routing.
     label: &'static str,
     bearer: Option<HeaderValue>,
+    /// Set on `dpop: true` routes: the token goes as `Authorization: DPoP` with a proof.
+    dpop: Option<Arc<UpstreamDpop>>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
@@ -72,6 +76,14 @@ pub struct RequestCtx {
     /// The reloadable configuration as it was when the request began; used to its end.
     live: Arc<Live>,
     _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    /// Forward the session's credentials: its DPoP binding only on a route that asked for it.
+    fn forward(&mut self, credentials: authenticate::Credentials, dpop_route: bool) {
+        self.bearer = Some(credentials.bearer);
+        self.dpop = credentials.dpop.filter(|_| dpop_route);
+    }
 }
 
 pub struct Portcullis {
@@ -248,18 +260,20 @@ impl Portcullis {
                     live.origins.check_request_origin(req)?;
                 }
                 ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
-                let bearer = self
-                    .bearer(&req.headers)
+                let credentials = self
+                    .credentials(&req.headers)
                     .await?
                     .ok_or_else(|| self.unauthenticated(&req.headers))?;
-                browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
-                ctx.bearer = Some(bearer);
+                let bearer = &credentials.bearer;
+                browser_checks::check_forwarded_size(header_bytes, bearer, &live.limits)?;
+                ctx.forward(credentials, route.dpop);
                 Ok(Decision::Forward)
             }
-            RouteKind::Page => match self.bearer(&req.headers).await? {
-                Some(bearer) => {
-                    browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
-                    ctx.bearer = Some(bearer);
+            RouteKind::Page => match self.credentials(&req.headers).await? {
+                Some(credentials) => {
+                    let bearer = &credentials.bearer;
+                    browser_checks::check_forwarded_size(header_bytes, bearer, &live.limits)?;
+                    ctx.forward(credentials, route.dpop);
                     Ok(Decision::Forward)
                 }
                 None if !ctx.websocket
@@ -364,6 +378,7 @@ impl ProxyHttp for Portcullis {
             route: None,
             label: "none",
             bearer: None,
+            dpop: None,
             websocket: false,
             cors_origin: None,
             request_id: RequestId::default(),
@@ -449,6 +464,10 @@ impl ProxyHttp for Portcullis {
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
+        let route = ctx.route.and_then(|i| ctx.live.routes.get(i));
+        if let (Some(binding), Some(route)) = (&ctx.dpop, route) {
+            dpop::authorize(upstream_request, binding, &route.upstream)?;
+        }
         self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())
     }

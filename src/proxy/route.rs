@@ -61,6 +61,7 @@ mod tests {
             websocket: false,
             allow_ambiguous_paths: false,
             allow_chunked_requests: false,
+            dpop: false,
         }
     }
 
