@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod configmap;
+pub mod dpop;
 pub mod jaeger;
 pub mod op;
 pub mod portcullis;
@@ -148,6 +149,7 @@ impl World {
             refresh_delay_ms: opts.refresh_delay_ms,
             revocation_delay_ms: opts.revocation_delay_ms,
             backchannel: opts.backchannel,
+            env: Vec::new(),
         });
         let store = match (&opts.store_url, &redis) {
             (Some(url), _) => portcullis::Store::Redis(url.clone()),
