@@ -284,10 +284,31 @@ async fn required_par_against_an_op_without_it_refuses_to_start() {
     let config = fapi_config(&w.proxy, &w.op, &w.upstream, &key_file, "");
     let (code, logs) = w.proxy.start_expecting_exit(&config).await;
     assert_eq!(code, Some(2), "{logs}");
-    assert!(
-        logs.contains("oidc.pushed_authorization_requests: is required, but the provider does not advertise pushed_authorization_request_endpoint (enable PAR at the provider, or set auto or off)"),
-        "{logs}"
-    );
+    let problem = "oidc.pushed_authorization_requests: is required, but the provider does not advertise pushed_authorization_request_endpoint (enable PAR at the provider, or set auto or off)";
+    assert!(logs.contains(problem), "{logs}");
+
+    // `check` alone cannot know; `check --probe` asks the OP and says the same.
+    let config_path = w.proxy.config_path();
+    let (code, _, stderr) = check(&config_path, &["--probe"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr, format!("{}: {problem}\n", config_path.display()));
+    assert_eq!(check(&config_path, &[]).0, Some(0));
+}
+
+/// `portcullis check [args] --config path`: exit code, stdout, stderr.
+fn check(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("portcullis runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,17 +380,12 @@ fn check_names_an_unusable_key_file_and_the_fix() {
             ),
         )
         .expect("write the config");
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check", "--config"])
-            .arg(&config)
-            .output()
-            .expect("portcullis runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, _, stderr) = check(&config, &[]);
         if expected.is_empty() {
-            assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+            assert_eq!(code, Some(0), "{name}: {stderr}");
             continue;
         }
-        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(code, Some(2), "{name}: {stderr}");
         let line = format!("{}: oidc.client_key_file: ", config.display());
         let path = key.display().to_string();
         assert!(

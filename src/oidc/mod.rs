@@ -247,6 +247,17 @@ impl Oidc {
         Ok(())
     }
 
+    /// `check --probe`: one discovery with `cfg`, checked as `serve` checks it (PKCE, and
+    /// the PAR, `private_key_jwt` and DPoP support the configuration needs), then dropped.
+    pub async fn probe(cfg: OidcConfig, redirect_uri: Url) -> Result<(), OidcError> {
+        let unregistered = HistogramVec::new(
+            prometheus::HistogramOpts::new("probe_op_duration_seconds", "unregistered"),
+            &["call"],
+        )
+        .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        Oidc::new(cfg, redirect_uri, unregistered)?.discover().await
+    }
+
     /// Why the OP's latest discovery cannot serve the configuration, if it cannot.
     pub fn incompatibility(&self) -> Option<Arc<String>> {
         self.incompatible.load_full()
