@@ -289,6 +289,10 @@ impl Oidc {
         } else {
             current.provider.as_ref().map(|p| p.metadata.clone())
         };
+        // The same OP, but perhaps newly asked for PAR, private_key_jwt or DPoP.
+        if let Some(metadata) = &provider {
+            features::check(&cfg, metadata)?;
+        }
         let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
         Ok(Prepared(Current {
             client_key: client_key_source(&cfg),
