@@ -417,6 +417,106 @@ mod tests {
         assert_eq!(err, "PS256 needs an RSA key, but the file holds an EC key (set oidc.client_key_alg to match the key, or replace the key)");
     }
 
+    /// Whether `jwt`'s signature verifies with the key in `der`; its claims.
+    fn verified_claims(jwt: &str, der: &[u8]) -> Option<Value> {
+        use ring::signature::KeyPair as _;
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der,
+            &SystemRandom::new(),
+        )
+        .ok()?;
+        let (input, sig) = jwt.rsplit_once('.')?;
+        signature::UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_FIXED,
+            pair.public_key().as_ref(),
+        )
+        .verify(input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).ok()?)
+        .ok()?;
+        let claims = input.split('.').nth(1)?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
+    }
+
+    #[test]
+    fn a_rotated_key_file_is_read_again_and_a_broken_one_keeps_the_last_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        let (first, second) = (ec_pkcs8(), ec_pkcs8());
+        std::fs::write(&path, pem("PRIVATE KEY", &first)).unwrap();
+        let source = ClientKeySource::new(ClientKeyConfig {
+            file: path.clone(),
+            alg: SigningAlg::Es256,
+            kid: None,
+        });
+        let a = source.assertion("bff", "https://op.test").unwrap();
+        let claims = verified_claims(&a, &first).expect("signed with the first key");
+        assert_eq!(
+            (claims["iss"].as_str(), claims["sub"].as_str()),
+            (Some("bff"), Some("bff"))
+        );
+        assert_eq!(claims["aud"], "https://op.test");
+        let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+        assert_eq!(lifetime, ASSERTION_LIFETIME_SECS);
+        let again = source.assertion("bff", "https://op.test").unwrap();
+        let jti = verified_claims(&again, &first).unwrap()["jti"].clone();
+        assert_ne!(jti, claims["jti"], "a fresh jti every time");
+
+        // A rotation writes a new key; its mtime is set apart, as two writes may share one.
+        std::fs::write(&path, pem("PRIVATE KEY", &second)).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let b = source.assertion("bff", "https://op.test").unwrap();
+        assert!(
+            verified_claims(&b, &second).is_some(),
+            "signed with the rotated key"
+        );
+
+        std::fs::write(&path, "half-written").unwrap();
+        let c = source.assertion("bff", "https://op.test").unwrap();
+        assert!(
+            verified_claims(&c, &second).is_some(),
+            "the last good key stays in use"
+        );
+    }
+
+    const RSA_PKCS8: &str = include_str!("../../tests/fixtures/keys/rsa-2048.pem");
+    const RSA_PKCS1: &str = include_str!("../../tests/fixtures/keys/rsa-2048.pkcs1.pem");
+    const RSA_JWK: &str = include_str!("../../tests/fixtures/keys/rsa-2048.jwk");
+
+    #[test]
+    fn rsa_keys_in_every_form_sign_ps256_and_rs256_that_verify() {
+        let reference = ClientKey::parse(RSA_PKCS8).unwrap();
+        let KeyPair::Rsa(pair) = &reference.pair else {
+            panic!("an RSA key");
+        };
+        let public = pair.public().as_ref().to_vec();
+        assert_eq!(
+            reference.default_alg(),
+            SigningAlg::Ps256,
+            "FAPI 2.0 wants PS256, not RS256"
+        );
+        let jwk = ClientKey::parse(RSA_JWK).unwrap();
+        assert_eq!(jwk.kid(), Some("rsa-test"));
+        for key in [reference, ClientKey::parse(RSA_PKCS1).unwrap(), jwk] {
+            assert!(key.check_alg(SigningAlg::Es256).is_err());
+            for (alg, verify) in [
+                (SigningAlg::Ps256, &signature::RSA_PSS_2048_8192_SHA256),
+                (SigningAlg::Rs256, &signature::RSA_PKCS1_2048_8192_SHA256),
+            ] {
+                let jwt = key.sign_jwt(alg, None, &json!({"iss": "bff"})).unwrap();
+                let (input, sig) = jwt.rsplit_once('.').unwrap();
+                signature::UnparsedPublicKey::new(verify, &public)
+                    .verify(input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+                    .unwrap_or_else(|_| panic!("{} verifies", alg.name()));
+            }
+        }
+    }
+
     #[test]
     fn wrong_files_say_what_they_hold_and_the_fix() {
         let cases = [
