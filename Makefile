@@ -5,10 +5,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES_BUILD := cmake build-essential
-APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium
+# nginx-light has auth_request; ndk + set-misc give set_escape_uri, as ingress-nginx's template uses.
+APT_PACKAGES_INGRESS := nginx-light libnginx-mod-http-ndk libnginx-mod-http-set-misc
+APT_PACKAGES_TEST := redis-server redis-tools redis-sentinel chromium $(APT_PACKAGES_INGRESS)
 APT_PACKAGES_BENCH := wrk nginx-light
 
-.PHONY: all build demo test test-deps demo-deps build-deps k8s-tools lint fmt bench bench-pack profile clean fuzz fuzz-deps
+.PHONY: all build demo demo-ingress test test-deps demo-deps build-deps k8s-tools lint fmt bench bench-pack profile clean fuzz fuzz-deps
 
 all: build
 
@@ -87,7 +89,36 @@ $(TOOLS)/bin/jaeger:
 	@go version -m $@ | grep -q "github.com/jaegertracing/jaeger[[:space:]]*$(JAEGER_MODULE_VERSION)" \
 	  || { echo "expected jaeger from module version $(JAEGER_MODULE_VERSION)"; rm -f $@; exit 1; }
 
-k8s-tools: $(TOOLS)/helm/helm $(TOOLS)/venv/bin/kubernetes-validate $(TOOLS)/venv/.cel-python-$(CEL_PYTHON_VERSION) $(TOOLS)/bin/promtool
+# The CRDs of the ingress controllers' objects the chart renders in ingress auth mode
+# (ingressAuth): tests/chart.rs validates those objects against each CRD's openAPIV3Schema with
+# Python jsonschema, unknown fields refused. Each CRD file is copied out of its project's release
+# archive, fetched pinned (and checked against the Go checksum database) from the Go module
+# proxy: about 26 MB of archives, 2 seconds cold here.
+TRAEFIK_MODULE_VERSION := v3.7.13
+ENVOY_GATEWAY_MODULE_VERSION := v1.9.1
+# The Gateway API release that Envoy Gateway v1.9.1 is built against.
+GATEWAY_API_MODULE_VERSION := v1.6.1
+JSONSCHEMA_VERSION := 4.26.0
+CRDS_STAMP := $(TOOLS)/crds/.traefik-$(TRAEFIK_MODULE_VERSION)-envoy-gateway-$(ENVOY_GATEWAY_MODULE_VERSION)-gateway-api-$(GATEWAY_API_MODULE_VERSION)
+module_dir = $$(go mod download -json $(1) | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+$(CRDS_STAMP):
+	@command -v go >/dev/null || { echo "the CRDs come from the Go module proxy: install Go (https://go.dev/doc/install)"; exit 1; }
+	rm -rf $(TOOLS)/crds && mkdir -p $(TOOLS)/crds
+	traefik=$(call module_dir,github.com/traefik/traefik/v3@$(TRAEFIK_MODULE_VERSION)) && \
+	envoy=$(call module_dir,github.com/envoyproxy/gateway@$(ENVOY_GATEWAY_MODULE_VERSION)) && \
+	gwapi=$(call module_dir,sigs.k8s.io/gateway-api@$(GATEWAY_API_MODULE_VERSION)) && \
+	cp "$$traefik"/docs/content/reference/dynamic-configuration/traefik.io_{middlewares,ingressroutes}.yaml \
+	  "$$envoy"/charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_securitypolicies.yaml \
+	  "$$gwapi"/config/crd/standard/gateway.networking.k8s.io_{httproutes,referencegrants}.yaml $(TOOLS)/crds/
+	chmod u+w $(TOOLS)/crds/*.yaml
+	@touch $@
+
+$(TOOLS)/venv/.jsonschema-$(JSONSCHEMA_VERSION): $(TOOLS)/venv/bin/kubernetes-validate
+	$(TOOLS)/venv/bin/pip install -q --disable-pip-version-check jsonschema==$(JSONSCHEMA_VERSION)
+	@touch $@
+
+k8s-tools: $(TOOLS)/helm/helm $(TOOLS)/venv/bin/kubernetes-validate $(TOOLS)/venv/.cel-python-$(CEL_PYTHON_VERSION) $(TOOLS)/bin/promtool \
+  $(CRDS_STAMP) $(TOOLS)/venv/.jsonschema-$(JSONSCHEMA_VERSION)
 
 demo-deps: build-deps tests/fixtures/op/node_modules
 
@@ -100,6 +131,12 @@ build: build-deps
 ## Runs portcullis end to end: the local OP, a demo SPA + API, the memory session store.
 demo: demo-deps build
 	./deploy/demo/run.sh
+
+## The ingress auth mode: nginx configured as ingress-nginx configures itself, portcullis as its
+## auth service, the local OP and the demo app; open http://app.example.localhost:4480/.
+demo-ingress: demo-deps build
+	$(call apt_install,$(APT_PACKAGES_INGRESS))
+	./deploy/demo/run-ingress.sh
 
 ## Runs the whole test suite (unit, integration against real redis-server, the oidc-provider
 ## fixture and headless Chromium).

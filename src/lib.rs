@@ -23,5 +23,6 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod spelling;
 pub mod telemetry;
 pub mod webhook;

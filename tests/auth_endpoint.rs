@@ -227,6 +227,9 @@ async fn an_nginx_auth_request_gets_the_token_identity_and_the_other_cookies() {
     assert_eq!(on_listen.status, 404);
 
     let metrics = world.proxy.admin_get("/metrics").await.1;
+    // The answer carries the token to the ingress; nothing else ever does.
+    assert!(!metrics.contains(&token));
+    assert!(!world.proxy.logs().contains(&token), "a token in the log");
     for decision in ["allow", "public", "unauthenticated", "denied", "invalid"] {
         let line = format!("portcullis_auth_requests_total{{decision=\"{decision}\"}} ");
         let count: u64 = metrics
@@ -300,6 +303,14 @@ async fn traefik_and_envoy_send_navigations_to_the_login_on_the_same_host() {
             Some("http://app.localhost:8080/bff/login?rd=%2Freports%3Fyear%3D2026"),
             "{controller}"
         );
+        let mut fetch = headers.clone();
+        fetch.push(("sec-fetch-mode", "cors"));
+        let scripted = auth.ask(path, "GET", &fetch).await;
+        assert_eq!(
+            scripted.status, 401,
+            "{controller}: a script's fetch is not redirected"
+        );
+        assert!(scripted.header("location").is_none());
         let post = auth.ask(path, "POST", &headers).await;
         match controller {
             // Traefik describes the method in a header; the auth request's own is irrelevant.

@@ -2,7 +2,9 @@
 //! values file in `helm/` (and the defaults) × Kubernetes 1.29/1.31/1.33/1.35, each render
 //! validated strictly (unknown fields rejected) by kubernetes-validate; assertions on the
 //! rendered objects; values the schema must refuse; and the example sidecar configurations,
-//! which must pass `portcullis check`.
+//! which must pass `portcullis check`. The ingress auth examples' controller objects (Traefik,
+//! Envoy Gateway, Gateway API kinds) are validated strictly against the real CRDs that
+//! `make k8s-tools` puts in `.tools/crds`, by `tests/fixtures/chart/crd_validate.py`.
 
 mod k8s;
 
@@ -624,4 +626,735 @@ fn the_keycloak_example_avoids_offline_tokens_and_sends_the_id_token_hint() {
     assert!(scopes.contains(&json!("openid")));
     assert!(!scopes.contains(&json!("offline_access")), "{scopes:?}");
     assert_eq!(config["oidc"]["send_id_token_hint"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingress auth mode: the gateway as an ingress controller's auth service, and the controller's
+// own objects (ingressAuth) for ingress-nginx, Traefik and Envoy Gateway.
+
+/// The ingress auth examples and the `ingress_auth.controller` each configures.
+const INGRESS_EXAMPLES: [(&str, &str); 3] = [
+    ("values-ingress-nginx.yaml", "nginx"),
+    ("values-ingress-traefik.yaml", "traefik"),
+    ("values-ingress-envoy-gateway.yaml", "envoy"),
+];
+
+/// Kinds defined by the controllers' CRDs, which kubernetes-validate has no schema for.
+const CRD_KINDS: [&str; 5] = [
+    "Middleware",
+    "IngressRoute",
+    "SecurityPolicy",
+    "HTTPRoute",
+    "ReferenceGrant",
+];
+
+/// Renders with values and extra arguments (e.g. `--set`), panicking with helm's message.
+fn render_with(values: &str, extra: &[&str]) -> Vec<Value> {
+    render(Some(&file(values)), extra)
+}
+
+fn gateway_config(docs: &[Value]) -> Value {
+    let cm = k8s::find(docs, "ConfigMap", "portcullis-gateway");
+    serde_yaml::from_str(cm["data"]["config.yaml"].as_str().expect("config")).expect("yaml")
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("string").to_string())
+        .collect()
+}
+
+/// The auth endpoint as the cluster sees it, each link checked: ingress_auth.listen's port is
+/// the Deployment's container port named `auth`, which exactly one port of the gateway Service
+/// targets. Returns (Service name, namespace, Service port).
+fn auth_endpoint(docs: &[Value]) -> (String, String, u64) {
+    let config = gateway_config(docs);
+    let listen = config["ingress_auth"]["listen"]
+        .as_str()
+        .expect("ingress_auth.listen is rendered");
+    let listen_port: u64 = listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a port in ingress_auth.listen");
+    assert_ne!(
+        config["listen"], listen,
+        "the auth port is not the browser-facing one"
+    );
+    assert_ne!(config["admin_listen"], listen);
+    let deploy = k8s::find(docs, "Deployment", "portcullis-gateway");
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let ports = container["ports"].as_array().expect("ports");
+    let auth = ports
+        .iter()
+        .find(|p| p["name"] == "auth")
+        .expect("a container port named auth");
+    assert_eq!(auth["containerPort"], listen_port);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "bff-admin", "{probe}");
+    }
+    let svc = k8s::find(docs, "Service", "portcullis-gateway");
+    let targeting: Vec<&Value> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter(|p| p["targetPort"] == "auth" || p["targetPort"] == listen_port)
+        .collect();
+    assert_eq!(targeting.len(), 1, "one Service port for the auth port");
+    assert_eq!(targeting[0]["name"], "auth");
+    (
+        "portcullis-gateway".to_string(),
+        svc["metadata"]["namespace"]
+            .as_str()
+            .expect("ns")
+            .to_string(),
+        targeting[0]["port"].as_u64().expect("port"),
+    )
+}
+
+fn auth_url(docs: &[Value]) -> String {
+    let (svc, ns, port) = auth_endpoint(docs);
+    format!("http://{svc}.{ns}.svc.cluster.local:{port}/bff/auth")
+}
+
+/// Authorization, every identity header the configuration sends (its own or the default
+/// four) and Cookie: what the controller must copy from the auth answer onto the request,
+/// which is what replaces client-sent copies and strips portcullis's cookie upstream.
+fn assert_copies_every_auth_header(config: &Value, listed: &[String], what: &str) {
+    let mut expected = vec!["Authorization".to_string(), "Cookie".to_string()];
+    match config["ingress_auth"]["identity_headers"].as_object() {
+        Some(own) => expected.extend(own.keys().cloned()),
+        None => expected.extend(
+            [
+                "X-Auth-Request-User",
+                "X-Auth-Request-Email",
+                "X-Auth-Request-Preferred-Username",
+                "X-Auth-Request-Groups",
+            ]
+            .map(String::from),
+        ),
+    }
+    for header in &expected {
+        assert!(
+            listed.iter().any(|l| l.eq_ignore_ascii_case(header)),
+            "{what}: {header} is not copied from the auth answer: {listed:?}"
+        );
+    }
+    assert_eq!(listed.len(), expected.len(), "{what}: {listed:?}");
+}
+
+/// (namespace, Service, port) of every backend an Ingress, IngressRoute or HTTPRoute routes
+/// browsers to, with the object's kind and name.
+fn browser_backends(docs: &[Value]) -> Vec<(String, String, String, Value)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+        let what = format!("{kind}/{}", doc["metadata"]["name"].as_str().unwrap_or("?"));
+        let mut push = |svc: &Value, svc_ns: &Value, port: Value| {
+            let svc_ns = svc_ns.as_str().unwrap_or(ns).to_string();
+            let svc = svc.as_str().expect("service name").to_string();
+            out.push((what.clone(), svc_ns, svc, port));
+        };
+        match kind {
+            "Ingress" => {
+                for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
+                    for p in rule["http"]["paths"].as_array().into_iter().flatten() {
+                        let s = &p["backend"]["service"];
+                        let port = if s["port"]["name"].is_string() {
+                            s["port"]["name"].clone()
+                        } else {
+                            s["port"]["number"].clone()
+                        };
+                        push(&s["name"], &Value::Null, port);
+                    }
+                }
+            }
+            "IngressRoute" => {
+                for route in doc["spec"]["routes"].as_array().into_iter().flatten() {
+                    for s in route["services"].as_array().into_iter().flatten() {
+                        push(&s["name"], &s["namespace"], s["port"].clone());
+                    }
+                }
+            }
+            "HTTPRoute" => {
+                for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
+                    for b in rule["backendRefs"].as_array().into_iter().flatten() {
+                        push(&b["name"], &b["namespace"], b["port"].clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// No route a browser can take leads to the auth port (a 200 there carries the access
+/// token): routes to portcullis use its Service's `http` port, which targets `bff`.
+fn assert_auth_port_never_routed(docs: &[Value], what: &str) {
+    let (svc_name, svc_ns, auth_port) = auth_endpoint(docs);
+    let svc = k8s::find(docs, "Service", &svc_name);
+    let http = svc["spec"]["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "http"))
+        .expect("an http port");
+    assert_eq!(http["targetPort"], "bff");
+    let mut to_portcullis = 0;
+    for (route, ns, name, port) in browser_backends(docs) {
+        if ns != svc_ns || name != svc_name {
+            continue;
+        }
+        to_portcullis += 1;
+        assert!(
+            port == http["port"] || port == "http",
+            "{what}: {route} routes browsers to {name} port {port}, not its http port"
+        );
+        assert!(port != auth_port && port != "auth", "{what}: {route}");
+    }
+    assert!(
+        to_portcullis > 0,
+        "{what}: nothing routes /bff/ to portcullis"
+    );
+}
+
+fn crds_dir() -> PathBuf {
+    let dir = k8s::repo().join(".tools/crds");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run `make k8s-tools` (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs tests/fixtures/chart/crd_validate.py: the objects of the controllers' CRD kinds
+/// checked strictly against the real CRDs' openAPIV3Schema and CEL rules.
+fn crd_validate(files: &[PathBuf]) -> Value {
+    let mut cmd = Command::new(k8s::repo().join(".tools/venv/bin/python"));
+    cmd.arg(k8s::repo().join("tests/fixtures/chart/crd_validate.py"))
+        .arg(crds_dir())
+        .args(files);
+    let out = cmd.output().expect("crd_validate.py runs");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "crd_validate.py printed no report ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Every values file (the ingress examples among them, also with the app in the release
+/// namespace): each object of a controller's CRD kind passes that CRD's schema, strictly, and
+/// its CEL rules; no object of a kind we have the CRD for goes unchecked.
+#[test]
+fn controller_objects_validate_strictly_against_their_crds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut renders: Vec<(String, String)> = k8s::values_files()
+        .iter()
+        .map(|v| {
+            let files: Vec<&Path> = v.iter().map(PathBuf::as_path).collect();
+            let yaml = k8s::render(&files, &[]).unwrap_or_else(|e| panic!("{}: {e}", label(v)));
+            (label(v), yaml)
+        })
+        .collect();
+    for (values, _) in INGRESS_EXAMPLES {
+        let yaml = k8s::render(&[&file(values)], &["--set", "ingressAuth.namespace="])
+            .unwrap_or_else(|e| panic!("{values} in one namespace: {e}"));
+        renders.push((format!("{values} (one namespace)"), yaml));
+    }
+    let mut checked_kinds = Vec::new();
+    for (what, yaml) in renders {
+        let path = dir.path().join("render.yaml");
+        fs::write(&path, &yaml).expect("write");
+        let report = crd_validate(&[path]);
+        assert_eq!(report["errors"], json!([]), "{what}");
+        let checked = report["checked"].as_array().expect("checked");
+        for doc in k8s::documents(&yaml) {
+            let kind = doc["kind"].as_str().expect("kind");
+            if CRD_KINDS.contains(&kind) {
+                assert!(
+                    checked.contains(&json!([kind, doc["metadata"]["name"]])),
+                    "{what}: {kind} {} was not validated",
+                    doc["metadata"]["name"]
+                );
+                checked_kinds.push(kind.to_string());
+            }
+        }
+        for u in report["unchecked"].as_array().expect("unchecked") {
+            let api = u[0].as_str().expect("apiVersion");
+            let group = api.rsplit_once('/').map_or("", |(g, _)| g);
+            assert!(
+                group.is_empty()
+                    || group.ends_with(".k8s.io") && !group.starts_with("gateway.")
+                    || group == "apps"
+                    || group == "policy"
+                    || group == "monitoring.coreos.com"
+                    || group == "cert-manager.io",
+                "{what}: {u} is of no kind kubernetes-validate or a CRD here checks"
+            );
+        }
+    }
+    for kind in CRD_KINDS {
+        assert!(
+            checked_kinds.iter().any(|k| k == kind),
+            "no {kind} rendered"
+        );
+    }
+}
+
+/// The validator itself refuses what the API server would: an unknown field, a wrong type, a
+/// broken CEL rule of the CRD, a bad name.
+#[test]
+fn the_crd_validator_refuses_what_the_api_server_would() {
+    let envoy = render_with("values-ingress-envoy-gateway.yaml", &[]);
+    let traefik = render_with("values-ingress-traefik.yaml", &[]);
+    let policy = k8s::find(&envoy, "SecurityPolicy", "portcullis-ingress-auth");
+    let route = k8s::find(&envoy, "HTTPRoute", "portcullis-bff");
+    let middleware = k8s::find(&traefik, "Middleware", "portcullis-ingress-auth");
+    let mutate = |doc: &Value, pointer: &str, value: Value| {
+        let mut doc = doc.clone();
+        let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+        doc.pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .expect("parent")
+            .insert(key.to_string(), value);
+        doc
+    };
+    let cases = [
+        (
+            mutate(
+                middleware,
+                "/spec/forwardAuth/trustForwardHeaders",
+                json!(false),
+            ),
+            "'trustForwardHeaders' was unexpected",
+        ),
+        (
+            mutate(
+                middleware,
+                "/spec/forwardAuth/trustForwardHeader",
+                json!("false"),
+            ),
+            "is not of type 'boolean'",
+        ),
+        (
+            mutate(policy, "/spec/extAuth/http/pathOverride", json!("/x")),
+            "only one of path or pathOverride",
+        ),
+        (
+            mutate(
+                policy,
+                "/spec/extAuth/grpc",
+                json!({"backendRefs": [{"name": "x", "port": 1}]}),
+            ),
+            "only one of grpc or http",
+        ),
+        (
+            mutate(
+                route,
+                "/spec/rules/0/matches/0/path/value",
+                json!("/bff//x"),
+            ),
+            "must not contain '//'",
+        ),
+        (
+            mutate(route, "/metadata/name", json!("Bad_Name")),
+            "metadata.name",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, (doc, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.yaml"));
+        fs::write(&path, serde_yaml::to_string(doc).expect("yaml")).expect("write");
+        let report = crd_validate(&[path]);
+        let errors = report["errors"].as_array().expect("errors");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains(expected))),
+            "case {i}: {expected:?} not in {errors:?}"
+        );
+    }
+}
+
+/// Each example configures the controller the chart renders objects for, with the auth port
+/// wired from portcullis's config to the Service, and no browser route to that port.
+#[test]
+fn every_ingress_example_wires_the_auth_port_and_never_routes_browsers_to_it() {
+    for (values, controller) in INGRESS_EXAMPLES {
+        for extra in [&[][..], &["--set", "ingressAuth.namespace="][..]] {
+            let docs = render_with(values, extra);
+            let config = gateway_config(&docs);
+            assert_eq!(config["ingress_auth"]["enabled"], true, "{values}");
+            assert_eq!(config["ingress_auth"]["controller"], controller, "{values}");
+            assert!(
+                !config["ingress_auth"]["trusted_ingress"]
+                    .as_array()
+                    .expect("trusted_ingress")
+                    .is_empty(),
+                "{values}"
+            );
+            assert_auth_port_never_routed(&docs, values);
+            let kinds = k8s::kinds(&docs);
+            let expected: &[&str] = match controller {
+                "nginx" => &["Ingress"],
+                "traefik" => &["Middleware", "IngressRoute"],
+                _ => &["SecurityPolicy", "HTTPRoute"],
+            };
+            for kind in CRD_KINDS.iter().chain(&["Ingress"]) {
+                assert_eq!(
+                    kinds.contains(&kind.to_string()),
+                    expected.contains(kind)
+                        || (*kind == "ReferenceGrant" && controller == "envoy" && extra.is_empty()),
+                    "{values} {extra:?}: {kind}"
+                );
+            }
+        }
+    }
+}
+
+/// The auth port is open to the ingress controller's pods only.
+#[test]
+fn the_network_policy_admits_only_the_ingress_controller_to_the_auth_port() {
+    for (values, _) in INGRESS_EXAMPLES {
+        let docs = render_with(values, &[]);
+        let np = k8s::find(&docs, "NetworkPolicy", "portcullis-gateway");
+        let rules = np["spec"]["ingress"].as_array().expect("rules");
+        let auth_rules: Vec<&Value> = rules
+            .iter()
+            .filter(|r| {
+                r["ports"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["port"] == "auth" || p["port"] == 4482))
+            })
+            .collect();
+        assert_eq!(auth_rules.len(), 1, "{values}");
+        let from = auth_rules[0]["from"].as_array().expect("from");
+        assert!(!from.is_empty(), "{values}");
+        for peer in from {
+            assert!(
+                peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].is_string(),
+                "{values}: {peer}"
+            );
+            assert!(peer["podSelector"]["matchLabels"].is_object(), "{values}");
+        }
+        assert!(rules.iter().all(|r| r["ports"].is_array()), "{values}");
+    }
+}
+
+#[test]
+fn ingress_nginx_calls_the_auth_port_and_signs_in_through_portcullis() {
+    let docs = render_with("values-ingress-nginx.yaml", &[]);
+    let config = gateway_config(&docs);
+    let page = k8s::find(&docs, "Ingress", "portcullis-ingress-auth");
+    let api = k8s::find(&docs, "Ingress", "portcullis-ingress-auth-api");
+    let annotation = |ing: &Value, key: &str| -> Value {
+        ing["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{key}")].clone()
+    };
+    for app in [page, api] {
+        assert_eq!(app["metadata"]["namespace"], "shop");
+        assert_eq!(annotation(app, "auth-url"), auth_url(&docs));
+        let listed: Vec<String> = annotation(app, "auth-response-headers")
+            .as_str()
+            .expect("auth-response-headers")
+            .split(',')
+            .map(String::from)
+            .collect();
+        assert_copies_every_auth_header(&config, &listed, "auth-response-headers");
+    }
+    // cookie_domain: one session for all hosts, the login on public_url's host with an
+    // absolute rd back to the host the browser asked for.
+    assert_eq!(config["session"]["cookie_domain"], "example.com");
+    assert_eq!(
+        annotation(page, "auth-signin"),
+        "https://auth.example.com/bff/login?rd=https://$host$escaped_request_uri"
+    );
+    // auth-signin would turn an API call's 401 into the login redirect: the config's api
+    // paths are in the Ingress without it, each exactly once.
+    assert_eq!(annotation(api, "auth-signin"), Value::Null);
+    let paths = |ing: &Value, host: &str| -> Vec<String> {
+        ing["spec"]["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["host"] == host)
+            .flat_map(|r| r["http"]["paths"].as_array().expect("paths").iter())
+            .map(|p| p["path"].as_str().expect("path").to_string())
+            .collect()
+    };
+    for h in config["ingress_auth"]["hosts"].as_array().expect("hosts") {
+        let host = h["host"].as_str().expect("host");
+        for p in h["paths"].as_array().expect("paths") {
+            let path = p["path"].as_str().expect("path");
+            let in_api = paths(api, host).contains(&path.to_string());
+            assert_eq!(in_api, p["kind"] == "api", "{host}{path}");
+            if in_api {
+                assert!(
+                    !paths(page, host).contains(&path.to_string()),
+                    "{host}{path}"
+                );
+            }
+        }
+    }
+    let hosts = |ing: &Value| -> Vec<String> {
+        ing["spec"]["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| r["host"].as_str().expect("host").to_string())
+            .collect()
+    };
+    let config_hosts: Vec<String> = config["ingress_auth"]["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["host"].as_str().expect("host").to_string())
+        .collect();
+    for host in hosts(page).into_iter().chain(hosts(api)) {
+        assert!(
+            config_hosts.contains(&host),
+            "{host} is not an ingress_auth host"
+        );
+    }
+    let app = page;
+    // portcullis's own endpoints: /bff/ only, on every app host and the login host, no auth.
+    let bff = k8s::find(&docs, "Ingress", "portcullis-bff");
+    assert_eq!(bff["metadata"]["namespace"], "portcullis");
+    assert!(bff["metadata"]["annotations"]
+        .as_object()
+        .is_none_or(|m| m.keys().all(|k| !k.contains("auth-"))));
+    let mut expected = hosts(app);
+    expected.push("auth.example.com".to_string());
+    assert_eq!(hosts(bff), expected);
+    for rule in bff["spec"]["rules"].as_array().expect("rules") {
+        assert_eq!(
+            rule["http"]["paths"],
+            json!([{"path": "/bff/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "portcullis-gateway", "port": {"name": "http"}}}}])
+        );
+    }
+    for app in [page, api] {
+        for rule in app["spec"]["rules"].as_array().expect("rules") {
+            for p in rule["http"]["paths"].as_array().expect("paths") {
+                assert!(!p["path"].as_str().expect("path").starts_with("/bff"));
+            }
+        }
+    }
+    // Without cookie_domain each host has its own session: the login runs on that host.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let per_host = dir.path().join("per-host.yaml");
+    let example = fs::read_to_string(file("values-ingress-nginx.yaml")).expect("example");
+    let without: String = example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("cookie_domain:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without.len(), example.len());
+    fs::write(&per_host, without).expect("write");
+    let docs = render(Some(&per_host), &[]);
+    let app = k8s::find(&docs, "Ingress", "portcullis-ingress-auth");
+    assert_eq!(
+        app["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-signin"],
+        "https://$host/bff/login?rd=$escaped_request_uri"
+    );
+    assert!(!gateway_config(&docs)["session"]
+        .as_object()
+        .expect("session")
+        .contains_key("cookie_domain"));
+}
+
+#[test]
+fn traefik_forward_auth_calls_the_auth_port_and_distrusts_client_forwarded_headers() {
+    let docs = render_with("values-ingress-traefik.yaml", &[]);
+    let config = gateway_config(&docs);
+    let mw = k8s::find(&docs, "Middleware", "portcullis-ingress-auth");
+    let fa = &mw["spec"]["forwardAuth"];
+    assert_eq!(fa["address"], auth_url(&docs));
+    assert_eq!(fa["trustForwardHeader"], false);
+    // portcullis answers page requests with its own redirect; no Traefik sign-in URL.
+    assert!(fa.get("authSigninURL").is_none());
+    assert_copies_every_auth_header(
+        &config,
+        &strs(&fa["authResponseHeaders"]),
+        "authResponseHeaders",
+    );
+    let app = k8s::find(&docs, "IngressRoute", "portcullis-ingress-auth");
+    assert_eq!(app["metadata"]["namespace"], mw["metadata"]["namespace"]);
+    for route in app["spec"]["routes"].as_array().expect("routes") {
+        assert_eq!(
+            route["middlewares"],
+            json!([{"name": "portcullis-ingress-auth"}]),
+            "every app route passes the auth middleware"
+        );
+        assert!(!route["match"].as_str().expect("match").contains("/bff"));
+    }
+    let bff = k8s::find(&docs, "IngressRoute", "portcullis-bff");
+    for route in bff["spec"]["routes"].as_array().expect("routes") {
+        let m = route["match"].as_str().expect("match");
+        assert!(m.ends_with("&& PathPrefix(`/bff/`)"), "{m}");
+        assert!(route.get("middlewares").is_none());
+    }
+    // Traefik's default priority is the rule's length: for each host the /bff/ rule must
+    // outrank any app rule of that host that also matches /bff/ (a path prefix of it).
+    for route in app["spec"]["routes"].as_array().expect("routes") {
+        let m = route["match"].as_str().expect("match");
+        let host = m.split("&&").next().expect("host part");
+        let bff_rule = format!("{host}&& PathPrefix(`/bff/`)");
+        assert!(bff["spec"]["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|r| r["match"] == bff_rule.as_str()));
+        assert!(
+            bff_rule.len() > m.len() || !"/bff/".starts_with(m.rsplit('`').nth(1).expect("path"))
+        );
+    }
+}
+
+#[test]
+fn envoy_gateway_ext_auth_calls_the_auth_port_and_guards_every_app_route() {
+    let docs = render_with("values-ingress-envoy-gateway.yaml", &[]);
+    let config = gateway_config(&docs);
+    let (svc, ns, port) = auth_endpoint(&docs);
+    let sp = k8s::find(&docs, "SecurityPolicy", "portcullis-ingress-auth");
+    let ext = &sp["spec"]["extAuth"];
+    assert_eq!(ext["failOpen"], false);
+    assert_eq!(ext["http"]["path"], "/bff/auth");
+    assert_eq!(
+        ext["http"]["backendRefs"],
+        json!([{"name": svc, "namespace": ns, "port": port}])
+    );
+    assert_copies_every_auth_header(
+        &config,
+        &strs(&ext["http"]["headersToBackend"]),
+        "headersToBackend",
+    );
+    // Envoy sends an HTTP auth service only the headers listed: the session cookie and what the
+    // CSRF and origin checks read must be among them.
+    let to_auth = strs(&ext["headersToExtAuth"]);
+    for h in ["Cookie", "X-CSRF", "Origin", "Sec-Fetch-Site"] {
+        assert!(to_auth.iter().any(|t| t.eq_ignore_ascii_case(h)), "{h}");
+    }
+    // Every app HTTPRoute (none of them /bff/) is a target; the /bff/ route is not.
+    let app_routes: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "HTTPRoute" && d["metadata"]["namespace"] == "shop")
+        .collect();
+    assert!(!app_routes.is_empty());
+    let targets = sp["spec"]["targetRefs"].as_array().expect("targetRefs");
+    assert_eq!(targets.len(), app_routes.len());
+    for route in app_routes {
+        assert!(
+            targets.contains(&json!({"group": "gateway.networking.k8s.io",
+            "kind": "HTTPRoute", "name": route["metadata"]["name"]}))
+        );
+        for rule in route["spec"]["rules"].as_array().expect("rules") {
+            let path = rule["matches"][0]["path"]["value"].as_str().expect("path");
+            assert!(!path.starts_with("/bff"), "{path}");
+        }
+    }
+    let bff = k8s::find(&docs, "HTTPRoute", "portcullis-bff");
+    assert_eq!(bff["metadata"]["namespace"], "portcullis");
+    assert_eq!(
+        bff["spec"]["rules"][0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/bff/"}}])
+    );
+    // The SecurityPolicy (app namespace) may name portcullis's Service through this grant only.
+    let grant = k8s::find(&docs, "ReferenceGrant", "portcullis-ingress-auth");
+    assert_eq!(grant["metadata"]["namespace"], ns.as_str());
+    assert_eq!(
+        grant["spec"],
+        json!({"from": [{"group": "gateway.envoyproxy.io", "kind": "SecurityPolicy", "namespace": "shop"}],
+               "to": [{"group": "", "kind": "Service", "name": svc}]})
+    );
+}
+
+#[test]
+fn bad_ingress_auth_values_fail_rendering_and_name_the_key() {
+    let nginx = file("values-ingress-nginx.yaml");
+    let envoy = file("values-ingress-envoy-gateway.yaml");
+    let cases: [(&Path, &[&str], &str); 10] = [
+        (&nginx, &["--set", "ingressAuth.bogus=1"], "bogus"),
+        (
+            &nginx,
+            &["--set", "gateway.config.ingress_auth.controller=haproxy"],
+            "/gateway/config/ingress_auth/controller",
+        ),
+        (
+            &nginx,
+            &["--set", "gateway.config.ingress_auth.enabled=false"],
+            "ingressAuth.enabled needs gateway.enabled and gateway.config.ingress_auth.enabled",
+        ),
+        (
+            &nginx,
+            &["--set", "ingressAuth.hosts[0].host=elsewhere.example.org"],
+            "ingressAuth.hosts[0].host elsewhere.example.org must be one of gateway.config.ingress_auth.hosts",
+        ),
+        (
+            &nginx,
+            &["--set", "ingressAuth.hosts[0].paths[0].path=/bff/x"],
+            "ingressAuth.hosts[0].paths[0].path /bff/x: /bff/ belongs to portcullis",
+        ),
+        (
+            &nginx,
+            &[
+                "--set",
+                "ingressAuth.namespace=portcullis",
+                "--set",
+                "ingressAuth.hosts[0].paths[0].service=portcullis-gateway",
+            ],
+            "ingressAuth.hosts[0].paths[0].service portcullis-gateway is portcullis itself",
+        ),
+        (
+            &nginx,
+            &["--set", "gateway.networkPolicy.authFrom=null"],
+            "gateway.networkPolicy.authFrom is required",
+        ),
+        (
+            &nginx,
+            &["--set", "ingressAuth.hosts[0].paths[0].port=0"],
+            "/ingressAuth/hosts/0/paths/0/port",
+        ),
+        (
+            &envoy,
+            &["--set", "ingressAuth.envoyGateway.parentRefs[0].namespace="],
+            "ingressAuth.envoyGateway.parentRefs[].namespace is required",
+        ),
+        (
+            &envoy,
+            &["--set", "ingressAuth.envoyGateway.headersToExtAuth[0]=Bad Header"],
+            "/ingressAuth/envoyGateway/headersToExtAuth/0",
+        ),
+    ];
+    for (values, args, expected) in cases {
+        match k8s::render(&[values], args) {
+            Ok(_) => panic!("{values:?} {args:?} rendered"),
+            Err(e) => assert!(e.contains(expected), "{args:?}: {expected:?} not in:\n{e}"),
+        }
+    }
+}
+
+/// Without ingress_auth the gateway opens no auth port and nothing of a controller renders.
+#[test]
+fn the_plain_gateway_has_no_auth_port() {
+    let docs = render(Some(&file("test-gateway.yaml")), &[]);
+    let ports = |v: &Value| -> Vec<Value> { v.as_array().expect("ports").clone() };
+    let svc = k8s::find(&docs, "Service", "portcullis-gateway");
+    assert!(ports(&svc["spec"]["ports"])
+        .iter()
+        .all(|p| p["name"] != "auth" && p["port"] != 4482));
+    let deploy = k8s::find(&docs, "Deployment", "portcullis-gateway");
+    assert!(
+        ports(&deploy["spec"]["template"]["spec"]["containers"][0]["ports"])
+            .iter()
+            .all(|p| p["name"] != "auth")
+    );
+    assert_eq!(gateway_config(&docs)["ingress_auth"], Value::Null);
+    let kinds = k8s::kinds(&docs);
+    for kind in CRD_KINDS.iter().chain(&["Ingress"]) {
+        assert!(!kinds.contains(&kind.to_string()), "{kind}");
+    }
 }

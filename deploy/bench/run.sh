@@ -160,9 +160,12 @@ init = function(args)
   for line in io.lines(args[1]) do n = n + 1; cookies[n] = line end
   i = tonumber(args[2] or "0") % n
 end
+-- A headers table given to wrk.format replaces wrk's own (-H), so they are copied in.
 request = function()
   i = i % n + 1
-  return wrk.format(nil, nil, { ["Cookie"] = cookies[i], ["X-CSRF"] = "1" })
+  local headers = { ["Cookie"] = cookies[i], ["X-CSRF"] = "1" }
+  for k, v in pairs(wrk.headers) do headers[k] = headers[k] or v end
+  return wrk.format(nil, nil, headers)
 end
 LUA
 

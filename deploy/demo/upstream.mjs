@@ -7,7 +7,9 @@
 // Routes
 //   /api/*      JSON describing the request as the upstream saw it. It reports
 //               only the *length* of the Authorization credential and only the
-//               *names* of cookies: never a token or a cookie value.
+//               *names* of cookies: never a token or a cookie value. `identity`
+//               holds the X-Auth-Request-* headers an ingress copies from
+//               portcullis's auth answer (null when absent); `host` the Host.
 //   /public/*   plain text "public"
 //   /app.js     the SPA's script (separate file, so a strict CSP works)
 //   /app.css    the SPA's stylesheet
@@ -251,6 +253,13 @@ function whoami(req) {
     authorization: describeAuthorization(req.headers.authorization),
     cookies_received: cookieNames(req.headers.cookie),
     forwarded_for: ff === undefined ? null : ff,
+    host: req.headers.host ?? null,
+    identity: {
+      user: req.headers['x-auth-request-user'] ?? null,
+      email: req.headers['x-auth-request-email'] ?? null,
+      preferred_username: req.headers['x-auth-request-preferred-username'] ?? null,
+      groups: req.headers['x-auth-request-groups'] ?? null,
+    },
   };
 }
 

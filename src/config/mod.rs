@@ -4,6 +4,7 @@
 //! `Config::load(path)` and `Config::from_yaml(text, origin)` are the only entry points.
 
 mod error;
+pub(crate) mod known_keys;
 mod raw;
 mod redis_url;
 mod types;
@@ -46,7 +47,10 @@ impl Config {
 
 /// Parses YAML into a raw mirror (this file's or the webhook's). Every unknown key is reported
 /// (not only the first), and a type error names the key path where it happened.
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
+pub(crate) fn parse<T>(text: &str) -> Result<T, Vec<Problem>>
+where
+    T: serde::de::DeserializeOwned + known_keys::KnownKeys,
+{
     if text.trim().is_empty() {
         return Err(vec![Problem::new(
             "(file)",
@@ -61,10 +65,8 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec
     let mut problems: Vec<Problem> = unknown
         .into_iter()
         .map(|key| {
-            Problem::new(
-                key,
-                "is not a known key (check its spelling and indentation)",
-            )
+            let message = unknown_key_message::<T>(&key);
+            Problem::new(key, message)
         })
         .collect();
     match parsed {
@@ -79,6 +81,15 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec
             problems.push(Problem::new(key, message));
             Err(problems)
         }
+    }
+}
+
+/// "Did you mean" the nearest key of the same section, when one is close; else a hint.
+fn unknown_key_message<T: known_keys::KnownKeys>(path: &str) -> String {
+    let (section, key) = known_keys::split_key(path);
+    match crate::spelling::nearest(key, T::keys_of(&section)) {
+        Some(meant) => format!("is not a known key (did you mean {meant:?}?)"),
+        None => "is not a known key (check its spelling and indentation)".to_string(),
     }
 }
 

@@ -5,6 +5,28 @@
 
 use serde::Deserialize;
 
+use super::known_keys::{fields, KnownKeys};
+
+impl KnownKeys for RawConfig {
+    fn keys_of(section: &str) -> &'static [&'static str] {
+        match section {
+            "" => fields::<RawConfig>(),
+            "oidc" => fields::<RawOidc>(),
+            "session" => fields::<RawSession>(),
+            "routes" => fields::<RawRoute>(),
+            "server" => fields::<RawServer>(),
+            "log" => fields::<RawLog>(),
+            "security" => fields::<RawSecurity>(),
+            "access" | "ingress_auth.hosts.access" => fields::<RawAccess>(),
+            "telemetry" => fields::<RawTelemetry>(),
+            "ingress_auth" => fields::<RawIngressAuth>(),
+            "ingress_auth.hosts" => fields::<RawIngressHost>(),
+            "ingress_auth.hosts.paths" => fields::<RawIngressPath>(),
+            _ => &[],
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
     pub listen: Option<String>,

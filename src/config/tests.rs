@@ -588,3 +588,47 @@ mod fapi {
         }
     }
 }
+
+#[test]
+fn a_misspelt_key_gets_the_key_it_was_meant_to_be() {
+    const F: &str = "/etc/portcullis/config.yaml";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "routes:",
+            "lsiten: \"0.0.0.0:4480\"\nroutes:",
+            "lsiten: is not a known key (did you mean \"listen\"?)",
+        ),
+        (
+            "client_id: \"spa\"",
+            "client_id: \"spa\"\n  client_secert: \"x\"",
+            "oidc.client_secert: is not a known key (did you mean \"client_secret\"?)",
+        ),
+        (
+            "routes:",
+            "session:\n  cookie_nmae: x\nroutes:",
+            "session.cookie_nmae: is not a known key (did you mean \"cookie_name\"?)",
+        ),
+        (
+            "kind: api",
+            "kind: api\n    websockets: true",
+            "routes[0].websockets: is not a known key (did you mean \"websocket\"?)",
+        ),
+        (
+            "routes:",
+            "ingress_auth:\n  hosts:\n    - host: a.example.com\n      path: []\nroutes:",
+            "ingress_auth.hosts[0].path: is not a known key (did you mean \"paths\"?)",
+        ),
+        (
+            "routes:",
+            "colour: blue\nroutes:",
+            "colour: is not a known key (check its spelling and indentation)",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let got = messages(&MINIMAL.replacen(from, to, 1));
+        assert!(
+            got.contains(&format!("{F}: {expected}")),
+            "for {to:?}: {got:?}"
+        );
+    }
+}

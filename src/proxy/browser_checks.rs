@@ -10,8 +10,9 @@ use super::error::ProxyError;
 use super::ingress::original::host_of;
 use crate::config::{HostPattern, SecurityConfig};
 
-/// The origins portcullis trusts: its own public origin, the ingress-auth hosts' origins (same
-/// scheme and port as `public_url`), and configured ones, exact match.
+/// The origins portcullis trusts: its own public origin, configured ones (exact match), and for
+/// a request to one of the ingress-auth hosts that host's own origin (at `public_url`'s scheme
+/// and port) — not its siblings': a page on one host is cross-origin to the others.
 pub struct TrustedOrigins {
     public: String,
     others: Vec<String>,
@@ -27,10 +28,11 @@ impl TrustedOrigins {
         }
     }
 
-    fn is_trusted(&self, origin: &str) -> bool {
+    /// `host`: the host the request is for (without port).
+    fn is_trusted(&self, origin: &str, host: &str) -> bool {
         origin == self.public
             || self.others.iter().any(|o| o == origin)
-            || self.own.is_ingress_origin(origin)
+            || self.own.is_own_origin(origin, host)
     }
 
     /// The CORS-trusted origin of a request, if any (never the public origin: same-origin
@@ -43,10 +45,10 @@ impl TrustedOrigins {
     /// Refuses requests a page on another site made the browser send: `Sec-Fetch-Site`
     /// must be same-origin (or none, a user-typed navigation) unless the `Origin` is trusted,
     /// and a present `Origin` must be trusted. SameSite cookies stay a second line (R35).
-    pub fn check_request_origin(&self, req: &RequestHeader) -> Result<(), ProxyError> {
+    pub fn check_request_origin(&self, req: &RequestHeader, host: &str) -> Result<(), ProxyError> {
         let origin = header(req, &http::header::ORIGIN);
         if let Some(o) = origin {
-            if !self.is_trusted(o) {
+            if !self.is_trusted(o, host) {
                 return Err(ProxyError::Forbidden("origin_not_trusted"));
             }
         }
@@ -59,9 +61,9 @@ impl TrustedOrigins {
 
     /// A WebSocket handshake cannot carry `X-CSRF`, so it must name a trusted `Origin`
     /// (browsers always send one on upgrades).
-    pub fn check_upgrade_origin(&self, req: &RequestHeader) -> Result<(), ProxyError> {
+    pub fn check_upgrade_origin(&self, req: &RequestHeader, host: &str) -> Result<(), ProxyError> {
         match header(req, &http::header::ORIGIN) {
-            Some(o) if self.is_trusted(o) => Ok(()),
+            Some(o) if self.is_trusted(o, host) => Ok(()),
             _ => Err(ProxyError::Forbidden("websocket_origin_not_trusted")),
         }
     }
@@ -155,14 +157,10 @@ impl OurHosts {
         }
     }
 
-    fn is_ingress_origin(&self, origin: &str) -> bool {
-        let Some(authority) = origin
-            .strip_prefix(self.scheme.as_str())
-            .and_then(|r| r.strip_prefix("://"))
-        else {
-            return false;
-        };
-        host_of(authority).is_some_and(|h| self.is_ingress_host(&h) && self.origin_of(&h) == origin)
+    /// Whether `origin` is the origin of `host`, one of the ingress-auth hosts.
+    fn is_own_origin(&self, origin: &str, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.is_ingress_host(&host) && self.origin_of(&host) == origin
     }
 
     /// A login started on an ingress-auth host ends there: the OP sends the browser back to that
@@ -196,7 +194,7 @@ impl OurHosts {
 }
 
 /// The host name a request names, without its port.
-fn request_host(req: &RequestHeader) -> Result<&str, ProxyError> {
+pub fn request_host(req: &RequestHeader) -> Result<&str, ProxyError> {
     let authority = match req.uri.authority() {
         Some(a) => a.as_str(),
         None => header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?,
@@ -319,12 +317,13 @@ mod tests {
     }
 
     #[test]
-    fn ingress_hosts_are_trusted_origins_at_the_public_scheme_and_port() {
+    fn an_ingress_host_trusts_its_own_origin_only() {
         let h = hosts();
-        assert!(h.is_ingress_origin("https://app.example.com"));
-        assert!(h.is_ingress_origin("https://b.apps.example.com"));
-        assert!(!h.is_ingress_origin("http://app.example.com"));
-        assert!(!h.is_ingress_origin("https://app.example.com:8443"));
-        assert!(!h.is_ingress_origin("https://evil.test"));
+        assert!(h.is_own_origin("https://app.example.com", "app.example.com"));
+        assert!(h.is_own_origin("https://b.apps.example.com", "B.apps.example.com"));
+        assert!(!h.is_own_origin("https://app.example.com", "b.apps.example.com"));
+        assert!(!h.is_own_origin("http://app.example.com", "app.example.com"));
+        assert!(!h.is_own_origin("https://app.example.com:8443", "app.example.com"));
+        assert!(!h.is_own_origin("https://evil.test", "evil.test"));
     }
 }

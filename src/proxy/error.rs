@@ -1,6 +1,6 @@
-//! `ProxyError`: every reason portcullis answers a request itself instead of forwarding it.
-//! `respond::error_reply` maps each to a status and a fixed body; `reason()` is the stable code
-//! logged with the rejection.
+//! `ProxyError`: every reason portcullis answers a request itself instead of forwarding it,
+//! and every way forwarding it failed. `respond::classify` is the one place each becomes a
+//! status, a fixed body and a log level; `reason()` is the stable code logged with it.
 
 use crate::oidc::OidcError;
 use crate::session::StoreError;
@@ -55,6 +55,15 @@ pub enum ProxyError {
     RefreshUnavailable,
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The upstream did not connect, answer or take the request in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream refused the connection, broke it off or answered with something unusable.
+    #[error("upstream failed")]
+    UpstreamFailed,
+    /// The client broke off its request while it was being forwarded.
+    #[error("the client broke off the request")]
+    ClientAborted,
 }
 
 impl ProxyError {
@@ -101,6 +110,9 @@ impl ProxyError {
             ProxyError::Oidc(e) => e.reason(),
             ProxyError::RefreshUnavailable => "refresh_unavailable",
             ProxyError::Internal(r) => r,
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamFailed => "upstream_failed",
+            ProxyError::ClientAborted => "client_aborted",
         }
     }
 }
@@ -109,7 +121,7 @@ impl ProxyError {
 mod tests {
     use super::*;
     use crate::metrics::FAIL_CLOSED_REASONS;
-    use crate::proxy::respond::error_reply;
+    use crate::proxy::respond::{error_reply, Format};
 
     /// The fail-closed series are pre-created from `FAIL_CLOSED_REASONS`: a reason outside it
     /// would appear only on first use, and one inside it that no error has would stay at zero.
@@ -124,7 +136,7 @@ mod tests {
         assert_eq!(reasons, FAIL_CLOSED_REASONS);
         for e in &errors {
             assert!(e.fails_closed(), "{e}");
-            assert_eq!(error_reply(e, None).status, 503, "{e}");
+            assert_eq!(error_reply(e, Format::Text).status, 503, "{e}");
         }
         assert!(!ProxyError::Unauthenticated.fails_closed());
         assert!(!ProxyError::Oidc(OidcError::Discovery("x".into())).fails_closed());

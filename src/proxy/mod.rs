@@ -54,7 +54,7 @@ use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
 use rate_limit::RateLimiter;
-use respond::SecurityHeaders;
+use respond::{Format, SecurityHeaders, Severity};
 use tracing::Instrument;
 
 /// Per-request state carried between phases.
@@ -249,7 +249,8 @@ impl Portcullis {
         ctx.websocket = websocket_upgrade(req, route)?;
         if ctx.websocket {
             // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
-            live.origins.check_upgrade_origin(req)?;
+            live.origins
+                .check_upgrade_origin(req, browser_checks::request_host(req)?)?;
         }
         match route.kind {
             RouteKind::Public => Ok(Decision::Forward),
@@ -257,7 +258,8 @@ impl Portcullis {
                 if !ctx.websocket {
                     // CSRF first: a forged request learns nothing, not even whether a session exists.
                     bff::require_csrf_header(req)?;
-                    live.origins.check_request_origin(req)?;
+                    live.origins
+                        .check_request_origin(req, browser_checks::request_host(req)?)?;
                 }
                 ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
                 let credentials = self
@@ -351,16 +353,17 @@ fn preflight_reply(origin: &str, route: &RouteConfig) -> Reply {
         .header("vary", "Origin")
 }
 
-/// The status for a failure to proxy: the client's own fault (a body that stopped arriving, or
-/// broke off) or the upstream's, never echoing the error itself.
-fn failure_status(e: &Error) -> u16 {
+/// A failure to proxy as one of portcullis's errors: the client's own fault (a body that
+/// stopped arriving, or broke off) or the upstream's, never echoing the error itself.
+fn proxy_failure(e: &Error) -> ProxyError {
     let downstream = e.esource() == &pingora::ErrorSource::Downstream;
     match e.etype() {
-        ErrorType::HTTPStatus(code) => *code,
-        ErrorType::ReadTimedout if downstream => 408,
-        _ if downstream => 400,
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
-        _ => 502,
+        ErrorType::ReadTimedout if downstream => ProxyError::BodyTimeout,
+        _ if downstream => ProxyError::ClientAborted,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ProxyError::UpstreamTimeout
+        }
+        _ => ProxyError::UpstreamFailed,
     }
 }
 
@@ -408,7 +411,7 @@ impl ProxyHttp for Portcullis {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
             Err(e) => {
-                log_rejection(&e, ctx.request_id.as_str());
+                log_failure(&e, ctx.request_id.as_str(), None);
                 if e.ends_connection() {
                     // The rest of this request (a body, more header) cannot be trusted to be
                     // framed as the client meant: say so and close.
@@ -420,8 +423,10 @@ impl ProxyHttp for Portcullis {
                 if e.fails_closed() {
                     self.count_fail_closed(&e);
                 }
-                let reply =
-                    respond::error_reply(&e, ctx.route.and_then(|i| ctx.live.routes.kind(i)));
+                let reply = respond::error_reply(
+                    &e,
+                    Format::for_route(ctx.route.and_then(|i| ctx.live.routes.kind(i))),
+                );
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
                 } else {
@@ -541,18 +546,14 @@ impl ProxyHttp for Portcullis {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let status = failure_status(e);
-        if status == 408 {
+        let failure = proxy_failure(e);
+        if matches!(failure, ProxyError::BodyTimeout) {
             self.count_body_timeout();
-        } else {
-            tracing::warn!(route_kind = ctx.label, status, error = %e, "proxying failed");
         }
-        let reply = match status {
-            400 => Reply::text(400, "Bad request\n"),
-            408 => Reply::text(408, "Request timeout\n"),
-            504 => Reply::text(504, "Gateway timeout\n"),
-            _ => Reply::text(status, "Bad gateway\n"),
-        };
+        log_failure(&failure, ctx.request_id.as_str(), Some(e));
+        let kind = ctx.route.and_then(|i| ctx.live.routes.kind(i));
+        let reply = respond::error_reply(&failure, Format::for_route(kind));
+        let status = reply.status;
         session.set_keepalive(None);
         if let Err(write_err) = respond::write_reply(session, reply, &self.security).await {
             tracing::debug!(error = %write_err, "could not write the error response");
@@ -633,15 +634,56 @@ impl RequestIds {
 const X_REQUEST_ID: http::header::HeaderName =
     http::header::HeaderName::from_static("x-request-id");
 
-fn log_rejection(e: &ProxyError, request_id: &str) {
-    match e {
-        ProxyError::Store(_)
-        | ProxyError::Oidc(_)
-        | ProxyError::Internal(_)
-        | ProxyError::LoginRejected(_)
-        | ProxyError::RefreshUnavailable => {
-            tracing::warn!(request_id, reason = e.reason(), error = %e, "request rejected")
+/// One line per request portcullis answered itself or failed to forward, at the level
+/// `respond::classify` gives it; the detail (never the request's own bytes) only at warn.
+fn log_failure(e: &ProxyError, request_id: &str, cause: Option<&Error>) {
+    match respond::classify(e).severity {
+        Severity::Warn => match cause {
+            Some(cause) => {
+                tracing::warn!(request_id, reason = e.reason(), error = %cause, "proxying failed")
+            }
+            None => tracing::warn!(request_id, reason = e.reason(), error = %e, "request rejected"),
+        },
+        Severity::Info => tracing::info!(request_id, reason = e.reason(), "request rejected"),
+        Severity::Debug => tracing::debug!(request_id, reason = e.reason(), "request rejected"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(etype: ErrorType, downstream: bool) -> Box<Error> {
+        if downstream {
+            Error::new_down(etype)
+        } else {
+            Error::new_up(etype)
         }
-        _ => tracing::info!(request_id, reason = e.reason(), "request rejected"),
+    }
+
+    #[test]
+    fn upstream_failures_map_through_the_one_table() {
+        let (downstream, upstream) = (true, false);
+        let cases = [
+            (ErrorType::ReadTimedout, downstream, 408, Severity::Debug),
+            (ErrorType::ConnectionClosed, downstream, 400, Severity::Info),
+            (ErrorType::ConnectTimedout, upstream, 504, Severity::Warn),
+            (ErrorType::ReadTimedout, upstream, 504, Severity::Warn),
+            (ErrorType::ConnectRefused, upstream, 502, Severity::Warn),
+            (ErrorType::InvalidHTTPHeader, upstream, 502, Severity::Warn),
+        ];
+        for (etype, source, status, severity) in cases {
+            let e = proxy_failure(&failure(etype.clone(), source));
+            let class = respond::classify(&e);
+            assert_eq!(
+                (class.status, class.severity),
+                (status, severity),
+                "{etype:?}, downstream: {source}"
+            );
+        }
+        let json = respond::error_reply(&ProxyError::UpstreamFailed, Format::Json);
+        assert_eq!(json.body, "{\"error\":\"bad_gateway\"}");
+        let text = respond::error_reply(&ProxyError::UpstreamTimeout, Format::Text);
+        assert_eq!(text.body, "Gateway timeout\n");
     }
 }

@@ -1,5 +1,7 @@
-//! Responses portcullis writes itself, and THE mapping from `ProxyError` to one of them.
-//! Bodies are fixed strings keyed by the error kind: nothing from the request is reflected.
+//! Responses portcullis writes itself, and THE mapping from `ProxyError` to a status, a body
+//! and a log level (`classify`): refusals, the ingress auth endpoint's answers and upstream
+//! failures all go through it. Bodies are fixed strings keyed by the error kind: nothing from
+//! the request is reflected.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -124,48 +126,104 @@ pub async fn write_reply(
     Ok(())
 }
 
-/// The one place an error becomes a response. `api` callers get JSON, everyone else text.
-pub fn error_reply(e: &ProxyError, kind: Option<RouteKind>) -> Reply {
-    let (status, code, text): (u16, &str, &'static str) = match e {
-        ProxyError::NoRoute => (404, "not_found", "Not found\n"),
-        ProxyError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed\n"),
-        ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n"),
-        ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n"),
+/// How loudly a refusal or failure is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Routine: a client's connection that stopped sending.
+    Debug,
+    /// A request refused for what it is (no session, a forged header, a bad path).
+    Info,
+    /// Something an operator should look at: a dependency or the upstream failing.
+    Warn,
+}
+
+/// What an error becomes: status, JSON error code, text body and log level.
+pub struct Class {
+    pub status: u16,
+    pub code: &'static str,
+    pub text: &'static str,
+    pub severity: Severity,
+}
+
+/// The one table from errors to answers.
+pub fn classify(e: &ProxyError) -> Class {
+    use Severity::{Debug, Info, Warn};
+    let (status, code, text, severity) = match e {
+        ProxyError::NoRoute => (404, "not_found", "Not found\n", Info),
+        ProxyError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed\n", Info),
+        ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n", Info),
+        ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n", Info),
         ProxyError::AccessDenied(_) => (
             403,
             "access_denied",
             "Access denied: this account may not use this application.\n",
+            Info,
         ),
         ProxyError::Unauthenticated | ProxyError::StaleCookie(_) => {
-            (401, "unauthorized", "Unauthorized\n")
+            (401, "unauthorized", "Unauthorized\n", Info)
         }
         ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
-            (400, "bad_request", "Bad request\n")
+            (400, "bad_request", "Bad request\n", Info)
         }
-        ProxyError::Misdirected => (421, "misdirected_request", "Misdirected request\n"),
-        ProxyError::BodyTimeout => (408, "request_timeout", "Request timeout\n"),
-        ProxyError::BodyTooLarge => (413, "content_too_large", "Content too large\n"),
+        ProxyError::Misdirected => (421, "misdirected_request", "Misdirected request\n", Info),
+        ProxyError::BodyTimeout => (408, "request_timeout", "Request timeout\n", Debug),
+        ProxyError::BodyTooLarge => (413, "content_too_large", "Content too large\n", Info),
         ProxyError::HeadersTooLarge(_) => (
             431,
             "headers_too_large",
             "Request header fields too large\n",
+            Info,
         ),
-        ProxyError::RateLimited(_) => (429, "rate_limited", "Too many requests\n"),
+        ProxyError::RateLimited(_) => (429, "rate_limited", "Too many requests\n", Info),
         // BCL §2.8: 400, optionally with an OAuth-style JSON error.
-        ProxyError::LogoutTokenRejected(_) => (400, "invalid_request", "Bad request\n"),
-        ProxyError::LoginFailed(_) | ProxyError::LoginRejected(_) => (
-            400,
-            "login_failed",
-            "Login failed. Start again from the application.\n",
-        ),
+        ProxyError::LogoutTokenRejected(_) => (400, "invalid_request", "Bad request\n", Info),
+        ProxyError::LoginFailed(_) => (400, "login_failed", LOGIN_FAILED, Info),
+        // The OP's answer was refused: worth an operator's look (a misconfigured client).
+        ProxyError::LoginRejected(_) => (400, "login_failed", LOGIN_FAILED, Warn),
         ProxyError::Oidc(OidcError::NotReady) | ProxyError::Store(_) => {
-            (503, "unavailable", "Service unavailable\n")
+            (503, "unavailable", "Service unavailable\n", Warn)
         }
-        ProxyError::RefreshUnavailable => (503, "unavailable", "Service unavailable\n"),
-        ProxyError::Oidc(_) => (502, "identity_provider_error", "Bad gateway\n"),
-        ProxyError::Internal(_) => (500, "internal", "Internal error\n"),
+        ProxyError::RefreshUnavailable => (503, "unavailable", "Service unavailable\n", Warn),
+        ProxyError::Oidc(_) => (502, "identity_provider_error", "Bad gateway\n", Warn),
+        ProxyError::Internal(_) => (500, "internal", "Internal error\n", Warn),
+        ProxyError::UpstreamTimeout => (504, "gateway_timeout", "Gateway timeout\n", Warn),
+        ProxyError::UpstreamFailed => (502, "bad_gateway", "Bad gateway\n", Warn),
+        ProxyError::ClientAborted => (400, "bad_request", "Bad request\n", Info),
     };
-    let json = kind == Some(RouteKind::Api)
+    Class {
+        status,
+        code,
+        text,
+        severity,
+    }
+}
+
+const LOGIN_FAILED: &str = "Login failed. Start again from the application.\n";
+
+/// How an error is written: JSON for scripts and machines, text for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+impl Format {
+    /// `api` routes answer scripts; every other route, or none, answers a person.
+    pub fn for_route(kind: Option<RouteKind>) -> Format {
+        if kind == Some(RouteKind::Api) {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// The response for an error, in `format` (401s and back-channel logout errors are always JSON).
+pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
+    let Class {
+        status, code, text, ..
+    } = classify(e);
+    let json = format == Format::Json
         || matches!(
             e,
             ProxyError::Unauthenticated

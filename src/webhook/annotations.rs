@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::WebhookError;
 use super::inject::{Resources, SidecarMode, SidecarSettings};
+use crate::spelling::nearest;
 
 pub const PREFIX: &str = "bff.portcullis.dev/";
 /// Opt-in, as a label (preferred: selectors and CEL can see it) or an annotation.
@@ -267,30 +268,6 @@ fn exponent_ok(suffix: &str) -> bool {
     };
     let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
     !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
-}
-
-fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

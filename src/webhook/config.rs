@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::annotations::{is_dns_subdomain, is_quantity};
 use super::inject::{Resources, SidecarMode, SidecarSettings};
+use crate::config::known_keys::{fields, KnownKeys};
 use crate::config::{
     listen_addresses_overlap, validate_log, validate_socket_addr, ConfigError, LogConfig, Problem,
 };
@@ -46,6 +47,19 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub reload_interval: Duration,
+}
+
+impl KnownKeys for RawWebhook {
+    fn keys_of(section: &str) -> &'static [&'static str] {
+        match section {
+            "" => fields::<RawWebhook>(),
+            "tls" => fields::<RawTls>(),
+            "sidecar" => fields::<RawSidecar>(),
+            "sidecar.resources" => fields::<RawResources>(),
+            "log" => fields::<RawLog>(),
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod configmap;
 pub mod dpop;
+pub mod ingress_nginx;
 pub mod jaeger;
 pub mod op;
 pub mod portcullis;

@@ -128,3 +128,77 @@ own `telemetry` block, whose keys win. Call with (dict "root" $ "config" $config
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
+
+{{/* Whether the gateway runs portcullis's ingress auth endpoint (gateway.config.ingress_auth). */}}
+{{- define "portcullis.gateway.ingressAuth" -}}
+{{- if and .Values.gateway.enabled (dig "ingress_auth" "enabled" false .Values.gateway.config) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+What every ingress controller's objects are made of (ingressAuth), as YAML for fromYaml: the auth
+URL, the headers the controller copies from portcullis's answer, the hosts, the sign-in URL.
+Fails on values that would render an ingress that cannot work or that exposes the auth port.
+*/}}
+{{- define "portcullis.ingressAuth.context" -}}
+{{- $g := .Values.gateway -}}
+{{- $ia := .Values.ingressAuth -}}
+{{- if not (include "portcullis.gateway.ingressAuth" .) -}}
+{{- fail "ingressAuth.enabled needs gateway.enabled and gateway.config.ingress_auth.enabled" -}}
+{{- end -}}
+{{- $cfg := $g.config.ingress_auth -}}
+{{- $controller := required "gateway.config.ingress_auth.controller is required with ingressAuth.enabled" $cfg.controller -}}
+{{- $publicUrl := required "gateway.config.public_url is required" $g.config.public_url -}}
+{{- $public := urlParse $publicUrl -}}
+{{- $publicHost := regexReplaceAll ":[0-9]+$" $public.host "" -}}
+{{- $portSuffix := trimPrefix $publicHost $public.host -}}
+{{- $cookieDomain := dig "session" "cookie_domain" "" $g.config -}}
+{{- $svc := include "portcullis.gateway.fullname" . -}}
+{{- $appNs := default .Release.Namespace $ia.namespace -}}
+{{- $configHosts := list -}}
+{{- range $cfg.hosts }}{{ $configHosts = append $configHosts .host }}{{ end -}}
+{{- if not $ia.hosts -}}
+{{- fail "ingressAuth.hosts is required with ingressAuth.enabled: the app's Services per host" -}}
+{{- end -}}
+{{- $hosts := list -}}
+{{- range $i, $h := $ia.hosts -}}
+{{- if not (has $h.host $configHosts) -}}
+{{- fail (printf "ingressAuth.hosts[%d].host %s must be one of gateway.config.ingress_auth.hosts (portcullis answers 403 for any other host)" $i $h.host) -}}
+{{- end -}}
+{{- if has $h.host $hosts -}}
+{{- fail (printf "ingressAuth.hosts[%d].host %s is listed twice" $i $h.host) -}}
+{{- end -}}
+{{- $hosts = append $hosts $h.host -}}
+{{- range $j, $p := $h.paths -}}
+{{- if or (eq $p.path "/bff") (hasPrefix "/bff/" $p.path) -}}
+{{- fail (printf "ingressAuth.hosts[%d].paths[%d].path %s: /bff/ belongs to portcullis and is routed to it by the chart" $i $j $p.path) -}}
+{{- end -}}
+{{- if and (eq $p.service $svc) (eq $appNs $.Release.Namespace) -}}
+{{- fail (printf "ingressAuth.hosts[%d].paths[%d].service %s is portcullis itself: never route browsers to it (its auth port answers with tokens); /bff/ is routed to it by the chart" $i $j $p.service) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $bffHosts := $hosts -}}
+{{- if not (has $publicHost $bffHosts) }}{{ $bffHosts = append $bffHosts $publicHost }}{{ end -}}
+{{- $identity := list "X-Auth-Request-User" "X-Auth-Request-Email" "X-Auth-Request-Preferred-Username" "X-Auth-Request-Groups" -}}
+{{- with $cfg.identity_headers }}{{ $identity = keys . | sortAlpha }}{{ end -}}
+{{- $headers := concat (list "Authorization") $identity (list "Cookie") -}}
+{{- /* Without cookie_domain each host has its own session, so the login runs on the host the
+       browser is on; with it, on public_url's host, which then needs one redirect URI only. */ -}}
+{{- $signin := printf "%s://$host%s/bff/login?rd=$escaped_request_uri" $public.scheme $portSuffix -}}
+{{- if $cookieDomain -}}
+{{- $signin = printf "%s://%s/bff/login?rd=%s://$host%s$escaped_request_uri" $public.scheme $public.host $public.scheme $portSuffix -}}
+{{- end -}}
+controller: {{ $controller }}
+service: {{ $svc }}
+releaseNamespace: {{ .Release.Namespace }}
+appNamespace: {{ $appNs }}
+authPort: {{ $g.ports.auth }}
+authURL: {{ printf "http://%s.%s.svc.%s:%d/bff/auth" $svc .Release.Namespace $ia.clusterDomain (int $g.ports.auth) }}
+proxyPort: {{ $g.service.port }}
+responseHeaders: {{ toJson $headers }}
+hosts: {{ toJson $hosts }}
+bffHosts: {{ toJson $bffHosts }}
+signin: {{ $signin | quote }}
+{{- end -}}

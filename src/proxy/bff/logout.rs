@@ -29,7 +29,8 @@ impl Portcullis {
         let query = Query::parse(&req.uri)?;
         let presented_sid = if req.method == Method::POST {
             require_csrf_header(req)?;
-            self.live.load().origins.check_request_origin(req)?;
+            let host = crate::proxy::browser_checks::request_host(req)?;
+            self.live.load().origins.check_request_origin(req, host)?;
             None
         } else {
             Some(

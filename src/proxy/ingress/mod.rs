@@ -24,7 +24,7 @@ use super::bff::{require_csrf_header, validate_return_to};
 use super::canonical;
 use super::error::ProxyError;
 use super::live::Live;
-use super::respond::{error_reply, Reply};
+use super::respond::{error_reply, Format, Reply};
 use super::route::matches_at_boundary;
 use super::Portcullis;
 use crate::config::{
@@ -99,7 +99,8 @@ impl HostPolicy {
 enum Verdict {
     /// A public path: the request passes anonymously.
     Public,
-    Allow(HotSession),
+    /// The session's `Authorization` value and claims.
+    Allow(HeaderValue, HotSession),
     /// No session; `login` is where a navigation is sent when the controller returns the
     /// answer to the browser (Traefik, Envoy), rather than redirecting on a 401 itself.
     Unauthenticated {
@@ -119,7 +120,7 @@ impl Verdict {
     fn label(&self) -> &'static str {
         match self {
             Verdict::Public => "public",
-            Verdict::Allow(_) => "allow",
+            Verdict::Allow(..) => "allow",
             Verdict::Unauthenticated { login: Some(_), .. } => "redirect",
             Verdict::Unauthenticated { login: None, .. } => "unauthenticated",
             Verdict::Denied { .. } => "denied",
@@ -134,18 +135,21 @@ impl Portcullis {
     /// The answer to an ingress controller's auth request.
     pub(super) async fn ingress_auth(&self, session: &Session, live: &Live) -> Reply {
         let Some(policy) = &live.ingress else {
-            return error_reply(&ProxyError::NoRoute, None);
+            return error_reply(&ProxyError::NoRoute, Format::Json);
         };
         let verdict = match self.judge(session, policy, live).await {
             Ok(verdict) => verdict,
             // The store or the OP is down: fail closed, as a proxied request would.
             Err(e) => {
                 tracing::warn!(reason = e.reason(), error = %e, "auth request failed");
+                if e.fails_closed() {
+                    self.count_fail_closed(&e);
+                }
                 self.metrics
                     .auth_requests
                     .with_label_values(&["error"])
                     .inc();
-                return error_reply(&e, None);
+                return error_reply(&e, Format::Json);
             }
         };
         self.metrics
@@ -156,13 +160,7 @@ impl Portcullis {
         match verdict {
             Verdict::Public => answer_headers(Reply::new(200), None, policy, None)
                 .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers)),
-            Verdict::Allow(hot) => {
-                let Some(bearer) = hot.bearer.clone() else {
-                    return error_reply(
-                        &ProxyError::Internal("access_token_not_a_header_value"),
-                        None,
-                    );
-                };
+            Verdict::Allow(bearer, hot) => {
                 answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims))
                     .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers))
             }
@@ -171,15 +169,15 @@ impl Portcullis {
             } => Reply::redirect(to),
             Verdict::Unauthenticated { kind, login: None } => {
                 tracing::debug!(reason = "unauthenticated", "auth request refused");
-                error_reply(&ProxyError::Unauthenticated, Some(kind))
+                error_reply(&ProxyError::Unauthenticated, answer_format(Some(kind)))
             }
             Verdict::Denied { kind, error } => {
                 tracing::info!(reason = error.reason(), "auth request refused");
-                error_reply(&error, kind)
+                error_reply(&error, answer_format(kind))
             }
             Verdict::Invalid(reason) => {
                 tracing::info!(reason, "auth request refused");
-                error_reply(&ProxyError::BadRequest(reason), None)
+                error_reply(&ProxyError::BadRequest(reason), Format::Json)
             }
         }
     }
@@ -224,7 +222,7 @@ impl Portcullis {
                 if let Err(e) = require_csrf_header(req) {
                     return denied(Some(kind), e);
                 }
-                if let Err(e) = live.origins.check_request_origin(req) {
+                if let Err(e) = live.origins.check_request_origin(req, &original.host) {
                     return denied(Some(kind), e);
                 }
                 self.admit(req, host, kind, &original, policy, live).await
@@ -244,9 +242,9 @@ impl Portcullis {
         live: &Live,
     ) -> Result<Verdict, ProxyError> {
         let Some(hot) = self.fresh_session(&req.headers).await? else {
-            let navigation = kind == RouteKind::Page
-                && (original.method == Method::GET || original.method == Method::HEAD);
-            let login = (navigation && policy.controller != IngressController::Nginx)
+            let login = (kind == RouteKind::Page
+                && is_navigation(req, &original.method)
+                && policy.controller != IngressController::Nginx)
                 .then(|| login_url(live.hosts.scheme(), original));
             return Ok(Verdict::Unauthenticated { kind, login });
         };
@@ -260,7 +258,12 @@ impl Portcullis {
                 });
             }
         }
-        Ok(Verdict::Allow(hot))
+        // A token with bytes a header cannot carry would be a broken OP: refuse, never mangle.
+        let bearer = hot
+            .bearer
+            .clone()
+            .ok_or(ProxyError::Internal("access_token_not_a_header_value"))?;
+        Ok(Verdict::Allow(bearer, hot))
     }
 
     /// The request's cookies without portcullis's own, for the ingress to put in their place
@@ -270,6 +273,16 @@ impl Portcullis {
             .forwardable_cookies(headers)
             .and_then(|c| HeaderValue::from_str(&c).ok())
             .unwrap_or(EMPTY)
+    }
+}
+
+/// A refusal about a page is for the person whose browser a controller shows it to (Traefik,
+/// Envoy); every other is for a script or for the controller itself.
+fn answer_format(kind: Option<RouteKind>) -> Format {
+    if kind == Some(RouteKind::Page) {
+        Format::Text
+    } else {
+        Format::Json
     }
 }
 
@@ -312,6 +325,19 @@ fn scalar_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether the browser is loading a page (a redirect to the login is useful) rather than a
+/// script fetching something (which gets a 401 it can act on): a GET or HEAD, not marked by Fetch
+/// Metadata as anything but a navigation, and without the CSRF header only scripts send.
+fn is_navigation(req: &RequestHeader, method: &Method) -> bool {
+    let mode = req.headers.get(SEC_FETCH_MODE).map(HeaderValue::as_bytes);
+    (method == Method::GET || method == Method::HEAD)
+        && mode.is_none_or(|m| m == b"navigate")
+        && !req.headers.contains_key(X_CSRF)
+}
+
+const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+const X_CSRF: http::HeaderName = http::HeaderName::from_static("x-csrf");
 
 /// Where a navigation without a session is sent: the login on the same host, returning to the
 /// page asked for (or `/` if that is not a path the login would return to).
