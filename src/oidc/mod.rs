@@ -442,7 +442,7 @@ impl Oidc {
             None
         };
         let (mut url, _, _) = req.url();
-        if let Some(endpoint) = par::endpoint(cfg.pushed_authorization_requests, provider)? {
+        if let Some(endpoint) = par::endpoint(cfg.pushed_authorization_requests, &provider.extra)? {
             url = self.push(provider, endpoint, &url).await?;
         }
         Ok(AuthorizationRequest {

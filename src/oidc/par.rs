@@ -6,7 +6,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::op_http::form_request;
-use super::{Oidc, OidcError, Provider};
+use super::{ExtraMetadata, Oidc, OidcError, Provider};
 use crate::config::ParMode;
 
 #[derive(Deserialize)]
@@ -19,20 +19,18 @@ struct ErrorBody {
     error: String,
 }
 
-/// The PAR endpoint to use under `mode`, or `None` to send the request through the browser.
-pub(super) fn endpoint(mode: ParMode, provider: &Provider) -> Result<Option<&Url>, OidcError> {
-    let advertised = provider
-        .extra
-        .pushed_authorization_request_endpoint
-        .as_ref();
-    let required_by_op = provider.extra.require_pushed_authorization_requests;
+/// The PAR endpoint to use under `mode`, or `None` to send the request through the browser:
+/// `auto` pushes when the OP offers PAR, and any mode pushes when the OP requires it.
+pub(super) fn endpoint(mode: ParMode, extra: &ExtraMetadata) -> Result<Option<&Url>, OidcError> {
+    let advertised = extra.pushed_authorization_request_endpoint.as_ref();
+    let required_by_op = extra.require_pushed_authorization_requests;
     match (mode, advertised) {
         (ParMode::Off, _) if !required_by_op => Ok(None),
         (_, Some(endpoint)) => Ok(Some(endpoint)),
+        (ParMode::Auto, None) if !required_by_op => Ok(None),
         (_, None) => Err(OidcError::Par {
             reason: "par_unavailable",
-            detail: "the provider no longer advertises pushed_authorization_request_endpoint"
-                .into(),
+            detail: "the provider does not advertise pushed_authorization_request_endpoint".into(),
         }),
     }
 }
@@ -80,5 +78,32 @@ fn par_failed(e: super::op_http::OpCallError) -> OidcError {
     OidcError::Par {
         reason: "par_failed",
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extra(endpoint: bool, required: bool) -> ExtraMetadata {
+        ExtraMetadata {
+            pushed_authorization_request_endpoint: endpoint
+                .then(|| Url::parse("https://op.test/par").unwrap()),
+            require_pushed_authorization_requests: required,
+            ..ExtraMetadata::default()
+        }
+    }
+
+    #[test]
+    fn auto_pushes_only_when_offered_and_every_mode_when_required() {
+        let pushes = |mode, e: &ExtraMetadata| endpoint(mode, e).map(|u| u.is_some()).ok();
+        assert_eq!(pushes(ParMode::Off, &extra(true, false)), Some(false));
+        assert_eq!(pushes(ParMode::Auto, &extra(true, false)), Some(true));
+        assert_eq!(pushes(ParMode::Auto, &extra(false, false)), Some(false));
+        assert_eq!(pushes(ParMode::Required, &extra(true, false)), Some(true));
+        assert_eq!(pushes(ParMode::Off, &extra(true, true)), Some(true));
+        let err = endpoint(ParMode::Required, &extra(false, false)).unwrap_err();
+        assert_eq!(err.reason(), "par_unavailable");
+        assert!(endpoint(ParMode::Auto, &extra(false, true)).is_err());
     }
 }
