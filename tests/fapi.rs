@@ -396,3 +396,23 @@ fn check_names_an_unusable_key_file_and_the_fix() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_par_against_an_op_without_it_logs_in_through_the_browser() {
+    let (mut w, key_file) = Fapi::prepare(&[("PAR", "off")], 60);
+    let config = fapi_config(&w.proxy, &w.op, &w.upstream, &key_file, "").replace(
+        "pushed_authorization_requests: required",
+        "pushed_authorization_requests: auto",
+    );
+    w.proxy.start(&config).await;
+    let mut b = support::browser::Browser::new(&w.proxy.origin());
+    let auth = b.start_login("/").await;
+    let names: Vec<String> = auth.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    for name in ["code_challenge", "state", "nonce", "dpop_jkt"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {auth}");
+    }
+    let callback = b.authorize_at_op(auth, "alice").await;
+    assert_eq!(b.get(&callback, &[]).await.status, 200);
+    assert_eq!(b.api("/api/orders").await.status, 200);
+    w.verified_last_request("/api/orders").await;
+}
