@@ -251,7 +251,21 @@ async fn failed_login(w: &Fapi) -> (u16, String) {
     let auth = b.start_login("/").await;
     let callback = b.authorize_at_op(auth, "mallory").await;
     let status = b.get(&callback, &[]).await.status;
-    (status, w.proxy.logs())
+    let logs = w.proxy.logs();
+    let key_body = w.key_pem.lines().nth(1).expect("PEM body");
+    assert!(
+        !logs.contains(key_body),
+        "a log line contained the client key"
+    );
+    // The fault answers before the OP records the code, so look for it as the callback has it.
+    let code = url::Url::parse(&callback)
+        .expect("a callback URL")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("an authorization code");
+    assert!(!logs.contains(&code), "a log line contained the code");
+    (status, logs)
 }
 
 #[tokio::test(flavor = "multi_thread")]
