@@ -5,6 +5,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::sync::OnceLock;
+
 use http::HeaderValue;
 use ring::digest::{digest, SHA256};
 use ring::rand::SystemRandom;
@@ -119,25 +121,46 @@ pub fn access_token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest(&SHA256, token.as_bytes()))
 }
 
-/// What an upstream request of a DPoP route needs from its session, made once per token:
-/// the key, `DPoP <token>`, and the token's `ath`. No `Debug`: it holds a token.
+/// What an upstream request of a DPoP route needs from its session: the key, `DPoP <token>`,
+/// and the token's `ath`. Made on the first DPoP request of a token and kept with the cached
+/// session, so requests of that session on other routes (or with the cache off) never pay
+/// for reading the key. No `Debug`: it holds a token.
 pub struct UpstreamDpop {
-    pub key: DpopKey,
-    pub authorization: HeaderValue,
-    pub ath: String,
+    stored_key: Secret<String>,
+    token: Secret<String>,
+    ready: OnceLock<Option<Ready>>,
+}
+
+struct Ready {
+    key: DpopKey,
+    authorization: HeaderValue,
+    ath: String,
 }
 
 impl UpstreamDpop {
+    pub fn new(stored_key: &Secret<String>, token: &str) -> UpstreamDpop {
+        UpstreamDpop {
+            stored_key: stored_key.clone(),
+            token: Secret::new(token.to_string()),
+            ready: OnceLock::new(),
+        }
+    }
+
     /// `None` when the stored key is unreadable or the token cannot be a header value.
-    pub fn new(stored_key: &Secret<String>, token: &str) -> Option<UpstreamDpop> {
-        let key = DpopKey::from_stored(stored_key).ok()?;
-        let mut authorization = HeaderValue::from_str(&format!("DPoP {token}")).ok()?;
-        authorization.set_sensitive(true);
-        Some(UpstreamDpop {
-            key,
-            authorization,
-            ath: access_token_hash(token),
-        })
+    fn ready(&self) -> Option<&Ready> {
+        self.ready
+            .get_or_init(|| {
+                let key = DpopKey::from_stored(&self.stored_key).ok()?;
+                let token = self.token.expose();
+                let mut authorization = HeaderValue::from_str(&format!("DPoP {token}")).ok()?;
+                authorization.set_sensitive(true);
+                Some(Ready {
+                    key,
+                    authorization,
+                    ath: access_token_hash(token),
+                })
+            })
+            .as_ref()
     }
 
     /// The `Authorization` and `DPoP` values for one upstream request.
@@ -146,9 +169,11 @@ impl UpstreamDpop {
         method: &str,
         htu: &str,
     ) -> Result<(HeaderValue, HeaderValue), DpopError> {
-        let proof = self.key.proof(method, htu, Some(&self.ath), None)?;
+        let ready = self.ready().ok_or(DpopError::BadKey)?;
+        let proof = ready.key.proof(method, htu, Some(&ready.ath), None)?;
+        // base64url parts and dots only: always a valid header value.
         let proof = HeaderValue::from_str(&proof).map_err(|_| DpopError::Sign)?;
-        Ok((self.authorization.clone(), proof))
+        Ok((ready.authorization.clone(), proof))
     }
 }
 
@@ -224,6 +249,7 @@ mod tests {
     #[test]
     fn a_damaged_stored_key_is_refused() {
         assert!(DpopKey::from_stored(&Secret::new("not-a-key".into())).is_err());
-        assert!(UpstreamDpop::new(&Secret::new("AAAA".into()), "t").is_none());
+        let upstream = UpstreamDpop::new(&Secret::new("AAAA".into()), "t");
+        assert!(upstream.headers("GET", "https://api.test/").is_err());
     }
 }

@@ -37,7 +37,7 @@ pub struct HotSession {
     /// The ID token's claims, for per-host access rules and identity headers.
     pub claims: Arc<Map<String, Value>>,
     /// The DPoP key and `DPoP <token>`, for routes that forward the token DPoP-bound; `None`
-    /// without `oidc.dpop` (or with a stored key that no longer reads).
+    /// without `oidc.dpop`.
     pub dpop: Option<Arc<UpstreamDpop>>,
 }
 
@@ -52,7 +52,7 @@ impl HotSession {
             dpop: data
                 .dpop_key
                 .as_ref()
-                .and_then(|key| UpstreamDpop::new(key, data.access_token.expose()).map(Arc::new)),
+                .map(|key| Arc::new(UpstreamDpop::new(key, data.access_token.expose()))),
         }
     }
 }
