@@ -326,7 +326,7 @@ fn check(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readyz_reports_an_op_that_drops_required_par() {
+async fn readyz_reports_an_op_that_drops_required_par_until_a_reload_fixes_it() {
     let port = support::free_port();
     let port_env = port.to_string();
     let (mut w, key_file) = Fapi::prepare(&[("OP_PORT", &port_env), ("PAR", "required")], 60);
@@ -365,6 +365,25 @@ async fn readyz_reports_an_op_that_drops_required_par() {
         logs.lines()
             .any(|l| l.contains("discovery failed") && l.contains("discovery_incompatible")),
         "{logs}"
+    );
+    // The fix, applied by a reload: PAR auto. The OP is asked again, found fit, and ready.
+    let fixed = config.replace(
+        "pushed_authorization_requests: required",
+        "pushed_authorization_requests: auto",
+    );
+    std::fs::write(w.proxy.config_path(), fixed).expect("rewrite the config");
+    w.proxy.signal("HUP");
+    eventually(
+        "/readyz to recover after the reload",
+        Duration::from_secs(20),
+        || async { (w.proxy.admin_get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    let mut b = support::browser::Browser::new(&w.proxy.origin());
+    let auth = b.start_login("/").await;
+    assert!(
+        auth.query_pairs().any(|(k, _)| k == "code_challenge"),
+        "{auth}"
     );
 }
 

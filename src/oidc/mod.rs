@@ -152,7 +152,11 @@ struct Current {
 }
 
 /// New OP settings made ready off to the side by `Oidc::prepare`; `Oidc::apply` swaps them in.
-pub struct Prepared(Current);
+pub struct Prepared {
+    current: Current,
+    /// Its provider was discovered for it (not carried over from the settings in force).
+    rediscovered: bool,
+}
 
 fn http_client(cfg: &OidcConfig) -> Result<openidconnect::reqwest::Client, OidcError> {
     openidconnect::reqwest::Client::builder()
@@ -279,32 +283,41 @@ impl Oidc {
     }
 
     /// New settings, made ready without touching the ones in force: the HTTP client, and the
-    /// provider — discovered anew when the issuer changes (an error then, which leaves the
-    /// running OP in use), else the current discovery with the new client id and secret.
+    /// provider — discovered anew when the issuer changes, or when the last discovery found the
+    /// OP unfit (the reload may be the fix; an error then leaves the running OP in use), else
+    /// the current discovery with the new client settings, checked for the FAPI keys.
     pub async fn prepare(&self, cfg: OidcConfig) -> Result<Prepared, OidcError> {
         let http = http_client(&cfg)?;
         let current = self.current.load_full();
-        let provider = if cfg.issuer != current.cfg.issuer {
+        let rediscover = cfg.issuer != current.cfg.issuer || self.incompatibility().is_some();
+        let provider = if rediscover {
             Some(self.fetch_metadata(&cfg, &http).await?)
         } else {
             current.provider.as_ref().map(|p| p.metadata.clone())
         };
-        // The same OP, but perhaps newly asked for PAR, private_key_jwt or DPoP.
         if let Some(metadata) = &provider {
             features::check(&cfg, metadata)?;
         }
         let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
-        Ok(Prepared(Current {
+        let current = Current {
             client_key: client_key_source(&cfg),
             cfg: Arc::new(cfg),
             http,
             provider,
-        }))
+        };
+        Ok(Prepared {
+            current,
+            rediscovered: rediscover,
+        })
     }
 
     /// Puts prepared settings in force; calls to the OP already under way finish with the old.
+    /// A provider discovered for them is fit for them, so `/readyz` stops reporting an unfit one.
     pub fn apply(&self, prepared: Prepared) {
-        self.current.store(Arc::new(prepared.0));
+        if prepared.rediscovered {
+            self.incompatible.store(None);
+        }
+        self.current.store(Arc::new(prepared.current));
     }
 
     /// Discovery with `cfg`'s issuer, checked for what portcullis requires of the OP.
