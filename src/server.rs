@@ -3,7 +3,6 @@
 //! `server.threads` on `listen` (the `edge` in front of Pingora's HTTP proxy), and the admin
 //! app on `admin_listen` with a thread of its own.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::admin::{Admin, ProxyListening};
 use crate::config::{is_loopback_name, Config, SessionConfig, StoreConfig};
 use crate::edge::Edge;
+use crate::listen::{check_listen_addresses, ListenError};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{Portcullis, Shared};
@@ -56,15 +56,6 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("{}: {error}", file.display())]
     Listen { file: PathBuf, error: ListenError },
-}
-
-/// A listen address another process holds, or one that is not this host's.
-#[derive(Debug, thiserror::Error)]
-#[error("{key}: cannot listen on {addr}: {error}")]
-pub struct ListenError {
-    key: &'static str,
-    addr: SocketAddr,
-    error: std::io::Error,
 }
 
 impl ServeError {
@@ -219,18 +210,6 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerm { in_flight, traces }),
     });
-    Ok(())
-}
-
-/// Pingora retries a taken address for 30 s and then gives up on that service alone, so a port
-/// another container of the pod already uses would leave the admin port answering "ready" with
-/// no proxy behind it. Binding once first turns that into a failed start naming the setting.
-/// std binds with SO_REUSEADDR as Pingora does, so a socket lingering in TIME_WAIT from a
-/// previous run does not count as taken.
-pub fn check_listen_addresses(addrs: &[(&'static str, SocketAddr)]) -> Result<(), ListenError> {
-    for &(key, addr) in addrs {
-        std::net::TcpListener::bind(addr).map_err(|error| ListenError { key, addr, error })?;
-    }
     Ok(())
 }
 

@@ -355,8 +355,8 @@ bench_oidc_extra=; bench_routes_extra=
 ingress_row() {
   local ingress_port
   ingress_port=$(free_port)
-  nginx_conf ingress "upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
-  upstream auth { server 127.0.0.1:$auth_port; keepalive 64; }
+  nginx_conf ingress "upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; keepalive_requests 1000000; }
+  upstream auth { server 127.0.0.1:$auth_port; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$ingress_port;
     location = /_external-auth {

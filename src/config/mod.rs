@@ -87,7 +87,7 @@ where
 /// "Did you mean" the nearest key of the same section, when one is close; else a hint.
 fn unknown_key_message<T: known_keys::KnownKeys>(path: &str) -> String {
     let (section, key) = known_keys::split_key(path);
-    match crate::spelling::nearest(key, T::keys_of(&section)) {
+    match crate::text::nearest(key, T::keys_of(&section)) {
         Some(meant) => format!("is not a known key (did you mean {meant:?}?)"),
         None => "is not a known key (check its spelling and indentation)".to_string(),
     }
@@ -103,8 +103,8 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         // Unknown keys come from the user: escape control characters so a key cannot fake
         // extra lines in `check`'s output.
         Path::Map { parent, key } => match key_path(parent) {
-            p if p.is_empty() => crate::telemetry::sanitize(key),
-            p => format!("{p}.{}", crate::telemetry::sanitize(key)),
+            p if p.is_empty() => crate::text::sanitize(key),
+            p => format!("{p}.{}", crate::text::sanitize(key)),
         },
         Path::Some { parent }
         | Path::NewtypeStruct { parent }

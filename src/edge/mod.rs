@@ -243,8 +243,7 @@ impl Edge {
     fn accepts_chunked(live: &Live, path: &str) -> bool {
         live.routes
             .find(path)
-            .and_then(|i| live.routes.get(i))
-            .is_some_and(|r| r.allow_chunked_requests)
+            .is_some_and(|r| r.config.allow_chunked_requests)
     }
 
     /// Ends a connection that produced no request for Pingora, saying why where there is

@@ -18,6 +18,7 @@ mod hop_by_hop;
 mod ingress;
 mod inject;
 mod live;
+mod policy;
 mod rate_limit;
 mod refresh;
 mod respond;
@@ -31,7 +32,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use http::header::HeaderValue;
 use http::Method;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
@@ -40,10 +41,12 @@ use prometheus::IntCounter;
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
 pub use live::{EdgeSettings, Live, LiveConfig};
+use policy::WithoutSession;
 use respond::Reply;
+use route::Route;
 pub use route::RouteTable;
 
-use crate::config::{Config, RouteConfig, RouteKind};
+use crate::config::{Config, RouteConfig};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
@@ -193,6 +196,9 @@ impl Portcullis {
         }
     }
 
+    /// What to do with a request, in steps: an auth request on the auth port is answered
+    /// whole; otherwise screen it (host, method), route it, answer `/bff/*` endpoints, pass the
+    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks.
     async fn decide(
         &self,
         session: &mut Session,
@@ -204,20 +210,8 @@ impl Portcullis {
             return Ok(Decision::Reply(self.ingress_auth(session, &live).await));
         }
         let req = session.req_header();
-        live.hosts.check(req)?;
-        if is_refused_method(&req.method) {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        let header_bytes = browser_checks::header_block_bytes(req);
-        let route = live.routes.find(req.uri.path());
-        if let Err(rejection) = canonical::check_target(req.raw_path()) {
-            let opted_out = route
-                .and_then(|i| live.routes.get(i))
-                .is_some_and(|r| r.allow_ambiguous_paths);
-            if !opted_out {
-                return Err(ProxyError::AmbiguousPath(rejection.reason()));
-            }
-        }
+        screen(req, &live)?;
+        let route = find_route(req, &live)?;
         let path = req.uri.path();
         if path == "/bff" || path.starts_with("/bff/") {
             ctx.label = "bff";
@@ -227,64 +221,42 @@ impl Portcullis {
                 .await
                 .map(Decision::Reply);
         }
-        let index = route.ok_or(ProxyError::NoRoute)?;
-        let route = live.routes.get(index).ok_or(ProxyError::NoRoute)?;
-        ctx.route = Some(index);
-        ctx.label = route.kind.as_str();
-        if route.kind == RouteKind::Api {
-            if let (true, Some(origin)) = (
-                browser_checks::is_preflight(req),
-                live.origins.cors_origin(req),
-            ) {
-                return Ok(Decision::Reply(preflight_reply(origin, route)));
-            }
+        let route = route.ok_or(ProxyError::NoRoute)?;
+        ctx.route = Some(route.index);
+        ctx.label = route.policy.kind.as_str();
+        if let Some(reply) = gate(req, route, &live, ctx)? {
+            return Ok(Decision::Reply(reply));
         }
-        if route
-            .methods
-            .as_ref()
-            .is_some_and(|m| !m.contains(&req.method))
-        {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        ctx.websocket = websocket_upgrade(req, route)?;
-        if ctx.websocket {
-            // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
-            live.origins
-                .check_upgrade_origin(req, browser_checks::request_host(req)?)?;
-        }
-        match route.kind {
-            RouteKind::Public => Ok(Decision::Forward),
-            RouteKind::Api => {
-                if !ctx.websocket {
-                    // CSRF first: a forged request learns nothing, not even whether a session exists.
-                    bff::require_csrf_header(req)?;
-                    live.origins
-                        .check_request_origin(req, browser_checks::request_host(req)?)?;
-                }
-                ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
-                let credentials = self
-                    .credentials(&req.headers)
-                    .await?
-                    .ok_or_else(|| self.unauthenticated(&req.headers))?;
+        self.authenticate_for(req, route, &live, ctx).await
+    }
+
+    /// Looks the session up as the route's policy asks: its token is forwarded, or the request
+    /// passes anonymously, is refused, or (a navigation) goes to the login.
+    async fn authenticate_for(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        live: &Live,
+        ctx: &mut RequestCtx,
+    ) -> Result<Decision, ProxyError> {
+        let Some(without_session) = route.policy.session else {
+            return Ok(Decision::Forward);
+        };
+        match self.credentials(&req.headers).await? {
+            Some(credentials) => {
+                let header_bytes = browser_checks::header_block_bytes(req);
                 let bearer = &credentials.bearer;
                 browser_checks::check_forwarded_size(header_bytes, bearer, &live.limits)?;
-                ctx.forward(credentials, route.dpop);
+                ctx.forward(credentials, route.config.dpop);
                 Ok(Decision::Forward)
             }
-            RouteKind::Page => match self.credentials(&req.headers).await? {
-                Some(credentials) => {
-                    let bearer = &credentials.bearer;
-                    browser_checks::check_forwarded_size(header_bytes, bearer, &live.limits)?;
-                    ctx.forward(credentials, route.dpop);
-                    Ok(Decision::Forward)
-                }
-                None if !ctx.websocket
-                    && (req.method == Method::GET || req.method == Method::HEAD) =>
-                {
-                    Ok(Decision::Reply(self.login_redirect(req)))
-                }
-                None => Err(self.unauthenticated(&req.headers)),
-            },
+            None if without_session == WithoutSession::LoginNavigations
+                && !ctx.websocket
+                && (req.method == Method::GET || req.method == Method::HEAD) =>
+            {
+                Ok(Decision::Reply(self.login_redirect(req)))
+            }
+            None => Err(self.unauthenticated(&req.headers)),
         }
     }
 
@@ -320,6 +292,66 @@ impl Portcullis {
         let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
         Reply::redirect(format!("/bff/login?returnTo={encoded}"))
     }
+}
+
+/// Refuses what no route may receive: a request for a host that is not portcullis's (421), and
+/// methods never proxied.
+fn screen(req: &RequestHeader, live: &Live) -> Result<(), ProxyError> {
+    live.hosts.check(req)?;
+    if is_refused_method(&req.method) {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+/// The route for the request's path, once its target has passed the canonical-path rules (or
+/// the route opted out of them).
+fn find_route<'l>(req: &RequestHeader, live: &'l Live) -> Result<Option<&'l Route>, ProxyError> {
+    let route = live.routes.find(req.uri.path());
+    if let Err(rejection) = canonical::check_target(req.raw_path()) {
+        if !route.is_some_and(|r| r.config.allow_ambiguous_paths) {
+            return Err(ProxyError::AmbiguousPath(rejection.reason()));
+        }
+    }
+    Ok(route)
+}
+
+/// The route's checks before any session is looked up: a CORS preflight is answered, the
+/// method and any upgrade must be allowed, and the CSRF rules hold (a forged request learns
+/// nothing, not even whether a session exists).
+fn gate(
+    req: &RequestHeader,
+    route: &Route,
+    live: &Live,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Reply>, ProxyError> {
+    let policy = &route.policy;
+    if policy.cors && browser_checks::is_preflight(req) {
+        if let Some(origin) = live.origins.cors_origin(req) {
+            return Ok(Some(preflight_reply(origin, &route.config)));
+        }
+    }
+    if route
+        .config
+        .methods
+        .as_ref()
+        .is_some_and(|m| !m.contains(&req.method))
+    {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    ctx.websocket = websocket_upgrade(req, &route.config)?;
+    let host = browser_checks::request_host(req)?;
+    if ctx.websocket {
+        // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
+        live.origins.check_upgrade_origin(req, host)?;
+    } else if policy.csrf {
+        bff::require_csrf_header(req)?;
+        live.origins.check_request_origin(req, host)?;
+    }
+    if policy.cors {
+        ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
+    }
+    Ok(None)
 }
 
 /// Whether the request is an accepted WebSocket upgrade. Any other upgrade (h2c, or WebSocket
@@ -365,6 +397,13 @@ fn proxy_failure(e: &Error) -> ProxyError {
         }
         _ => ProxyError::UpstreamFailed,
     }
+}
+
+/// How the request's route writes errors; text before a route is chosen.
+fn errors_format(ctx: &RequestCtx) -> Format {
+    ctx.route
+        .and_then(|i| ctx.live.routes.policy(i))
+        .map_or(Format::Text, |p| p.errors)
 }
 
 fn is_refused_method(m: &Method) -> bool {
@@ -423,10 +462,7 @@ impl ProxyHttp for Portcullis {
                 if e.fails_closed() {
                     self.count_fail_closed(&e);
                 }
-                let reply = respond::error_reply(
-                    &e,
-                    Format::for_route(ctx.route.and_then(|i| ctx.live.routes.kind(i))),
-                );
+                let reply = respond::error_reply(&e, errors_format(ctx));
                 if matches!(e, ProxyError::StaleCookie(_)) {
                     reply.header("set-cookie", self.cookies.expire_session())
                 } else {
@@ -471,7 +507,7 @@ impl ProxyHttp for Portcullis {
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
         let route = ctx.route.and_then(|i| ctx.live.routes.get(i));
         if let (Some(binding), Some(route)) = (&ctx.dpop, route) {
-            dpop::authorize(upstream_request, binding, &route.upstream)?;
+            dpop::authorize(upstream_request, binding, &route.config.upstream)?;
         }
         self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())
@@ -492,7 +528,11 @@ impl ProxyHttp for Portcullis {
             resp.insert_header("access-control-allow-credentials", "true")?;
             resp.append_header("vary", "Origin")?;
         }
-        if let (Some(csp), "page") = (&ctx.live.page_csp, ctx.label) {
+        let page_csp = ctx
+            .route
+            .and_then(|i| ctx.live.routes.policy(i))
+            .is_some_and(|p| p.page_csp);
+        if let (Some(csp), true) = (&ctx.live.page_csp, page_csp) {
             // The upstream's own policy wins; portcullis fills in when there is none.
             if resp.headers.get("content-security-policy").is_none() {
                 resp.insert_header("content-security-policy", csp.clone())?;
@@ -551,8 +591,7 @@ impl ProxyHttp for Portcullis {
             self.count_body_timeout();
         }
         log_failure(&failure, ctx.request_id.as_str(), Some(e));
-        let kind = ctx.route.and_then(|i| ctx.live.routes.kind(i));
-        let reply = respond::error_reply(&failure, Format::for_route(kind));
+        let reply = respond::error_reply(&failure, errors_format(ctx));
         let status = reply.status;
         session.set_keepalive(None);
         if let Err(write_err) = respond::write_reply(session, reply, &self.security).await {

@@ -8,7 +8,6 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::error::ProxyError;
-use crate::config::RouteKind;
 use crate::oidc::OidcError;
 
 /// A locally generated response.
@@ -205,17 +204,6 @@ const LOGIN_FAILED: &str = "Login failed. Start again from the application.\n";
 pub enum Format {
     Json,
     Text,
-}
-
-impl Format {
-    /// `api` routes answer scripts; every other route, or none, answers a person.
-    pub fn for_route(kind: Option<RouteKind>) -> Format {
-        if kind == Some(RouteKind::Api) {
-            Format::Json
-        } else {
-            Format::Text
-        }
-    }
 }
 
 /// The response for an error, in `format` (401s and back-channel logout errors are always JSON).

@@ -1,36 +1,54 @@
-//! The route table: longest configured prefix that ends at a path-segment boundary.
+//! The route table: longest configured prefix that ends at a path-segment boundary, each route
+//! with its policy resolved at load.
 
-use crate::config::{RouteConfig, RouteKind};
+use super::policy::RoutePolicy;
+use crate::config::RouteConfig;
+
+/// A configured route, its position in the configuration (which names its upstream peer) and
+/// what it asks of a request.
+pub struct Route {
+    pub index: usize,
+    pub config: RouteConfig,
+    pub policy: RoutePolicy,
+}
 
 pub struct RouteTable {
-    /// Sorted longest prefix first, so the first match is the longest.
-    routes: Vec<(usize, RouteConfig)>,
+    /// In configuration order.
+    routes: Vec<Route>,
+    /// Indices, longest prefix first, so the first match is the longest.
+    by_length: Vec<usize>,
 }
 
 impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> RouteTable {
-        let mut routes: Vec<(usize, RouteConfig)> = routes.iter().cloned().enumerate().collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
-        RouteTable { routes }
-    }
-
-    /// The index (in configuration order) of the route serving `path`.
-    pub fn find(&self, path: &str) -> Option<usize> {
-        self.routes
+        let routes: Vec<Route> = routes
             .iter()
-            .find(|(_, r)| matches_at_boundary(&r.prefix, path))
-            .map(|(i, _)| *i)
+            .enumerate()
+            .map(|(index, config)| Route {
+                index,
+                config: config.clone(),
+                policy: RoutePolicy::of(config.kind),
+            })
+            .collect();
+        let mut by_length: Vec<usize> = (0..routes.len()).collect();
+        by_length.sort_by_key(|&i| std::cmp::Reverse(routes[i].config.prefix.len()));
+        RouteTable { routes, by_length }
     }
 
-    pub fn kind(&self, index: usize) -> Option<RouteKind> {
-        self.get(index).map(|r| r.kind)
-    }
-
-    pub fn get(&self, index: usize) -> Option<&RouteConfig> {
-        self.routes
+    /// The route serving `path`.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.by_length
             .iter()
-            .find(|(i, _)| *i == index)
-            .map(|(_, r)| r)
+            .map(|&i| &self.routes[i])
+            .find(|r| matches_at_boundary(&r.config.prefix, path))
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    pub fn policy(&self, index: usize) -> Option<&RoutePolicy> {
+        self.get(index).map(|r| &r.policy)
     }
 }
 
@@ -46,7 +64,7 @@ pub(super) fn matches_at_boundary(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Upstream;
+    use crate::config::{RouteKind, Upstream};
 
     fn route(prefix: &str, kind: RouteKind) -> RouteConfig {
         RouteConfig {
@@ -72,20 +90,22 @@ mod tests {
             route("/api/", RouteKind::Api),
             route("/api/public", RouteKind::Public),
         ]);
-        assert_eq!(t.find("/api/x"), Some(1));
-        assert_eq!(t.find("/api/"), Some(1));
-        assert_eq!(t.find("/api/public"), Some(2));
-        assert_eq!(t.find("/api/public/x"), Some(2));
-        assert_eq!(t.find("/api/publicity"), Some(1));
-        assert_eq!(t.find("/apiary/x"), Some(0));
-        assert_eq!(t.find("/api"), Some(0));
-        assert_eq!(t.kind(2), Some(RouteKind::Public));
+        let found = |path| t.find(path).map(|r| r.index);
+        assert_eq!(found("/api/x"), Some(1));
+        assert_eq!(found("/api/"), Some(1));
+        assert_eq!(found("/api/public"), Some(2));
+        assert_eq!(found("/api/public/x"), Some(2));
+        assert_eq!(found("/api/publicity"), Some(1));
+        assert_eq!(found("/apiary/x"), Some(0));
+        assert_eq!(found("/api"), Some(0));
+        assert_eq!(t.policy(2).map(|p| p.kind), Some(RouteKind::Public));
+        assert_eq!(t.get(1).map(|r| r.config.prefix.as_str()), Some("/api/"));
     }
 
     #[test]
     fn no_match_without_a_catch_all() {
         let t = RouteTable::new(&[route("/api/", RouteKind::Api)]);
-        assert_eq!(t.find("/"), None);
-        assert_eq!(t.find("/apix"), None);
+        assert!(t.find("/").is_none());
+        assert!(t.find("/apix").is_none());
     }
 }

@@ -29,7 +29,7 @@ impl Portcullis {
         let server = ctx
             .route
             .and_then(|i| ctx.live.routes.get(i))
-            .map(|r| &r.upstream);
+            .map(|r| &r.config.upstream);
         self.traces.propagate(
             session.req_header(),
             client_ip(session),
@@ -54,7 +54,7 @@ impl Portcullis {
         let path = session.req_header().uri.path();
         // A configured prefix, or one of portcullis's own endpoints: never a path a client made up.
         let route = match ctx.route.and_then(|i| ctx.live.routes.get(i)) {
-            Some(route) => Some(route.prefix.as_str()),
+            Some(route) => Some(route.config.prefix.as_str()),
             None => Endpoint::from_path(path).map(|_| path),
         };
         ctx.trace.finish(route, ctx.label, status, failed);

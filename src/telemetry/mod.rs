@@ -157,20 +157,6 @@ impl<S> Filter<S> for Exported {
     }
 }
 
-/// Escapes control characters so input copied into a log line cannot forge new lines.
-pub fn sanitize(input: &str) -> String {
-    const MAX: usize = 256;
-    let mut out = String::with_capacity(input.len().min(MAX));
-    for c in input.chars().take(MAX) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// One line per security-relevant event (login, logout, refresh failure, back-channel logout)
 /// under the `audit` target, with a stable outcome and reason code. The subject is an OP
 /// identifier, not a secret; tokens, cookies and codes are never among the fields.

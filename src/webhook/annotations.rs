@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::WebhookError;
 use super::inject::{Resources, SidecarMode, SidecarSettings};
-use crate::spelling::nearest;
+use crate::text::nearest;
 
 pub const PREFIX: &str = "bff.portcullis.dev/";
 /// Opt-in, as a label (preferred: selectors and CEL can see it) or an annotation.

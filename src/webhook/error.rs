@@ -66,5 +66,5 @@ pub enum RunError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
-    Listen(#[from] crate::server::ListenError),
+    Listen(#[from] crate::listen::ListenError),
 }

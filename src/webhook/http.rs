@@ -170,7 +170,7 @@ fn log_decision(answer: &review::Answer) {
     match answer.decision {
         Decision::Denied => {
             let message = response["status"]["message"].as_str().unwrap_or("");
-            tracing::info!(uid, reason = %crate::telemetry::sanitize(message), "pod denied");
+            tracing::info!(uid, reason = %crate::text::sanitize(message), "pod denied");
         }
         d => tracing::debug!(uid, result = d.label(), "admission review answered"),
     }

@@ -37,7 +37,7 @@ pub use error::{RunError, WebhookError};
 pub fn run(cfg: WebhookConfig) -> Result<(), RunError> {
     let metrics = Arc::new(http::WebhookMetrics::new()?);
     let cert = Arc::new(tls::ReloadingCert::load(&cfg.tls, &metrics)?);
-    crate::server::check_listen_addresses(&[
+    crate::listen::check_listen_addresses(&[
         ("listen", cfg.listen),
         ("admin_listen", cfg.admin_listen),
     ])?;

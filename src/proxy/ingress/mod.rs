@@ -24,6 +24,7 @@ use super::bff::{require_csrf_header, validate_return_to};
 use super::canonical;
 use super::error::ProxyError;
 use super::live::Live;
+use super::policy::{RoutePolicy, WithoutSession};
 use super::respond::{error_reply, Format, Reply};
 use super::route::matches_at_boundary;
 use super::Portcullis;
@@ -215,37 +216,36 @@ impl Portcullis {
         let Some(kind) = host.kind_for(original.path()) else {
             return denied(None, ProxyError::Forbidden("no_route"));
         };
-        match kind {
-            RouteKind::Public => Ok(Verdict::Public),
-            RouteKind::Api => {
-                // CSRF first: a forged request learns nothing, not even whether a session exists.
-                if let Err(e) = require_csrf_header(req) {
-                    return denied(Some(kind), e);
-                }
-                if let Err(e) = live.origins.check_request_origin(req, &original.host) {
-                    return denied(Some(kind), e);
-                }
-                self.admit(req, host, kind, &original, policy, live).await
+        let rules = RoutePolicy::of(kind);
+        let Some(without_session) = rules.session else {
+            return Ok(Verdict::Public);
+        };
+        if rules.csrf {
+            // CSRF first: a forged request learns nothing, not even whether a session exists.
+            if let Err(e) = require_csrf_header(req) {
+                return denied(Some(kind), e);
             }
-            RouteKind::Page => self.admit(req, host, kind, &original, policy, live).await,
+            if let Err(e) = live.origins.check_request_origin(req, &original.host) {
+                return denied(Some(kind), e);
+            }
         }
+        let login = (without_session == WithoutSession::LoginNavigations
+            && is_navigation(req, &original.method)
+            && policy.controller != IngressController::Nginx)
+            .then(|| login_url(live.hosts.scheme(), &original));
+        self.admit(req, host, kind, login).await
     }
 
-    /// A session (refreshed first when due) that the host's access rules admit.
+    /// A session (refreshed first when due) that the host's access rules admit; without one,
+    /// `login` is where the browser is sent, if anywhere.
     async fn admit(
         &self,
         req: &RequestHeader,
         host: &HostPolicy,
         kind: RouteKind,
-        original: &Original,
-        policy: &IngressPolicy,
-        live: &Live,
+        login: Option<String>,
     ) -> Result<Verdict, ProxyError> {
         let Some(hot) = self.fresh_session(&req.headers).await? else {
-            let login = (kind == RouteKind::Page
-                && is_navigation(req, &original.method)
-                && policy.controller != IngressController::Nginx)
-                .then(|| login_url(live.hosts.scheme(), original));
             return Ok(Verdict::Unauthenticated { kind, login });
         };
         if let Some(access) = &host.access {
@@ -276,14 +276,10 @@ impl Portcullis {
     }
 }
 
-/// A refusal about a page is for the person whose browser a controller shows it to (Traefik,
-/// Envoy); every other is for a script or for the controller itself.
+/// A refusal on a path is written as its kind writes errors (a page's for the person whose
+/// browser Traefik or Envoy shows it to); one before any path is chosen is for the controller.
 fn answer_format(kind: Option<RouteKind>) -> Format {
-    if kind == Some(RouteKind::Page) {
-        Format::Text
-    } else {
-        Format::Json
-    }
+    kind.map_or(Format::Json, |k| RoutePolicy::of(k).errors)
 }
 
 /// `Authorization` and every identity header, empty when there is nothing to say: the ingress

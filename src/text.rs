@@ -1,5 +1,20 @@
-//! "Did you mean …?" for names a user typed: the configuration's keys, the injector's
-//! annotations.
+//! Text a user typed, as portcullis shows it back: escaped, so it cannot forge log lines or
+//! `check` output, and matched to the name it most likely meant ("did you mean …?") for the
+//! configuration's keys and the injector's annotations.
+
+/// Escapes control characters so input copied into a log line cannot forge new lines.
+pub fn sanitize(input: &str) -> String {
+    const MAX: usize = 256;
+    let mut out = String::with_capacity(input.len().min(MAX));
+    for c in input.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// The known name closest to `typed`, if it is close enough to be a likely typo: at most three
 /// edits, and fewer than half its length (`bogus` is not a typo of `log`).
