@@ -128,6 +128,9 @@ pub struct RawOidc {
     pub client_key_file: Option<String>,
     pub client_key_alg: Option<String>,
     pub client_key_id: Option<String>,
+    pub client_certificate_file: Option<String>,
+    pub client_certificate_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
     pub dpop: Option<bool>,
 }
 

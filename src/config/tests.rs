@@ -558,8 +558,8 @@ mod fapi {
     fn each_fapi_problem_names_the_key_and_the_fix() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: private_key_jwt", &[
-                "oidc.client_secret_file: is not used with token_endpoint_auth_method: private_key_jwt (remove it)",
                 "oidc.client_key_file: is required with token_endpoint_auth_method: private_key_jwt (a PEM or JWK file holding the client's private key)",
+                "oidc.client_secret_file: is not used with token_endpoint_auth_method: private_key_jwt (remove it)",
             ]),
             ("client_secret_file: \"secret/client-secret\"", "token_endpoint_auth_method: private_key_jwt\n  client_key_file: \"keys/client.pem\"\n  client_key_alg: PS256", &[
                 "oidc.client_key_alg: /etc/portcullis/keys/client.pem: PS256 needs an RSA key, but the file holds an EC key (set oidc.client_key_alg to match the key, or replace the key)",
@@ -570,8 +570,19 @@ mod fapi {
             ("client_id: \"spa\"", "client_id: \"spa\"\n  client_key_file: \"keys/client.pem\"", &[
                 "oidc.client_key_file: is used only with token_endpoint_auth_method: private_key_jwt (set that, or remove this key)",
             ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: client_secret_jwt", &[
+                "oidc.token_endpoint_auth_method: \"client_secret_jwt\" is not supported (use client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth)",
+            ]),
             ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: tls_client_auth", &[
-                "oidc.token_endpoint_auth_method: \"tls_client_auth\" is not supported (use client_secret_basic, client_secret_post or private_key_jwt)",
+                "oidc.client_certificate_file: is required with token_endpoint_auth_method: tls_client_auth (the client certificate (PEM))",
+                "oidc.client_certificate_key_file: is required with token_endpoint_auth_method: tls_client_auth (the client certificate's private key (PEM))",
+                "oidc.client_secret_file: is not used with token_endpoint_auth_method: tls_client_auth (remove it)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  client_certificate_file: \"keys/client.pem\"", &[
+                "oidc.client_certificate_file: is used only with token_endpoint_auth_method: tls_client_auth (set that, or remove this key)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  tls_ca_file: \"keys/client.pem\"", &[
+                "oidc.tls_ca_file: /etc/portcullis/keys/client.pem: holds no certificate (write the CA certificates the provider's certificate chains to, as PEM)",
             ]),
             ("client_id: \"spa\"", "client_id: \"spa\"\n  pushed_authorization_requests: sometimes", &[
                 "oidc.pushed_authorization_requests: \"sometimes\" is not a mode (use auto, required or off)",

@@ -37,6 +37,34 @@ pub enum TokenAuthMethod {
     ClientSecretPost,
     /// RFC 7523 §2.2: a JWT signed with the client's own key (`oidc.client_key_file`).
     PrivateKeyJwt,
+    /// RFC 8705 §2.1: mutual TLS with a CA-issued client certificate.
+    TlsClientAuth,
+}
+
+impl TokenAuthMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            TokenAuthMethod::TlsClientAuth => "tls_client_auth",
+        }
+    }
+
+    /// Whether the client authenticates with a shared secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost
+        )
+    }
+}
+
+/// The client certificate and key for `tls_client_auth`, read again when either file changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTlsConfig {
+    pub certificate_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 /// `oidc.pushed_authorization_requests` (RFC 9126).
@@ -95,6 +123,9 @@ pub struct OidcConfig {
     /// `None` with `private_key_jwt`, which needs no shared secret.
     pub client_secret: Option<Secret<String>>,
     pub client_key: Option<ClientKeyConfig>,
+    pub client_tls: Option<ClientTlsConfig>,
+    /// A PEM bundle the OP's TLS certificate may chain to, besides the built-in roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     pub pushed_authorization_requests: ParMode,
     /// RFC 9449: a DPoP key per session, proofs on token requests, DPoP-bound tokens.
     pub dpop: bool,

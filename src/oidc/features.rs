@@ -16,6 +16,17 @@ pub(super) fn check(cfg: &OidcConfig, metadata: &Metadata) -> Result<(), OidcErr
     if cfg.auth_method == TokenAuthMethod::PrivateKeyJwt {
         check_private_key_jwt(cfg, metadata)?;
     }
+    if cfg.auth_method == TokenAuthMethod::TlsClientAuth
+        && !offers(
+            metadata,
+            CoreClientAuthMethod::Extension("tls_client_auth".into()),
+        )
+    {
+        return Err(incompatible(
+            "oidc.token_endpoint_auth_method",
+            "is tls_client_auth, but the provider's token_endpoint_auth_methods_supported lacks it (enable it at the provider, or use another method)",
+        ));
+    }
     if cfg.dpop {
         check_dpop(metadata)?;
     }
@@ -47,11 +58,7 @@ fn check_par(mode: ParMode, metadata: &Metadata) -> Result<(), OidcError> {
 
 fn check_private_key_jwt(cfg: &OidcConfig, metadata: &Metadata) -> Result<(), OidcError> {
     let key = "oidc.token_endpoint_auth_method";
-    // Discovery §3: an absent list means client_secret_basic only.
-    let offered = metadata
-        .token_endpoint_auth_methods_supported()
-        .is_some_and(|m| m.contains(&CoreClientAuthMethod::PrivateKeyJwt));
-    if !offered {
+    if !offers(metadata, CoreClientAuthMethod::PrivateKeyJwt) {
         return Err(incompatible(
             key,
             "is private_key_jwt, but the provider's token_endpoint_auth_methods_supported lacks it (enable it at the provider, or use a client secret)",
@@ -77,6 +84,13 @@ fn check_private_key_jwt(cfg: &OidcConfig, metadata: &Metadata) -> Result<(), Oi
         ));
     }
     Ok(())
+}
+
+/// Discovery §3: an absent list means client_secret_basic only.
+fn offers(metadata: &Metadata, method: CoreClientAuthMethod) -> bool {
+    metadata
+        .token_endpoint_auth_methods_supported()
+        .is_some_and(|m| m.contains(&method))
 }
 
 fn check_dpop(metadata: &Metadata) -> Result<(), OidcError> {
@@ -121,6 +135,8 @@ mod tests {
             client_id: "c".into(),
             client_secret: None,
             client_key: None,
+            client_tls: None,
+            tls_ca_file: None,
             pushed_authorization_requests: par,
             dpop,
             scopes: vec!["openid".into()],
@@ -168,5 +184,22 @@ mod tests {
             "{err}"
         );
         assert!(check(&cfg(ParMode::Required, true), &requiring).is_ok());
+    }
+
+    #[test]
+    fn tls_client_auth_must_be_offered() {
+        let mtls = OidcConfig {
+            auth_method: TokenAuthMethod::TlsClientAuth,
+            ..cfg(ParMode::Off, false)
+        };
+        let err = check(&mtls, &metadata(json!({}))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("oidc.token_endpoint_auth_method: is tls_client_auth"),
+            "{err}"
+        );
+        let offered =
+            metadata(json!({"token_endpoint_auth_methods_supported": ["tls_client_auth"]}));
+        assert!(check(&mtls, &offered).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
 mod client_key;
+pub mod client_tls;
 pub mod dpop;
 mod error;
 mod features;
@@ -27,7 +28,7 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, DiscoveryError,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, Nonce, PkceCodeChallenge,
-    ProviderMetadata, RedirectUrl, Scope,
+    ProviderMetadata, RedirectUrl, Scope, TokenUrl,
 };
 use prometheus::HistogramVec;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,7 @@ use crate::secret::Secret;
 use crate::session::crypto::random_token;
 use crate::telemetry::SPAN_TARGET;
 use client_key::ClientKeySource;
+use client_tls::ClientTlsSource;
 use dpop::DpopKey;
 use op_http::{form_request, Assertion, DpopNonce, OpCall};
 
@@ -61,6 +63,15 @@ pub struct ExtraMetadata {
     pub require_pushed_authorization_requests: bool,
     #[serde(default)]
     pub dpop_signing_alg_values_supported: Vec<String>,
+    pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
+}
+
+/// RFC 8705 §5: where the endpoints that take mutual TLS are, when they differ.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct MtlsEndpointAliases {
+    pub token_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub pushed_authorization_request_endpoint: Option<Url>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -148,6 +159,8 @@ struct Current {
     http: openidconnect::reqwest::Client,
     /// The `private_key_jwt` key, read again when its file changes.
     client_key: Option<Arc<ClientKeySource>>,
+    /// With `tls_client_auth`: the HTTP client with the certificate, rebuilt when it changes.
+    client_tls: Option<Arc<ClientTlsSource>>,
     provider: Option<Arc<Provider>>,
 }
 
@@ -159,10 +172,12 @@ pub struct Prepared {
 }
 
 fn http_client(cfg: &OidcConfig) -> Result<openidconnect::reqwest::Client, OidcError> {
-    openidconnect::reqwest::Client::builder()
+    let builder = openidconnect::reqwest::Client::builder()
         // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
         .redirect(openidconnect::reqwest::redirect::Policy::none())
-        .timeout(cfg.http_timeout)
+        .timeout(cfg.http_timeout);
+    client_tls::configure(builder, cfg)
+        .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))?
         .build()
         .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))
 }
@@ -178,6 +193,7 @@ impl Oidc {
             redirect_uri,
             current: ArcSwap::from_pointee(Current {
                 client_key: client_key_source(&cfg),
+                client_tls: ClientTlsSource::new(&cfg, http.clone()).map(Arc::new),
                 cfg: Arc::new(cfg),
                 http,
                 provider: None,
@@ -274,8 +290,12 @@ impl Oidc {
             client_id: current.cfg.client_id.clone(),
             audience: current.cfg.issuer.clone(),
         });
+        let http = match &current.client_tls {
+            Some(tls) => tls.client(),
+            None => current.http.clone(),
+        };
         OpCall {
-            http: current.http.clone(),
+            http,
             assertion,
             dpop,
             nonce: self.dpop_nonce.clone(),
@@ -301,6 +321,7 @@ impl Oidc {
         let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
         let current = Current {
             client_key: client_key_source(&cfg),
+            client_tls: ClientTlsSource::new(&cfg, http.clone()).map(Arc::new),
             cfg: Arc::new(cfg),
             http,
             provider,
@@ -366,6 +387,7 @@ impl Oidc {
                     cfg: current.cfg.clone(),
                     http: current.http.clone(),
                     client_key: current.client_key.clone(),
+                    client_tls: current.client_tls.clone(),
                     provider: Some(provider.clone()),
                 })
             } else {
@@ -533,27 +555,50 @@ impl Oidc {
 /// The openidconnect client for `cfg` on a discovered provider.
 fn provider_from(cfg: &OidcConfig, redirect_uri: &Url, metadata: Metadata) -> Provider {
     // Without a secret, openidconnect puts only `client_id` in the body; `OpCall` adds the
-    // `private_key_jwt` assertion beside it.
+    // `private_key_jwt` assertion beside it, or the TLS connection carries the certificate.
     let auth_type = match cfg.auth_method {
-        TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::PrivateKeyJwt => AuthType::BasicAuth,
         TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
+        _ => AuthType::BasicAuth,
     };
     let secret = cfg
         .client_secret
         .as_ref()
         .map(|s| ClientSecret::new(s.expose().clone()));
+    let (metadata_for_client, extra) = with_mtls_aliases(cfg, &metadata);
     let client = CoreClient::from_provider_metadata(
-        metadata.clone(),
+        metadata_for_client,
         ClientId::new(cfg.client_id.clone()),
         secret,
     )
     .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
     .set_auth_type(auth_type);
     Provider {
-        extra: metadata.additional_metadata().clone(),
+        extra,
         metadata,
         client,
     }
+}
+
+/// With `tls_client_auth`, the token, revocation and PAR calls go to the OP's
+/// `mtls_endpoint_aliases` where it names them (RFC 8705 §5): the endpoints that ask for a
+/// client certificate may differ from those a browser reaches.
+fn with_mtls_aliases(cfg: &OidcConfig, metadata: &Metadata) -> (Metadata, ExtraMetadata) {
+    let mut extra = metadata.additional_metadata().clone();
+    let aliases = extra.mtls_endpoint_aliases.clone();
+    let (TokenAuthMethod::TlsClientAuth, Some(aliases)) = (cfg.auth_method, aliases) else {
+        return (metadata.clone(), extra);
+    };
+    let mut for_client = metadata.clone();
+    if let Some(token) = aliases.token_endpoint {
+        for_client = for_client.set_token_endpoint(Some(TokenUrl::from_url(token)));
+    }
+    if let Some(revocation) = aliases.revocation_endpoint {
+        extra.revocation_endpoint = Some(revocation);
+    }
+    if let Some(par) = aliases.pushed_authorization_request_endpoint {
+        extra.pushed_authorization_request_endpoint = Some(par);
+    }
+    (for_client, extra)
 }
 
 fn client_key_source(cfg: &OidcConfig) -> Option<Arc<ClientKeySource>> {

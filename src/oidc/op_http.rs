@@ -217,10 +217,12 @@ pub fn form_request(
             }
             pairs.push(("client_secret".into(), secret.to_string()));
         }
-        TokenAuthMethod::PrivateKeyJwt if !has_client_id => {
+        // RFC 7523 §3 and RFC 8705 §2: the client names itself; the assertion or the TLS
+        // certificate proves it.
+        TokenAuthMethod::PrivateKeyJwt | TokenAuthMethod::TlsClientAuth if !has_client_id => {
             pairs.push(("client_id".into(), cfg.client_id.clone()));
         }
-        TokenAuthMethod::PrivateKeyJwt => {}
+        TokenAuthMethod::PrivateKeyJwt | TokenAuthMethod::TlsClientAuth => {}
     }
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&pairs)

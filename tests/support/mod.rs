@@ -9,6 +9,7 @@ pub mod configmap;
 pub mod dpop;
 pub mod ingress_nginx;
 pub mod jaeger;
+pub mod mtls;
 pub mod op;
 pub mod portcullis;
 mod ports;

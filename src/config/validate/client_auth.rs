@@ -7,7 +7,8 @@ use crate::config::raw::RawOidc;
 use crate::config::types::*;
 use crate::oidc::ClientKey;
 
-const AUTH_METHODS: &str = "client_secret_basic, client_secret_post or private_key_jwt";
+const AUTH_METHODS: &str =
+    "client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth";
 
 impl Checker<'_> {
     pub(super) fn auth_method(&mut self, value: Option<&str>) -> TokenAuthMethod {
@@ -15,6 +16,7 @@ impl Checker<'_> {
             "client_secret_basic" => TokenAuthMethod::ClientSecretBasic,
             "client_secret_post" => TokenAuthMethod::ClientSecretPost,
             "private_key_jwt" => TokenAuthMethod::PrivateKeyJwt,
+            "tls_client_auth" => TokenAuthMethod::TlsClientAuth,
             other => {
                 self.problem(
                     "oidc.token_endpoint_auth_method",
@@ -40,8 +42,8 @@ impl Checker<'_> {
         }
     }
 
-    /// A secret beside `private_key_jwt` would be a second credential to leak for nothing.
-    pub(super) fn no_client_secret(&mut self, raw: &RawOidc) {
+    /// A secret beside a key or certificate would be a second credential to leak for nothing.
+    pub(super) fn no_client_secret(&mut self, raw: &RawOidc, method: TokenAuthMethod) {
         for (key, set) in [
             ("oidc.client_secret", raw.client_secret.is_some()),
             ("oidc.client_secret_file", raw.client_secret_file.is_some()),
@@ -49,23 +51,115 @@ impl Checker<'_> {
             if set {
                 self.problem(
                     key,
-                    "is not used with token_endpoint_auth_method: private_key_jwt (remove it)",
+                    format!(
+                        "is not used with token_endpoint_auth_method: {} (remove it)",
+                        method.name()
+                    ),
                 );
             }
         }
     }
 
-    pub(super) fn no_client_key(&mut self, raw: &RawOidc) {
-        for (key, set) in [
-            ("oidc.client_key_file", raw.client_key_file.is_some()),
-            ("oidc.client_key_alg", raw.client_key_alg.is_some()),
-            ("oidc.client_key_id", raw.client_key_id.is_some()),
-        ] {
-            if set {
+    /// Keys of another method than the one configured: set by mistake, or for a method
+    /// the file forgot to name.
+    fn unused_keys(&mut self, method: &str, keys: &[(&str, bool)]) {
+        for (key, set) in keys {
+            if *set {
                 self.problem(
-                    key,
-                    "is used only with token_endpoint_auth_method: private_key_jwt (set that, or remove this key)",
+                    *key,
+                    format!("is used only with token_endpoint_auth_method: {method} (set that, or remove this key)"),
                 );
+            }
+        }
+    }
+
+    /// `oidc.client_key_*`: the signing key with `private_key_jwt`, else none.
+    pub(super) fn client_key_for(
+        &mut self,
+        method: TokenAuthMethod,
+        raw: &RawOidc,
+    ) -> Option<Option<ClientKeyConfig>> {
+        if method == TokenAuthMethod::PrivateKeyJwt {
+            return self.client_key(raw).map(Some);
+        }
+        self.unused_keys(
+            "private_key_jwt",
+            &[
+                ("oidc.client_key_file", raw.client_key_file.is_some()),
+                ("oidc.client_key_alg", raw.client_key_alg.is_some()),
+                ("oidc.client_key_id", raw.client_key_id.is_some()),
+            ],
+        );
+        Some(None)
+    }
+
+    /// `oidc.client_certificate_*`: the certificate and key with `tls_client_auth`, else none.
+    pub(super) fn client_tls_for(
+        &mut self,
+        method: TokenAuthMethod,
+        raw: &RawOidc,
+    ) -> Option<Option<ClientTlsConfig>> {
+        let (cert, key) = (
+            raw.client_certificate_file.as_deref(),
+            raw.client_certificate_key_file.as_deref(),
+        );
+        if method != TokenAuthMethod::TlsClientAuth {
+            self.unused_keys(
+                "tls_client_auth",
+                &[
+                    ("oidc.client_certificate_file", cert.is_some()),
+                    ("oidc.client_certificate_key_file", key.is_some()),
+                ],
+            );
+            return Some(None);
+        }
+        let certificate_file = self.client_tls_file(
+            "oidc.client_certificate_file",
+            cert,
+            "the client certificate (PEM)",
+        );
+        let key_file = self.client_tls_file(
+            "oidc.client_certificate_key_file",
+            key,
+            "the client certificate's private key (PEM)",
+        );
+        let config = ClientTlsConfig {
+            certificate_file: certificate_file?,
+            key_file: key_file?,
+        };
+        if let Err(e) = crate::oidc::client_tls::identity(&config) {
+            self.problem("oidc.client_certificate_file", e.to_string());
+            return None;
+        }
+        Some(Some(config))
+    }
+
+    fn client_tls_file(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        what: &str,
+    ) -> Option<std::path::PathBuf> {
+        let Some(path) = value else {
+            self.problem(
+                key,
+                format!("is required with token_endpoint_auth_method: tls_client_auth ({what})"),
+            );
+            return None;
+        };
+        let (_, full) = self.read_named_file(key, path)?;
+        Some(full)
+    }
+
+    /// The bundle must hold at least one certificate, or it would silently trust nothing more.
+    pub(super) fn tls_ca_file(&mut self, path: &str) -> Option<std::path::PathBuf> {
+        const KEY: &str = "oidc.tls_ca_file";
+        let (text, full) = self.read_named_file(KEY, path)?;
+        match crate::oidc::client_tls::ca_certificates(text.as_bytes()) {
+            Ok(_) => Some(full),
+            Err(e) => {
+                self.problem(KEY, format!("{}: {e}", full.display()));
+                None
             }
         }
     }

@@ -55,13 +55,15 @@ impl Checker<'_> {
             }
         };
         let auth_method = self.auth_method(raw.token_endpoint_auth_method.as_deref());
-        let (client_secret, client_key) = if auth_method == TokenAuthMethod::PrivateKeyJwt {
-            self.no_client_secret(&raw);
-            (Some(None), self.client_key(&raw).map(Some))
+        let client_key = self.client_key_for(auth_method, &raw);
+        let client_tls = self.client_tls_for(auth_method, &raw);
+        let tls_ca_file = raw.tls_ca_file.as_deref().and_then(|f| self.tls_ca_file(f));
+        let client_secret = if auth_method.uses_secret() {
+            self.client_secret(raw.client_secret, raw.client_secret_file.as_deref())
+                .map(Some)
         } else {
-            self.no_client_key(&raw);
-            let secret = self.client_secret(raw.client_secret, raw.client_secret_file.as_deref());
-            (secret.map(Some), Some(None))
+            self.no_client_secret(&raw, auth_method);
+            Some(None)
         };
         let pushed_authorization_requests =
             self.par_mode(raw.pushed_authorization_requests.as_deref());
@@ -111,6 +113,8 @@ impl Checker<'_> {
             client_id: client_id?,
             client_secret: client_secret?,
             client_key: client_key?,
+            client_tls: client_tls?,
+            tls_ca_file,
             pushed_authorization_requests,
             dpop: raw.dpop.unwrap_or(false),
             scopes,
