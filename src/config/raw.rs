@@ -157,6 +157,7 @@ pub struct RawSession {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
+    pub host: Option<String>,
     pub path: Option<String>,
     pub upstream: Option<String>,
     pub kind: Option<String>,

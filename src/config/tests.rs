@@ -107,6 +107,10 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
          "routes[0].upstream: plain http to a non-loopback host would send bearer tokens unencrypted (use https, or set allow_plaintext_http: true on this route for in-cluster traffic)"),
         ("path: \"/api/\"", "path: \"/bff/api/\"",
          "routes[0].path: must not be under /bff/ (portcullis owns those endpoints)"),
+        ("path: \"/api/\"", "host: \"api.example.com:443\"\n    path: \"/api/\"",
+         "routes[0].host: \"api.example.com:443\" is not a host name (write it as in a Host header, without scheme or port; a wildcard only as a leading \"*.\" on a parent with a dot, e.g. *.example.com)"),
+        ("path: \"/\"", "path: \"/api/\"",
+         "routes[1].path: \"/api/\" on the same host as routes[0]: routes[1] could never be reached (each host and path once)"),
         ("routes:", "session:\n  idle_timeout: \"soon\"\nroutes:",
          "session.idle_timeout: \"soon\" is not a duration (write e.g. \"90s\", \"30m\", \"12h\")"),
         ("routes:", "session:\n  idle_timeout: \"13h\"\nroutes:",
@@ -642,4 +646,20 @@ fn a_misspelt_key_gets_the_key_it_was_meant_to_be() {
             "for {to:?}: {got:?}"
         );
     }
+}
+
+#[test]
+fn routes_may_name_a_host_and_the_same_path_on_two_hosts_is_two_routes() {
+    let cfg = load(&MINIMAL.replacen(
+        "  - path: \"/\"",
+        "  - host: \"*.Shop.example.com\"\n    path: \"/api/\"\n    upstream: \"http://127.0.0.1:8081\"\n    kind: api\n  - path: \"/\"",
+        1,
+    ))
+    .expect("valid");
+    assert_eq!(
+        cfg.routes[1].host,
+        Some(HostPattern::Under(".shop.example.com".into()))
+    );
+    assert_eq!(cfg.routes[0].host, None);
+    assert_eq!(cfg.routes[0].prefix, cfg.routes[1].prefix);
 }

@@ -258,6 +258,8 @@ impl Upstream {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// The host this route serves (`routes[].host`); `None` serves every host of portcullis's.
+    pub host: Option<HostPattern>,
     pub prefix: String,
     pub upstream: Upstream,
     pub kind: RouteKind,

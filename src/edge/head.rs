@@ -37,6 +37,8 @@ pub struct Head {
     pub framing: Framing,
     /// The request target as sent (origin-, absolute-, authority- or asterisk-form).
     pub target: String,
+    /// The `Host` field's value, when there is one (and only one).
+    pub host: Option<String>,
     pub expects_continue: bool,
 }
 
@@ -52,6 +54,7 @@ pub struct HeadScanner {
     content_length: Option<u64>,
     chunked: bool,
     hosts: usize,
+    host: Option<String>,
     expects_continue: bool,
 }
 
@@ -182,6 +185,7 @@ impl HeadScanner {
             self.chunked = true;
         } else if name.eq_ignore_ascii_case(b"host") {
             self.hosts += 1;
+            self.host = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case(b"expect") {
             self.expects_continue = value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -205,6 +209,7 @@ impl HeadScanner {
             len,
             framing,
             target: self.target.take().unwrap_or_default(),
+            host: self.host.take(),
             expects_continue: self.expects_continue,
         })
     }

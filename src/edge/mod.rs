@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
-use crate::proxy::{EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
+use crate::proxy::{host_without_port, EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
 use chunked::ChunkedReader;
 use head::{Framing, Head, HeadScanner};
 
@@ -171,15 +171,28 @@ impl Edge {
         buf: &mut BytesMut,
         head: &Head,
     ) -> Result<(), End> {
-        let path = http::Uri::try_from(head.target.as_str())
+        let uri = http::Uri::try_from(head.target.as_str()).ok();
+        let path = uri
+            .as_ref()
             .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        // The route is chosen as the proxy will choose it: by the target's authority when it
+        // has one, else by Host.
+        let host = uri
+            .as_ref()
+            .and_then(|u| u.host().map(str::to_string))
+            .or_else(|| {
+                head.host
+                    .as_deref()
+                    .map(|h| host_without_port(h).to_string())
+            })
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
         match head.framing {
             Framing::Length(n) if local && n > MAX_LOCAL_BODY as u64 => {
                 Err(End::Refused(Refusal::BodyTooLarge))
             }
-            Framing::Chunked if local || !Self::accepts_chunked(live, &path) => {
+            Framing::Chunked if local || !Self::accepts_chunked(live, &host, &path) => {
                 // Browsers never send chunked request bodies; only routes that opted in take one.
                 Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")))
             }
@@ -240,9 +253,9 @@ impl Edge {
         Ok(())
     }
 
-    fn accepts_chunked(live: &Live, path: &str) -> bool {
+    fn accepts_chunked(live: &Live, host: &str, path: &str) -> bool {
         live.routes
-            .find(path)
+            .find(host, path)
             .is_some_and(|r| r.config.allow_chunked_requests)
     }
 

@@ -11,8 +11,9 @@ use super::ingress::original::host_of;
 use crate::config::{HostPattern, SecurityConfig};
 
 /// The origins portcullis trusts: its own public origin, configured ones (exact match), and for
-/// a request to one of the ingress-auth hosts that host's own origin (at `public_url`'s scheme
-/// and port) — not its siblings': a page on one host is cross-origin to the others.
+/// a request to a host named by a route or the ingress auth mode, that host's own origin (at
+/// `public_url`'s scheme and port), not its siblings': a page on one host is cross-origin to
+/// the others.
 pub struct TrustedOrigins {
     public: String,
     others: Vec<String>,
@@ -92,22 +93,24 @@ pub fn header_block_bytes(req: &RequestHeader) -> usize {
         .sum()
 }
 
-/// The host names a request may be for: `public_url`'s, `server.allowed_hosts` and the
-/// ingress-auth hosts. Anything else was misdirected (a DNS-rebinding page, a scanner, a wrong
-/// route in an ingress) and is answered 421 with nothing forwarded (RFC 9110 §15.5.20). Ports
-/// are not compared: the name is what a rebinding attack cannot fake.
+/// The host names a request may be for: `public_url`'s, `server.allowed_hosts`, and the hosts
+/// named by `routes[].host` and `ingress_auth.hosts`. Anything else was misdirected (a
+/// DNS-rebinding page, a scanner, a wrong route in an ingress) and is answered 421 with nothing
+/// forwarded (RFC 9110 §15.5.20). Ports are not compared: the name is what a rebinding attack
+/// cannot fake.
 #[derive(Clone)]
 pub struct OurHosts {
     public: Option<String>,
     names: Vec<String>,
-    ingress: Vec<HostPattern>,
+    /// Hosts named by `routes[].host` and `ingress_auth.hosts`.
+    named: Vec<HostPattern>,
     /// `public_url`'s scheme and explicit port, which every host shares behind one ingress.
     scheme: String,
     port: Option<u16>,
 }
 
 impl OurHosts {
-    pub fn new(public_origin: &str, allowed: &[String], ingress: &[HostPattern]) -> OurHosts {
+    pub fn new(public_origin: &str, allowed: &[String], named: &[HostPattern]) -> OurHosts {
         let url = url::Url::parse(public_origin).ok();
         let public = url
             .as_ref()
@@ -119,7 +122,7 @@ impl OurHosts {
                 .chain(allowed.iter().cloned())
                 .collect(),
             public,
-            ingress: ingress.to_vec(),
+            named: named.to_vec(),
             scheme: url
                 .as_ref()
                 .map_or_else(|| "https".to_string(), |u| u.scheme().to_string()),
@@ -137,12 +140,12 @@ impl OurHosts {
 
     /// Whether `host` (without port, any case) is one of portcullis's.
     pub fn allows(&self, host: &str) -> bool {
-        self.names.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.is_ingress_host(host)
+        self.names.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.is_named_host(host)
     }
 
-    fn is_ingress_host(&self, host: &str) -> bool {
+    fn is_named_host(&self, host: &str) -> bool {
         let lower = host.to_ascii_lowercase();
-        self.ingress.iter().any(|p| p.matches(&lower))
+        self.named.iter().any(|p| p.matches(&lower))
     }
 
     pub fn scheme(&self) -> &str {
@@ -157,18 +160,18 @@ impl OurHosts {
         }
     }
 
-    /// Whether `origin` is the origin of `host`, one of the ingress-auth hosts.
+    /// Whether `origin` is the origin of `host`, one of the named hosts.
     fn is_own_origin(&self, origin: &str, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.is_ingress_host(&host) && self.origin_of(&host) == origin
+        self.is_named_host(&host) && self.origin_of(&host) == origin
     }
 
-    /// A login started on an ingress-auth host ends there: the OP sends the browser back to that
+    /// A login started on a named host ends there: the OP sends the browser back to that
     /// host's `/bff/callback` (registered at the OP), whose cookies are that host's. `None`: the
     /// configured redirect URI.
     pub fn redirect_uri_for(&self, req: &RequestHeader) -> Option<url::Url> {
         let host = request_host(req).ok()?.to_ascii_lowercase();
-        if self.public.as_deref() == Some(host.as_str()) || !self.is_ingress_host(&host) {
+        if self.public.as_deref() == Some(host.as_str()) || !self.is_named_host(&host) {
             return None;
         }
         url::Url::parse(&format!("{}/bff/callback", self.origin_of(&host))).ok()
@@ -203,7 +206,7 @@ pub fn request_host(req: &RequestHeader) -> Result<&str, ProxyError> {
 }
 
 /// `name`, `name:port`, `[v6]` or `[v6]:port` → the name or the bracketed address.
-fn host_without_port(authority: &str) -> &str {
+pub fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority.find(']').map_or(authority, |i| &authority[..=i]);
     }

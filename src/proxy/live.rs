@@ -50,16 +50,14 @@ pub struct EdgeSettings {
 
 impl Live {
     pub fn from_config(cfg: &Config) -> Live {
-        let ingress_hosts: Vec<HostPattern> = cfg
+        // Hosts named by routes and by the ingress auth mode are portcullis's too.
+        let named_hosts: Vec<HostPattern> = cfg
             .ingress_auth
             .iter()
             .flat_map(|a| a.hosts.iter().map(|h| h.host.clone()))
+            .chain(cfg.routes.iter().filter_map(|r| r.host.clone()))
             .collect();
-        let hosts = OurHosts::new(
-            &cfg.public_origin,
-            &cfg.server.allowed_hosts,
-            &ingress_hosts,
-        );
+        let hosts = OurHosts::new(&cfg.public_origin, &cfg.server.allowed_hosts, &named_hosts);
         Live {
             routes: RouteTable::new(&cfg.routes),
             peers: cfg.routes.iter().map(|r| build_peer(r, cfg)).collect(),

@@ -39,6 +39,7 @@ use pingora::{Error, ErrorType};
 use prometheus::IntCounter;
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
+pub use browser_checks::host_without_port;
 use error::ProxyError;
 pub use live::{EdgeSettings, Live, LiveConfig};
 use policy::WithoutSession;
@@ -307,7 +308,8 @@ fn screen(req: &RequestHeader, live: &Live) -> Result<(), ProxyError> {
 /// The route for the request's path, once its target has passed the canonical-path rules (or
 /// the route opted out of them).
 fn find_route<'l>(req: &RequestHeader, live: &'l Live) -> Result<Option<&'l Route>, ProxyError> {
-    let route = live.routes.find(req.uri.path());
+    let host = browser_checks::request_host(req)?;
+    let route = live.routes.find(host, req.uri.path());
     if let Err(rejection) = canonical::check_target(req.raw_path()) {
         if !route.is_some_and(|r| r.config.allow_ambiguous_paths) {
             return Err(ProxyError::AmbiguousPath(rejection.reason()));

@@ -1,8 +1,9 @@
-//! The route table: longest configured prefix that ends at a path-segment boundary, each route
-//! with its policy resolved at load.
+//! The route table: a route for the request's host (an exact name, then the narrowest
+//! wildcard, then routes without a host), and among those the longest prefix that ends at a
+//! path-segment boundary; each route with its policy resolved at load.
 
 use super::policy::RoutePolicy;
-use crate::config::RouteConfig;
+use crate::config::{HostPattern, RouteConfig};
 
 /// A configured route, its position in the configuration (which names its upstream peer) and
 /// what it asks of a request.
@@ -15,8 +16,9 @@ pub struct Route {
 pub struct RouteTable {
     /// In configuration order.
     routes: Vec<Route>,
-    /// Indices, longest prefix first, so the first match is the longest.
-    by_length: Vec<usize>,
+    /// Indices, most specific host first and then longest prefix first, so the first match is
+    /// the one that wins.
+    by_precedence: Vec<usize>,
 }
 
 impl RouteTable {
@@ -30,17 +32,27 @@ impl RouteTable {
                 policy: RoutePolicy::of(config.kind),
             })
             .collect();
-        let mut by_length: Vec<usize> = (0..routes.len()).collect();
-        by_length.sort_by_key(|&i| std::cmp::Reverse(routes[i].config.prefix.len()));
-        RouteTable { routes, by_length }
+        let mut by_precedence: Vec<usize> = (0..routes.len()).collect();
+        by_precedence.sort_by_key(|&i| {
+            let route = &routes[i].config;
+            std::cmp::Reverse((host_rank(route.host.as_ref()), route.prefix.len()))
+        });
+        RouteTable {
+            routes,
+            by_precedence,
+        }
     }
 
-    /// The route serving `path`.
-    pub fn find(&self, path: &str) -> Option<&Route> {
-        self.by_length
+    /// The route serving `path` on `host` (a name without port, any case).
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        let host = host.to_ascii_lowercase();
+        self.by_precedence
             .iter()
             .map(|&i| &self.routes[i])
-            .find(|r| matches_at_boundary(&r.config.prefix, path))
+            .find(|r| {
+                r.config.host.as_ref().is_none_or(|h| h.matches(&host))
+                    && matches_at_boundary(&r.config.prefix, path)
+            })
     }
 
     pub fn get(&self, index: usize) -> Option<&Route> {
@@ -49,6 +61,16 @@ impl RouteTable {
 
     pub fn policy(&self, index: usize) -> Option<&RoutePolicy> {
         self.get(index).map(|r| &r.policy)
+    }
+}
+
+/// How specific a route's host is: an exact name beats any wildcard, a narrower wildcard a
+/// wider one, and any host beats none.
+fn host_rank(host: Option<&HostPattern>) -> (u8, usize) {
+    match host {
+        Some(HostPattern::Exact(_)) => (2, 0),
+        Some(HostPattern::Under(suffix)) => (1, suffix.len()),
+        None => (0, 0),
     }
 }
 
@@ -68,6 +90,7 @@ mod tests {
 
     fn route(prefix: &str, kind: RouteKind) -> RouteConfig {
         RouteConfig {
+            host: None,
             prefix: prefix.into(),
             upstream: Upstream {
                 host: "127.0.0.1".into(),
@@ -90,7 +113,7 @@ mod tests {
             route("/api/", RouteKind::Api),
             route("/api/public", RouteKind::Public),
         ]);
-        let found = |path| t.find(path).map(|r| r.index);
+        let found = |path| t.find("app.example.com", path).map(|r| r.index);
         assert_eq!(found("/api/x"), Some(1));
         assert_eq!(found("/api/"), Some(1));
         assert_eq!(found("/api/public"), Some(2));
@@ -105,7 +128,42 @@ mod tests {
     #[test]
     fn no_match_without_a_catch_all() {
         let t = RouteTable::new(&[route("/api/", RouteKind::Api)]);
-        assert!(t.find("/").is_none());
-        assert!(t.find("/apix").is_none());
+        assert!(t.find("a", "/").is_none());
+        assert!(t.find("a", "/apix").is_none());
+    }
+
+    #[test]
+    fn the_most_specific_host_wins_then_the_longest_path() {
+        let on = |host: Option<HostPattern>, prefix: &str| RouteConfig {
+            host,
+            ..route(prefix, RouteKind::Page)
+        };
+        let exact = || Some(HostPattern::Exact("app.example.com".into()));
+        let under = |s: &str| Some(HostPattern::Under(s.into()));
+        let t = RouteTable::new(&[
+            on(None, "/"),
+            on(None, "/api/"),
+            on(exact(), "/"),
+            on(under(".example.com"), "/"),
+            on(under(".admin.example.com"), "/"),
+        ]);
+        let found = |host, path| t.find(host, path).map(|r| r.index);
+        assert_eq!(
+            found("APP.example.com", "/api/x"),
+            Some(2),
+            "host before path"
+        );
+        assert_eq!(found("shop.example.com", "/x"), Some(3));
+        assert_eq!(
+            found("a.admin.example.com", "/x"),
+            Some(4),
+            "narrowest wildcard"
+        );
+        assert_eq!(
+            found("example.com", "/api/x"),
+            Some(1),
+            "a wildcard needs a label"
+        );
+        assert_eq!(found("other.test", "/x"), Some(0));
     }
 }

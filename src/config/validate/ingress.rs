@@ -195,35 +195,6 @@ impl Checker<'_> {
         hosts
     }
 
-    fn host_pattern(&mut self, key: &str, value: Option<&str>) -> Option<HostPattern> {
-        let Some(value) = value else {
-            self.problem(key, "is required (e.g. app.example.com or *.example.com)");
-            return None;
-        };
-        let lower = value.to_ascii_lowercase();
-        let (name, wildcard) = match lower.strip_prefix("*.") {
-            Some(parent) => (parent, true),
-            None => (lower.as_str(), false),
-        };
-        // Parsing as a URL host and printing it back must give the same text: a port, a path,
-        // another wildcard or another spelling of an address is refused.
-        let valid = !name.contains('*')
-            && matches!(url::Host::parse(name), Ok(url::Host::Domain(d)) if d == name)
-            && (!wildcard || name.contains('.'));
-        if !valid {
-            self.problem(
-                key,
-                format!("{value:?} is not a host name (write it as in a Host header, without scheme or port; a wildcard only as a leading \"*.\" on a parent with a dot, e.g. *.example.com)"),
-            );
-            return None;
-        }
-        Some(if wildcard {
-            HostPattern::Under(format!(".{name}"))
-        } else {
-            HostPattern::Exact(name.to_string())
-        })
-    }
-
     fn ingress_paths(
         &mut self,
         key: &str,

@@ -21,13 +21,14 @@ impl Checker<'_> {
         let mut routes = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
             if let Some(route) = self.route(i, r) {
-                if routes
-                    .iter()
-                    .any(|o: &RouteConfig| o.prefix == route.prefix)
-                {
+                let same = |o: &RouteConfig| o.prefix == route.prefix && o.host == route.host;
+                if let Some(j) = routes.iter().position(same) {
                     self.problem(
                         format!("routes[{i}].path"),
-                        format!("{:?} appears twice (each path once)", route.prefix),
+                        format!(
+                            "{:?} on the same host as routes[{j}]: routes[{i}] could never be reached (each host and path once)",
+                            route.prefix
+                        ),
                     );
                 }
                 routes.push(route);
@@ -71,11 +72,16 @@ impl Checker<'_> {
                 None
             }
         };
+        let host = match raw.host.as_deref() {
+            Some(h) => Some(self.host_pattern(&key("host"), Some(h))?),
+            None => None,
+        };
         let methods = raw
             .methods
             .as_ref()
             .map(|m| self.methods(&key("methods"), m));
         Some(RouteConfig {
+            host,
             prefix: prefix?,
             upstream: upstream?,
             kind: kind?,
