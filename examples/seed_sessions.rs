@@ -104,5 +104,6 @@ fn session_for(n: usize) -> SessionData {
         created_at: now,
         absolute_deadline: now + 86_400,
         logout_id: random_token::<16>(),
+        dpop_key: None,
     }
 }

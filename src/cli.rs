@@ -27,6 +27,10 @@ pub enum Command {
     Check {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+        /// Also fetch the OP's discovery and check it offers what the configuration needs
+        /// (PKCE, and PAR, private_key_jwt or DPoP where configured).
+        #[arg(long)]
+        probe: bool,
     },
     /// Run the sidecar-injection admission webhook.
     Webhook {

@@ -15,6 +15,8 @@ use portcullis::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_RUNTIME: u8 = 1;
+/// `check --probe`: how long discovery may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
@@ -24,7 +26,8 @@ fn main() -> ExitCode {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config, probe } => match Config::load(&config) {
+            Ok(cfg) if probe => probe_provider(cfg),
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -81,6 +84,44 @@ fn run_webhook(path: &std::path::Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis webhook: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `check --probe`: the configuration is valid; does the OP offer what it needs? An OP that
+/// lacks a feature is a configuration error (2) naming the key; one that cannot be reached
+/// is any other failure (1).
+fn probe_provider(cfg: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let probe = portcullis::oidc::Oidc::probe(cfg.oidc.clone(), cfg.redirect_uri.clone());
+    let file = cfg.source.display();
+    match runtime.block_on(async { tokio::time::timeout(PROBE_TIMEOUT, probe).await }) {
+        Ok(Ok(())) => {
+            println!("{file}: ok (provider checked)");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e @ portcullis::oidc::OidcError::Incompatible { .. })) => {
+            eprintln!("{file}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "{file}: oidc.issuer: {e} (check the URL and that the provider is reachable)"
+            );
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(_) => {
+            eprintln!("{file}: oidc.issuer: discovery took longer than {PROBE_TIMEOUT:?} (check that the provider is reachable)");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

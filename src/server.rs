@@ -389,7 +389,7 @@ impl Background {
                             self.oidc.config().discovery_refresh
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, retry_in = ?retry, "identity provider discovery failed");
+                            tracing::warn!(reason = e.reason(), error = %e, retry_in = ?retry, "identity provider discovery failed");
                             let wait = retry;
                             retry = (retry * 2).min(DISCOVERY_RETRY_MAX);
                             wait

@@ -238,11 +238,13 @@ oidc:
   issuer: "$issuer"
   client_id: "portcullis"
   client_secret: "s3c:r+t/=%"
+${bench_oidc_extra:-}
 session:
 $2
   cache_max_entries: 100000
 routes:
   - { path: "/api/", upstream: "http://127.0.0.1:$nginx_port", kind: api }
+${bench_routes_extra:-}
   - { path: "/public/", upstream: "http://127.0.0.1:$nginx_port", kind: public }
 server:
   threads: $threads
@@ -335,6 +337,18 @@ run_wrk "portcullis public" "$ppid" "$origin/public/bench" -
 echo "$session" >"$work/one.cookies"
 run_wrk "portcullis api, memory store, 1 session" "$ppid" "$origin/api/bench" "$work/one.cookies"
 stop_portcullis
+
+# DPoP (RFC 9449): one session with a DPoP-bound token; the same api request on a route that
+# opts in (a fresh ES256 proof per upstream request) and on one that does not. The CPU
+# difference between the two rows is what a proof adds.
+bench_oidc_extra="  dpop: true"
+bench_routes_extra="  - { path: \"/dpop/\", upstream: \"http://127.0.0.1:$nginx_port\", kind: api, dpop: true }"
+start_portcullis 0 "  store: memory"
+portcullis_login "$origin" >"$work/dpop.cookies"
+run_wrk "portcullis api, DPoP session, plain route" "$ppid" "$origin/api/bench" "$work/dpop.cookies"
+run_wrk "portcullis api, DPoP session, DPoP route" "$ppid" "$origin/dpop/bench" "$work/dpop.cookies"
+stop_portcullis
+bench_oidc_extra=; bench_routes_extra=
 
 # ingress-nginx's shape: nginx stays in the data path and asks portcullis per request
 # (auth_request), copying the answer's Authorization to the upstream request. CPU is portcullis's.
@@ -465,6 +479,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- CPU per request, threads $scale_threads / threads 1: portcullis api **$(ratio "$(cpu_of "portcullis api, redis, threads $scale_threads")" "$(cpu_of "portcullis api, redis, threads 1")")**, bare Pingora per-thread $(ratio "$(cpu_of "bare Pingora, per-thread, threads $scale_threads")" "$(cpu_of "bare Pingora, per-thread, threads 1")"), bare Pingora work-stealing $(ratio "$(cpu_of "bare Pingora, work-stealing, threads $scale_threads")" "$(cpu_of "bare Pingora, work-stealing, threads 1")")"
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
   echo "- CPU per request, auth request / proxied api request (redis, 1 session): **$(ratio "$(cpu_of "portcullis auth request, redis, 1 session")" "$(cpu_of "portcullis api, redis, 1 session")")**; the auth request's store round trips per request: see cache hits (a hit is none)"
+  echo "- DPoP proof per upstream request (ES256, ring): **$(awk -v a="$(cpu_of "portcullis api, DPoP session, DPoP route")" -v b="$(cpu_of "portcullis api, DPoP session, plain route")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (DPoP route minus plain route, same session)"
   echo "- nginx auth_request + portcullis: nginx asks portcullis once per request; its row's CPU is portcullis's share"
   echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"

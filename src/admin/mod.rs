@@ -5,6 +5,7 @@
 //! It runs as its own Pingora service with its own runtime thread, so proxy load cannot queue
 //! ahead of a probe.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,16 +71,23 @@ impl ProxyListening {
 }
 
 impl Admin {
-    async fn readiness(&self) -> Result<(), &'static str> {
+    async fn readiness(&self) -> Result<(), Cow<'static, str>> {
+        // A provider that dropped a feature the configuration requires (PAR, private_key_jwt,
+        // DPoP) still serves logins from the previous discovery, but not for long.
+        if let Some(why) = self.oidc.incompatibility() {
+            return Err(
+                format!("identity provider no longer fits the configuration: {why}\n").into(),
+            );
+        }
         if !self.oidc.is_ready() {
-            return Err("identity provider discovery has not completed\n");
+            return Err("identity provider discovery has not completed\n".into());
         }
         if !self.proxy.accepting().await {
-            return Err("the proxy port is not accepting connections yet\n");
+            return Err("the proxy port is not accepting connections yet\n".into());
         }
         match tokio::time::timeout(READINESS_PING_TIMEOUT, self.sessions.ping()).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err("session store is not answering\n"),
+            _ => Err("session store is not answering\n".into()),
         }
     }
 }

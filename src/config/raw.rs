@@ -137,6 +137,14 @@ pub struct RawOidc {
     pub send_id_token_hint: Option<bool>,
     #[serde(default)]
     pub allow_plaintext_http: bool,
+    pub pushed_authorization_requests: Option<String>,
+    pub client_key_file: Option<String>,
+    pub client_key_alg: Option<String>,
+    pub client_key_id: Option<String>,
+    pub client_certificate_file: Option<String>,
+    pub client_certificate_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub dpop: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +185,8 @@ pub struct RawRoute {
     pub allow_chunked_requests: bool,
     pub policy: Option<String>,
     pub access: Option<RawAccess>,
+    #[serde(default)]
+    pub dpop: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -51,7 +51,10 @@ fn the_contract_example_is_complete() {
         cfg.redirect_uri.as_str(),
         "https://app.example.com/bff/callback"
     );
-    assert_eq!(cfg.oidc.client_secret.expose(), "s3cret");
+    assert_eq!(
+        cfg.oidc.client_secret.as_ref().map(|s| s.expose().as_str()),
+        Some("s3cret")
+    );
     assert_eq!(cfg.oidc.scopes, ["openid", "profile", "email"]);
     assert_eq!(
         cfg.oidc.post_logout_redirect_uri.as_str(),
@@ -493,6 +496,116 @@ fn ingress_auth_problems_name_the_key_and_the_fix() {
     assert!(messages(without)
         .iter()
         .any(|m| m.contains("routes: needs at least one route")));
+}
+
+/// The FAPI keys (`private_key_jwt`, PAR, DPoP), read with a key file the test makes.
+mod fapi {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    const F: &str = "/etc/portcullis/config.yaml";
+    const JWT_CLIENT: &str =
+        "token_endpoint_auth_method: private_key_jwt\n  client_key_file: \"keys/client.pem\"";
+
+    fn load_with_key(text: &str) -> Result<Config, ConfigError> {
+        let der = EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("a key");
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(der.as_ref())
+        );
+        let read = move |path: &Path| {
+            if path.ends_with("keys/client.pem") {
+                Ok(pem.clone())
+            } else {
+                read_secret(path)
+            }
+        };
+        Config::from_yaml_with(text, Path::new(F), &read)
+    }
+
+    fn fapi_messages(text: &str) -> Vec<String> {
+        match load_with_key(text) {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_fapi_client_needs_no_secret_and_gets_the_keys_defaults() {
+        let text = MINIMAL
+            .replace("client_secret_file: \"secret/client-secret\"", JWT_CLIENT)
+            .replace(
+                "client_id: \"spa\"",
+                "client_id: \"spa\"\n  dpop: true\n  pushed_authorization_requests: required",
+            )
+            .replace("kind: api", "kind: api\n    dpop: true");
+        let cfg = load_with_key(&text).expect("valid");
+        assert_eq!(cfg.oidc.auth_method, TokenAuthMethod::PrivateKeyJwt);
+        assert!(cfg.oidc.client_secret.is_none());
+        let key = cfg.oidc.client_key.expect("a client key");
+        assert_eq!(
+            key.alg,
+            SigningAlg::Es256,
+            "an EC key signs ES256 unless told"
+        );
+        assert_eq!(key.kid, None);
+        assert_eq!(cfg.oidc.pushed_authorization_requests, ParMode::Required);
+        assert!(cfg.oidc.dpop && cfg.routes[0].dpop && !cfg.routes[1].dpop);
+        let defaults = load(MINIMAL).expect("valid");
+        assert_eq!(defaults.oidc.pushed_authorization_requests, ParMode::Off);
+        assert!(!defaults.oidc.dpop && defaults.oidc.client_key.is_none());
+    }
+
+    #[test]
+    fn each_fapi_problem_names_the_key_and_the_fix() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: private_key_jwt", &[
+                "oidc.client_key_file: is required with token_endpoint_auth_method: private_key_jwt (a PEM or JWK file holding the client's private key)",
+                "oidc.client_secret_file: is not used with token_endpoint_auth_method: private_key_jwt (remove it)",
+            ]),
+            ("client_secret_file: \"secret/client-secret\"", "token_endpoint_auth_method: private_key_jwt\n  client_key_file: \"keys/client.pem\"\n  client_key_alg: PS256", &[
+                "oidc.client_key_alg: /etc/portcullis/keys/client.pem: PS256 needs an RSA key, but the file holds an EC key (set oidc.client_key_alg to match the key, or replace the key)",
+            ]),
+            ("client_secret_file: \"secret/client-secret\"", "token_endpoint_auth_method: private_key_jwt\n  client_key_file: \"keys/client.pem\"\n  client_key_alg: HS256", &[
+                "oidc.client_key_alg: \"HS256\" is not supported (use ES256, PS256 or RS256)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  client_key_file: \"keys/client.pem\"", &[
+                "oidc.client_key_file: is used only with token_endpoint_auth_method: private_key_jwt (set that, or remove this key)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: client_secret_jwt", &[
+                "oidc.token_endpoint_auth_method: \"client_secret_jwt\" is not supported (use client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  token_endpoint_auth_method: tls_client_auth", &[
+                "oidc.client_certificate_file: is required with token_endpoint_auth_method: tls_client_auth (the client certificate (PEM))",
+                "oidc.client_certificate_key_file: is required with token_endpoint_auth_method: tls_client_auth (the client certificate's private key (PEM))",
+                "oidc.client_secret_file: is not used with token_endpoint_auth_method: tls_client_auth (remove it)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  client_certificate_file: \"keys/client.pem\"", &[
+                "oidc.client_certificate_file: is used only with token_endpoint_auth_method: tls_client_auth (set that, or remove this key)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  tls_ca_file: \"keys/client.pem\"", &[
+                "oidc.tls_ca_file: /etc/portcullis/keys/client.pem: holds no certificate (write the CA certificates the provider's certificate chains to, as PEM)",
+            ]),
+            ("client_id: \"spa\"", "client_id: \"spa\"\n  pushed_authorization_requests: sometimes", &[
+                "oidc.pushed_authorization_requests: \"sometimes\" is not a mode (use auto, required or off)",
+            ]),
+            ("kind: api", "kind: api\n    dpop: true", &[
+                "routes[0].dpop: needs oidc.dpop: true (sessions hold no DPoP key otherwise; set it, or remove this key)",
+            ]),
+        ];
+        for (from, to, expected) in cases {
+            assert!(MINIMAL.contains(from), "fixture lacks {from}");
+            let got = fapi_messages(&MINIMAL.replacen(from, to, 1));
+            let expected: Vec<String> = expected.iter().map(|e| format!("{F}: {e}")).collect();
+            assert_eq!(got, expected, "for {to:?}");
+        }
+    }
 }
 
 #[test]

@@ -35,13 +35,100 @@ pub struct Config {
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: a JWT signed with the client's own key (`oidc.client_key_file`).
+    PrivateKeyJwt,
+    /// RFC 8705 §2.1: mutual TLS with a CA-issued client certificate.
+    TlsClientAuth,
+}
+
+impl TokenAuthMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            TokenAuthMethod::TlsClientAuth => "tls_client_auth",
+        }
+    }
+
+    /// Whether the client authenticates with a shared secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost
+        )
+    }
+}
+
+/// The client certificate and key for `tls_client_auth`, read again when either file changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTlsConfig {
+    pub certificate_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+/// `oidc.pushed_authorization_requests` (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParMode {
+    /// The authorization request goes through the browser, as before PAR.
+    Off,
+    /// PAR when discovery advertises `pushed_authorization_request_endpoint`.
+    Auto,
+    /// PAR always; an OP without it is refused (start-up) or reported (`/readyz`).
+    Required,
+}
+
+/// The JWS algorithms a client assertion may be signed with (FAPI 2.0 §5.4: PS256 or ES256;
+/// RS256 for OPs that offer nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    Es256,
+    Ps256,
+    Rs256,
+}
+
+impl SigningAlg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::Ps256 => "PS256",
+            SigningAlg::Rs256 => "RS256",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SigningAlg> {
+        match name {
+            "ES256" => Some(SigningAlg::Es256),
+            "PS256" => Some(SigningAlg::Ps256),
+            "RS256" => Some(SigningAlg::Rs256),
+            _ => None,
+        }
+    }
+}
+
+/// The client's signing key for `private_key_jwt`: read again whenever the file changes, so it
+/// can rotate without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientKeyConfig {
+    pub file: std::path::PathBuf,
+    pub alg: SigningAlg,
+    /// The JWS `kid`: `oidc.client_key_id`, else the JWK's own `kid`, else none.
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: Secret<String>,
+    /// `None` with `private_key_jwt`, which needs no shared secret.
+    pub client_secret: Option<Secret<String>>,
+    pub client_key: Option<ClientKeyConfig>,
+    pub client_tls: Option<ClientTlsConfig>,
+    /// A PEM bundle the OP's TLS certificate may chain to, besides the built-in roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    pub pushed_authorization_requests: ParMode,
+    /// RFC 9449: a DPoP key per session, proofs on token requests, DPoP-bound tokens.
+    pub dpop: bool,
     pub scopes: Vec<String>,
     pub post_logout_redirect_uri: Url,
     pub auth_method: TokenAuthMethod,
@@ -188,6 +275,8 @@ pub struct RouteConfig {
     pub session: Option<SessionPolicy>,
     /// Claim rules every request's session must pass (403 otherwise).
     pub access: Option<AccessConfig>,
+    /// Forward the session's DPoP-bound token as `Authorization: DPoP` with a fresh proof.
+    pub dpop: bool,
 }
 
 /// `routes[].policy`: whether a route needs a session.

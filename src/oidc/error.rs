@@ -18,6 +18,19 @@ pub enum OidcError {
     Rejected { code: String },
     #[error("token response invalid: {0}")]
     TokenResponse(&'static str),
+    /// The pushed authorization request (RFC 9126) failed; `reason` is the logged code.
+    #[error("pushed authorization request failed ({reason}): {detail}")]
+    Par {
+        reason: &'static str,
+        detail: String,
+    },
+    /// The client could not authenticate or prove possession: its key file is unusable, a
+    /// DPoP proof could not be made, or the OP kept demanding a new DPoP nonce.
+    #[error("client credentials failed ({reason}): {detail}")]
+    Credentials {
+        reason: &'static str,
+        detail: String,
+    },
     /// `reason` is the stable code logged and audited; `detail` says which value failed.
     #[error("ID token invalid ({reason}): {detail}")]
     IdToken {
@@ -41,7 +54,13 @@ impl OidcError {
             OidcError::Incompatible { .. } => "discovery_incompatible",
             OidcError::NotReady => "oidc_not_ready",
             OidcError::TokenEndpoint(_) => "token_endpoint_failed",
-            OidcError::Rejected { .. } => "token_request_rejected",
+            OidcError::Rejected { code } => match code.as_str() {
+                "invalid_dpop_proof" => "dpop_proof_rejected",
+                "use_dpop_nonce" => "dpop_nonce_required",
+                "invalid_client" => "client_auth_rejected",
+                _ => "token_request_rejected",
+            },
+            OidcError::Par { reason, .. } | OidcError::Credentials { reason, .. } => reason,
             OidcError::TokenResponse(_) => "token_response_invalid",
             OidcError::IdToken { reason, .. } => reason,
         }

@@ -2,9 +2,15 @@
 //! ID-token validation, refresh, and the RP-initiated logout URL. It knows nothing of Pingora;
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
+mod client_key;
+pub mod client_tls;
+pub mod dpop;
 mod error;
+mod features;
 mod jose;
 mod logout_token;
+mod op_http;
+mod par;
 mod tokens;
 
 use std::borrow::Cow;
@@ -12,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
@@ -22,13 +28,14 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, DiscoveryError,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey, Nonce, PkceCodeChallenge,
-    ProviderMetadata, RedirectUrl, Scope,
+    ProviderMetadata, RedirectUrl, Scope, TokenUrl,
 };
 use prometheus::HistogramVec;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use url::Url;
 
+pub use client_key::ClientKey;
 pub use error::OidcError;
 pub use logout_token::{LogoutToken, LogoutTokenRejected};
 pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
@@ -37,6 +44,10 @@ use crate::config::{OidcConfig, TokenAuthMethod};
 use crate::secret::Secret;
 use crate::session::crypto::random_token;
 use crate::telemetry::SPAN_TARGET;
+use client_key::ClientKeySource;
+use client_tls::ClientTlsSource;
+use dpop::DpopKey;
+use op_http::{form_request, Assertion, DpopNonce, OpCall};
 
 /// Provider metadata members openidconnect does not model but portcullis relies on.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -47,6 +58,20 @@ pub struct ExtraMetadata {
     pub revocation_endpoint: Option<Url>,
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Vec<String>,
+    pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
+}
+
+/// RFC 8705 §5: where the endpoints that take mutual TLS are, when they differ.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct MtlsEndpointAliases {
+    pub token_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub pushed_authorization_request_endpoint: Option<Url>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -106,6 +131,8 @@ pub struct AuthorizationRequest {
     pub state: Secret<String>,
     pub nonce: Secret<String>,
     pub pkce_verifier: Secret<String>,
+    /// The DPoP key the code will be bound to (`dpop_jkt`), with `oidc.dpop`.
+    pub dpop_key: Option<Secret<String>>,
 }
 
 /// The OP client. Its settings (`oidc.*`) and what discovery found are swapped together, so a
@@ -118,6 +145,11 @@ pub struct Oidc {
     jwks_refetched: tokio::sync::Mutex<Option<Instant>>,
     /// Time spent waiting on the OP, by call: it tells an OP's latency apart from portcullis's.
     op_duration: HistogramVec,
+    /// The OP's latest `DPoP-Nonce` (RFC 9449 §8).
+    dpop_nonce: Arc<DpopNonce>,
+    /// Why the last discovery found the OP unfit for the configuration (a feature it
+    /// dropped); `/readyz` reports it while the previous discovery stays in use.
+    incompatible: ArcSwapOption<String>,
 }
 
 /// The settings in force, the HTTP client built from them, and the provider discovered with
@@ -125,17 +157,27 @@ pub struct Oidc {
 struct Current {
     cfg: Arc<OidcConfig>,
     http: openidconnect::reqwest::Client,
+    /// The `private_key_jwt` key, read again when its file changes.
+    client_key: Option<Arc<ClientKeySource>>,
+    /// With `tls_client_auth`: the HTTP client with the certificate, rebuilt when it changes.
+    client_tls: Option<Arc<ClientTlsSource>>,
     provider: Option<Arc<Provider>>,
 }
 
 /// New OP settings made ready off to the side by `Oidc::prepare`; `Oidc::apply` swaps them in.
-pub struct Prepared(Current);
+pub struct Prepared {
+    current: Current,
+    /// Its provider was discovered for it (not carried over from the settings in force).
+    rediscovered: bool,
+}
 
 fn http_client(cfg: &OidcConfig) -> Result<openidconnect::reqwest::Client, OidcError> {
-    openidconnect::reqwest::Client::builder()
+    let builder = openidconnect::reqwest::Client::builder()
         // Following redirects from the OP would be an SSRF vector (openidconnect's advice).
         .redirect(openidconnect::reqwest::redirect::Policy::none())
-        .timeout(cfg.http_timeout)
+        .timeout(cfg.http_timeout);
+    client_tls::configure(builder, cfg)
+        .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))?
         .build()
         .map_err(|e| OidcError::Discovery(format!("cannot build the HTTP client: {e}")))
 }
@@ -150,12 +192,16 @@ impl Oidc {
         Ok(Oidc {
             redirect_uri,
             current: ArcSwap::from_pointee(Current {
+                client_key: client_key_source(&cfg),
+                client_tls: ClientTlsSource::new(&cfg, http.clone()).map(Arc::new),
                 cfg: Arc::new(cfg),
                 http,
                 provider: None,
             }),
             jwks_refetched: tokio::sync::Mutex::new(None),
             op_duration,
+            dpop_nonce: Arc::default(),
+            incompatible: ArcSwapOption::empty(),
         })
     }
 
@@ -190,10 +236,6 @@ impl Oidc {
         self.current.load().cfg.clone()
     }
 
-    fn http(&self) -> openidconnect::reqwest::Client {
-        self.current.load().http.clone()
-    }
-
     pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {
         self.current
             .load()
@@ -210,34 +252,93 @@ impl Oidc {
     /// result in. On failure the previous provider (if any) stays in use.
     pub async fn discover(&self) -> Result<(), OidcError> {
         let current = self.current.load_full();
-        let metadata = self.fetch_metadata(&current.cfg, &current.http).await?;
+        let metadata = match self.fetch_metadata(&current.cfg, &current.http).await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                if matches!(e, OidcError::Incompatible { .. }) {
+                    self.incompatible.store(Some(Arc::new(e.to_string())));
+                }
+                return Err(e);
+            }
+        };
+        self.incompatible.store(None);
         let provider = provider_from(&current.cfg, &self.redirect_uri, metadata);
         self.install(&current.cfg, provider);
         Ok(())
     }
 
+    /// `check --probe`: one discovery with `cfg`, checked as `serve` checks it (PKCE, and
+    /// the PAR, `private_key_jwt` and DPoP support the configuration needs), then dropped.
+    pub async fn probe(cfg: OidcConfig, redirect_uri: Url) -> Result<(), OidcError> {
+        let unregistered = HistogramVec::new(
+            prometheus::HistogramOpts::new("probe_op_duration_seconds", "unregistered"),
+            &["call"],
+        )
+        .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        Oidc::new(cfg, redirect_uri, unregistered)?.discover().await
+    }
+
+    /// Why the OP's latest discovery cannot serve the configuration, if it cannot.
+    pub fn incompatibility(&self) -> Option<Arc<String>> {
+        self.incompatible.load_full()
+    }
+
+    /// A call to the OP authenticated as `current`'s client, with proofs of `dpop` if given.
+    fn op_call(&self, current: &Current, dpop: Option<DpopKey>) -> OpCall {
+        let assertion = current.client_key.clone().map(|key| Assertion {
+            key,
+            client_id: current.cfg.client_id.clone(),
+            audience: current.cfg.issuer.clone(),
+        });
+        let http = match &current.client_tls {
+            Some(tls) => tls.client(),
+            None => current.http.clone(),
+        };
+        OpCall {
+            http,
+            assertion,
+            dpop,
+            nonce: self.dpop_nonce.clone(),
+        }
+    }
+
     /// New settings, made ready without touching the ones in force: the HTTP client, and the
-    /// provider — discovered anew when the issuer changes (an error then, which leaves the
-    /// running OP in use), else the current discovery with the new client id and secret.
+    /// provider — discovered anew when the issuer changes, or when the last discovery found the
+    /// OP unfit (the reload may be the fix; an error then leaves the running OP in use), else
+    /// the current discovery with the new client settings, checked for the FAPI keys.
     pub async fn prepare(&self, cfg: OidcConfig) -> Result<Prepared, OidcError> {
         let http = http_client(&cfg)?;
         let current = self.current.load_full();
-        let provider = if cfg.issuer != current.cfg.issuer {
+        let rediscover = cfg.issuer != current.cfg.issuer || self.incompatibility().is_some();
+        let provider = if rediscover {
             Some(self.fetch_metadata(&cfg, &http).await?)
         } else {
             current.provider.as_ref().map(|p| p.metadata.clone())
         };
+        if let Some(metadata) = &provider {
+            features::check(&cfg, metadata)?;
+        }
         let provider = provider.map(|m| Arc::new(provider_from(&cfg, &self.redirect_uri, m)));
-        Ok(Prepared(Current {
+        let current = Current {
+            client_key: client_key_source(&cfg),
+            client_tls: ClientTlsSource::new(&cfg, http.clone()).map(Arc::new),
             cfg: Arc::new(cfg),
             http,
             provider,
-        }))
+        };
+        Ok(Prepared {
+            current,
+            rediscovered: rediscover,
+        })
     }
 
     /// Puts prepared settings in force; calls to the OP already under way finish with the old.
+    /// A provider discovered for them is fit for them, so `/readyz` stops reporting an unfit one.
     pub fn apply(&self, prepared: Prepared) {
-        self.current.store(Arc::new(prepared.0));
+        if prepared.rediscovered {
+            self.incompatible.store(None);
+        }
+        self.current.store(Arc::new(prepared.current));
     }
 
     /// Discovery with `cfg`'s issuer, checked for what portcullis requires of the OP.
@@ -272,6 +373,7 @@ impl Oidc {
                 message: "the provider does not advertise PKCE S256 in code_challenge_methods_supported (enable PKCE with S256 for this client at the provider)".into(),
             });
         }
+        features::check(cfg, &metadata)?;
         Ok(metadata)
     }
 
@@ -284,6 +386,8 @@ impl Oidc {
                 Arc::new(Current {
                     cfg: current.cfg.clone(),
                     http: current.http.clone(),
+                    client_key: current.client_key.clone(),
+                    client_tls: current.client_tls.clone(),
                     provider: Some(provider.clone()),
                 })
             } else {
@@ -332,14 +436,16 @@ impl Oidc {
     }
 
     /// Builds the authorization request: code flow, fresh PKCE S256, state and nonce of 256
-    /// bits each, the configured scopes, and only allow-listed extra parameters.
+    /// bits each, the configured scopes, and only allow-listed extra parameters; with
+    /// `oidc.dpop`, a fresh DPoP key whose thumbprint binds the code (`dpop_jkt`, RFC 9449
+    /// §10); with PAR, pushed to the OP so the browser sees only `request_uri`.
     /// `redirect_uri` replaces the configured one (a login on another of portcullis's hosts).
-    pub fn authorization_request(
+    pub async fn authorization_request(
         &self,
         provider: &Provider,
         extra_params: &[(String, String)],
         redirect_uri: Option<&Url>,
-    ) -> AuthorizationRequest {
+    ) -> Result<AuthorizationRequest, OidcError> {
         let cfg = self.config();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = random_token::<32>();
@@ -360,13 +466,27 @@ impl Oidc {
         for (k, v) in extra_params {
             req = req.add_extra_param(k.clone(), v.clone());
         }
-        let (url, _, _) = req.url();
-        AuthorizationRequest {
+        let dpop_key = if cfg.dpop {
+            let key = DpopKey::generate().map_err(|e| OidcError::Credentials {
+                reason: "dpop_key_failed",
+                detail: e.to_string(),
+            })?;
+            req = req.add_extra_param("dpop_jkt", key.thumbprint().to_string());
+            Some(key.stored())
+        } else {
+            None
+        };
+        let (mut url, _, _) = req.url();
+        if let Some(endpoint) = par::endpoint(cfg.pushed_authorization_requests, &provider.extra)? {
+            url = self.push(provider, endpoint, &url).await?;
+        }
+        Ok(AuthorizationRequest {
             url,
             state: Secret::new(state),
             nonce: Secret::new(nonce),
             pkce_verifier: Secret::new(verifier.secret().clone()),
-        }
+            dpop_key,
+        })
     }
 
     /// The RP-initiated logout URL (RP-Initiated Logout 1.0 §2) carrying `state`, or `None`
@@ -400,33 +520,26 @@ impl Oidc {
             return;
         };
         let kind = kind.hint();
-        let cfg = self.config();
-        let mut form = vec![("token", token), ("token_type_hint", kind)];
-        let mut request = self.http().post(endpoint);
-        request = match cfg.auth_method {
-            TokenAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-url-encode both parts before Basic encoding.
-                let id: String =
-                    url::form_urlencoded::byte_serialize(cfg.client_id.as_bytes()).collect();
-                let secret: String =
-                    url::form_urlencoded::byte_serialize(cfg.client_secret.expose().as_bytes())
-                        .collect();
-                request.basic_auth(id, Some(secret))
+        let current = self.current.load_full();
+        let form = vec![
+            ("token".to_string(), token.to_string()),
+            ("token_type_hint".to_string(), kind.to_string()),
+        ];
+        let sent = match form_request(&endpoint, form, &current.cfg) {
+            Ok(request) => {
+                let call = self.op_call(&current, None);
+                self.timed("revocation", call.send(request)).await
             }
-            TokenAuthMethod::ClientSecretPost => {
-                form.push(("client_id", &cfg.client_id));
-                form.push(("client_secret", cfg.client_secret.expose()));
-                request
-            }
+            Err(e) => Err(e),
         };
-        match self.timed("revocation", request.form(&form).send()).await {
+        match sent {
             Ok(resp) if resp.status().is_success() => tracing::debug!(kind, "token revoked"),
             Ok(resp) => tracing::warn!(
                 kind,
                 status = resp.status().as_u16(),
                 "token revocation refused"
             ),
-            Err(e) => tracing::warn!(kind, error = %error_chain(&e), "token revocation failed"),
+            Err(e) => tracing::warn!(kind, error = %e, "token revocation failed"),
         }
     }
 
@@ -441,22 +554,57 @@ impl Oidc {
 
 /// The openidconnect client for `cfg` on a discovered provider.
 fn provider_from(cfg: &OidcConfig, redirect_uri: &Url, metadata: Metadata) -> Provider {
+    // Without a secret, openidconnect puts only `client_id` in the body; `OpCall` adds the
+    // `private_key_jwt` assertion beside it, or the TLS connection carries the certificate.
     let auth_type = match cfg.auth_method {
-        TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
         TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
+        _ => AuthType::BasicAuth,
     };
+    let secret = cfg
+        .client_secret
+        .as_ref()
+        .map(|s| ClientSecret::new(s.expose().clone()));
+    let (metadata_for_client, extra) = with_mtls_aliases(cfg, &metadata);
     let client = CoreClient::from_provider_metadata(
-        metadata.clone(),
+        metadata_for_client,
         ClientId::new(cfg.client_id.clone()),
-        Some(ClientSecret::new(cfg.client_secret.expose().clone())),
+        secret,
     )
     .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
     .set_auth_type(auth_type);
     Provider {
-        extra: metadata.additional_metadata().clone(),
+        extra,
         metadata,
         client,
     }
+}
+
+/// With `tls_client_auth`, the token, revocation and PAR calls go to the OP's
+/// `mtls_endpoint_aliases` where it names them (RFC 8705 §5): the endpoints that ask for a
+/// client certificate may differ from those a browser reaches.
+fn with_mtls_aliases(cfg: &OidcConfig, metadata: &Metadata) -> (Metadata, ExtraMetadata) {
+    let mut extra = metadata.additional_metadata().clone();
+    let aliases = extra.mtls_endpoint_aliases.clone();
+    let (TokenAuthMethod::TlsClientAuth, Some(aliases)) = (cfg.auth_method, aliases) else {
+        return (metadata.clone(), extra);
+    };
+    let mut for_client = metadata.clone();
+    if let Some(token) = aliases.token_endpoint {
+        for_client = for_client.set_token_endpoint(Some(TokenUrl::from_url(token)));
+    }
+    if let Some(revocation) = aliases.revocation_endpoint {
+        extra.revocation_endpoint = Some(revocation);
+    }
+    if let Some(par) = aliases.pushed_authorization_request_endpoint {
+        extra.pushed_authorization_request_endpoint = Some(par);
+    }
+    (for_client, extra)
+}
+
+fn client_key_source(cfg: &OidcConfig) -> Option<Arc<ClientKeySource>> {
+    cfg.client_key
+        .clone()
+        .map(|key| Arc::new(ClientKeySource::new(key)))
 }
 
 /// Which kind of token a revocation names (RFC 7009 `token_type_hint`).

@@ -16,6 +16,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use url::Url;
 
+use super::dpop::DpopKey;
+use super::op_http::OpCallError;
 use super::{error_chain, jose, Oidc, OidcError, Provider};
 use crate::secret::Secret;
 use crate::session::unix_now;
@@ -62,10 +64,8 @@ pub(super) fn allowed_algs() -> Vec<CoreJwsSigningAlgorithm> {
     ]
 }
 
-type TokenError = RequestTokenError<
-    openidconnect::HttpClientError<openidconnect::reqwest::Error>,
-    openidconnect::StandardErrorResponse<CoreErrorResponseType>,
->;
+type TokenError =
+    RequestTokenError<OpCallError, openidconnect::StandardErrorResponse<CoreErrorResponseType>>;
 
 fn token_endpoint_error(e: TokenError) -> OidcError {
     match e {
@@ -73,6 +73,7 @@ fn token_endpoint_error(e: TokenError) -> OidcError {
             code: resp.error().as_ref().to_string(),
         },
         RequestTokenError::Parse(_, body) => unreadable_token_response(&body),
+        RequestTokenError::Request(e) => credentials_error(e),
         other => OidcError::TokenEndpoint(error_chain(&other)),
     }
 }
@@ -90,6 +91,20 @@ fn unreadable_token_response(body: &[u8]) -> OidcError {
             OidcError::id_token("id_token_alg", "an algorithm that is not accepted")
         }
         _ => OidcError::TokenResponse("not a token response with a readable ID token"),
+    }
+}
+
+/// A failed attempt to reach the token endpoint, named by what failed.
+fn credentials_error(e: OpCallError) -> OidcError {
+    let reason = match &e {
+        OpCallError::Http(message) => return OidcError::TokenEndpoint(message.clone()),
+        OpCallError::ClientKey(_) => "client_key_unusable",
+        OpCallError::Dpop(_) => "dpop_proof_failed",
+        OpCallError::NonceLoop => "dpop_nonce_loop",
+    };
+    OidcError::Credentials {
+        reason,
+        detail: e.to_string(),
     }
 }
 
@@ -124,6 +139,7 @@ impl Oidc {
         verifier: &str,
         nonce: &str,
         redirect_uri: Option<&Url>,
+        dpop: Option<DpopKey>,
     ) -> Result<Tokens, OidcError> {
         let mut request = provider
             .client
@@ -133,11 +149,13 @@ impl Oidc {
         if let Some(uri) = redirect_uri {
             request = request.set_redirect_uri(Cow::Owned(RedirectUrl::from_url(uri.clone())));
         }
+        let bound = dpop.is_some();
+        let call = self.op_call(&self.current.load(), dpop);
         let response = self
-            .timed("token", request.request_async(&self.http()))
+            .timed("token", request.request_async(&call))
             .await
             .map_err(token_endpoint_error)?;
-        check_token_response(&response)?;
+        check_token_response(&response, bound)?;
         let id_token = response
             .id_token()
             .ok_or(OidcError::TokenResponse("no id_token in the response"))?;
@@ -153,17 +171,20 @@ impl Oidc {
         provider: &Provider,
         refresh_token: &str,
         previous: &Map<String, Value>,
+        dpop: Option<DpopKey>,
     ) -> Result<Tokens, OidcError> {
         let rt = RefreshToken::new(refresh_token.to_string());
         let request = provider
             .client
             .exchange_refresh_token(&rt)
             .map_err(|e| OidcError::TokenEndpoint(e.to_string()))?;
+        let bound = dpop.is_some();
+        let call = self.op_call(&self.current.load(), dpop);
         let response = self
-            .timed("refresh", request.request_async(&self.http()))
+            .timed("refresh", request.request_async(&call))
             .await
             .map_err(token_endpoint_error)?;
-        check_token_response(&response)?;
+        check_token_response(&response, bound)?;
         let Some(id_token) = response.id_token() else {
             return Ok(tokens_from(&response, None, previous.clone()));
         };
@@ -277,8 +298,17 @@ fn chrono_skew(skew: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60))
 }
 
-fn check_token_response(response: &CoreTokenResponse) -> Result<(), OidcError> {
-    if *response.token_type() != CoreTokenType::Bearer {
+/// With a DPoP proof sent, the token must come back bound to it (`token_type` DPoP, RFC 9449
+/// §5): a Bearer answer means the OP ignored the proof, and the binding asked for is absent.
+fn check_token_response(response: &CoreTokenResponse, dpop: bool) -> Result<(), OidcError> {
+    let token_type = response.token_type();
+    if dpop {
+        let bound =
+            matches!(token_type, CoreTokenType::Extension(t) if t.eq_ignore_ascii_case("dpop"));
+        if !bound {
+            return Err(OidcError::TokenResponse("token_type is not DPoP"));
+        }
+    } else if *token_type != CoreTokenType::Bearer {
         return Err(OidcError::TokenResponse("token_type is not Bearer"));
     }
     if response.access_token().secret().is_empty() {

@@ -1,11 +1,14 @@
 //! Cookie → session: the lookup every request to a route with a session policy makes, the
 //! ingress auth endpoint's, and `/bff/user`'s.
 
-use http::HeaderMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
 
 use super::error::ProxyError;
 use super::refresh::needs_refresh;
 use super::Portcullis;
+use crate::oidc::dpop::UpstreamDpop;
 use crate::session::cache::HotSession;
 use crate::session::cookie::Presented;
 use crate::session::{unix_now, CookieSecret, SessionData};
@@ -86,6 +89,12 @@ impl Portcullis {
             .await?
             .map(|auth| HotSession::of(&auth.data)))
     }
+}
+
+/// The `Authorization: Bearer` value, and the DPoP binding a `dpop: true` route uses instead.
+pub(super) struct Credentials {
+    pub bearer: HeaderValue,
+    pub dpop: Option<Arc<UpstreamDpop>>,
 }
 
 /// A token with bytes not allowed in a header would be a broken OP; refuse rather than mangle.

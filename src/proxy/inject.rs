@@ -15,8 +15,10 @@ use crate::session::cookie::CookiePolicy;
 /// lower-casing and mapping `_` to `-`, because WSGI/PHP upstreams treat both alike
 /// (oauth2-proxy GHSA-vjrc-mh2v-45x6). The W3C trace context too: portcullis sets it itself,
 /// continuing only a trusted caller's (`telemetry::propagation`).
-const CLIENT_FORBIDDEN: [&str; 12] = [
+const CLIENT_FORBIDDEN: [&str; 13] = [
     "authorization",
+    // A client's own DPoP proof would stand beside (or for) the one portcullis makes.
+    "dpop",
     "proxy-authorization",
     "forwarded",
     "x-real-ip",

@@ -12,6 +12,7 @@ mod authenticate;
 mod bff;
 mod browser_checks;
 pub mod canonical;
+mod dpop;
 mod error;
 mod hop_by_hop;
 mod ingress;
@@ -48,6 +49,7 @@ pub use route::RouteTable;
 
 use crate::config::{Config, RouteConfig};
 use crate::metrics::{Metrics, RequestSeries};
+use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
 use crate::session::cookie::CookiePolicy;
 use crate::session::crypto::random_token;
@@ -67,6 +69,8 @@ pub struct RequestCtx {
     /// Metric label: a route kind, `bff`, or `none` before routing.
     label: &'static str,
     bearer: Option<HeaderValue>,
+    /// Set on `dpop: true` routes: the token goes as `Authorization: DPoP` with a proof.
+    dpop: Option<Arc<UpstreamDpop>>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
@@ -77,6 +81,14 @@ pub struct RequestCtx {
     /// The reloadable configuration as it was when the request began; used to its end.
     live: Arc<Live>,
     _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    /// Forward the session's credentials: its DPoP binding only on a route that asked for it.
+    fn forward(&mut self, credentials: authenticate::Credentials, dpop_route: bool) {
+        self.bearer = Some(credentials.bearer);
+        self.dpop = credentials.dpop.filter(|_| dpop_route);
+    }
 }
 
 pub struct Portcullis {
@@ -248,10 +260,13 @@ impl Portcullis {
                 audit("route_access", "failure", denied.reason(), sub);
             })?;
         }
-        let bearer = session.bearer.ok_or(authenticate::NOT_A_HEADER_VALUE)?;
+        let credentials = authenticate::Credentials {
+            bearer: session.bearer.ok_or(authenticate::NOT_A_HEADER_VALUE)?,
+            dpop: session.dpop,
+        };
         let header_bytes = browser_checks::header_block_bytes(req);
-        browser_checks::check_forwarded_size(header_bytes, &bearer, &live.limits)?;
-        ctx.bearer = Some(bearer);
+        browser_checks::check_forwarded_size(header_bytes, &credentials.bearer, &live.limits)?;
+        ctx.forward(credentials, route.config.dpop);
         Ok(Decision::Forward)
     }
 
@@ -417,6 +432,7 @@ impl ProxyHttp for Portcullis {
             route: None,
             label: "none",
             bearer: None,
+            dpop: None,
             websocket: false,
             cors_origin: None,
             request_id: RequestId::default(),
@@ -501,6 +517,10 @@ impl ProxyHttp for Portcullis {
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
+        let route = ctx.route.and_then(|i| ctx.live.routes.get(i));
+        if let (Some(binding), Some(route)) = (&ctx.dpop, route) {
+            dpop::authorize(upstream_request, binding, &route.config.upstream)?;
+        }
         self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())
     }

@@ -15,6 +15,7 @@ use super::access::check_access;
 use super::authenticate::Authenticated;
 use super::error::ProxyError;
 use super::Portcullis;
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::{tokens_expiry, TokenKind};
 use crate::session::crypto::random_token;
 use crate::session::{unix_now, CookieSecret, SessionData};
@@ -195,9 +196,16 @@ impl Portcullis {
             return Ok(ended.map_or(Refreshed::Ended, Refreshed::Current));
         };
         let provider = self.oidc.provider()?;
+        // The session's DPoP key signs the refresh's proof, so the new token stays bound to it.
+        let dpop = data
+            .dpop_key
+            .as_ref()
+            .map(DpopKey::from_stored)
+            .transpose()
+            .map_err(|_| ProxyError::Internal("session_dpop_key"))?;
         match self
             .oidc
-            .refresh(&provider, refresh_token.expose(), &data.claims)
+            .refresh(&provider, refresh_token.expose(), &data.claims, dpop)
             .await
         {
             Ok(tokens) => {

@@ -22,6 +22,8 @@ use http::HeaderValue;
 use prometheus::{IntCounter, IntCounterVec};
 use serde_json::{Map, Value};
 
+use crate::oidc::dpop::UpstreamDpop;
+
 /// What an authenticated request needs from its session, ready to use: the `Authorization`
 /// value is built once per token, not once per request. No `Debug`: it holds a token.
 #[derive(Clone)]
@@ -34,6 +36,9 @@ pub struct HotSession {
     pub absolute_deadline: u64,
     /// The ID token's claims, for per-host access rules and identity headers.
     pub claims: Arc<Map<String, Value>>,
+    /// The DPoP key and `DPoP <token>`, for routes that forward the token DPoP-bound; `None`
+    /// without `oidc.dpop`.
+    pub dpop: Option<Arc<UpstreamDpop>>,
 }
 
 impl HotSession {
@@ -44,6 +49,10 @@ impl HotSession {
             access_lifetime: data.access_lifetime,
             absolute_deadline: data.absolute_deadline,
             claims: Arc::new(data.claims.clone()),
+            dpop: data
+                .dpop_key
+                .as_ref()
+                .map(|key| Arc::new(UpstreamDpop::new(key, data.access_token.expose()))),
         }
     }
 }
@@ -286,6 +295,7 @@ mod tests {
             access_lifetime: 60,
             absolute_deadline: expires,
             claims: Arc::default(),
+            dpop: None,
         }
     }
 

@@ -49,6 +49,10 @@ pub struct SessionData {
     pub absolute_deadline: u64,
     /// The per-session value `GET /bff/logout?sid=` must carry (a CSRF defence for logout links).
     pub logout_id: String,
+    /// The session's DPoP private key (PKCS#8, base64url), with `oidc.dpop`: its tokens are
+    /// bound to it, so it is sealed with them and never leaves portcullis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<Secret<String>>,
 }
 
 /// State between `/bff/login` and `/bff/callback`, stored sealed under the browser's
@@ -64,6 +68,9 @@ pub struct LoginTransaction {
     /// one of the ingress-auth hosts); the code exchange must name the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_uri: Option<String>,
+    /// The DPoP key the code is bound to (`dpop_jkt`); it becomes the session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<Secret<String>>,
 }
 
 /// The sealed bytes of a session record as it was read. A write that follows the read is made

@@ -6,8 +6,10 @@
 
 pub mod browser;
 pub mod configmap;
+pub mod dpop;
 pub mod ingress_nginx;
 pub mod jaeger;
+pub mod mtls;
 pub mod op;
 pub mod portcullis;
 mod ports;
@@ -149,6 +151,7 @@ impl World {
             refresh_delay_ms: opts.refresh_delay_ms,
             revocation_delay_ms: opts.revocation_delay_ms,
             backchannel: opts.backchannel,
+            env: Vec::new(),
         });
         let store = match (&opts.store_url, &redis) {
             (Some(url), _) => portcullis::Store::Redis(url.clone()),

@@ -21,6 +21,8 @@ pub struct OpOptions {
     pub revocation_delay_ms: u64,
     /// Register `<first origin>/bff/backchannel-logout` as the client's back-channel URI.
     pub backchannel: bool,
+    /// More of the fixture's env vars (`PAR`, `DPOP_NONCE`, …); they override the above.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for OpOptions {
@@ -31,6 +33,7 @@ impl Default for OpOptions {
             refresh_delay_ms: 0,
             revocation_delay_ms: 0,
             backchannel: false,
+            env: Vec::new(),
         }
     }
 }
@@ -81,6 +84,7 @@ impl Op {
             .env("REVOCATION_DELAY_MS", opts.revocation_delay_ms.to_string())
             .env("CLOCK_TOLERANCE", "0")
             .env("EXIT_ON_STDIN_CLOSE", "1")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

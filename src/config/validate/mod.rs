@@ -3,6 +3,7 @@
 //! secret files, done through the `read_file` argument so tests can supply their own.
 
 mod access;
+mod client_auth;
 mod ingress;
 mod limits;
 mod oidc;
@@ -76,6 +77,9 @@ pub fn validate(
     let ingress_auth = c.ingress_auth(raw.ingress_auth, &access);
     if let Some(ingress) = &ingress_auth {
         c.ingress_listen_apart(ingress.listen, listen, admin_listen);
+    }
+    if let Some(routes) = &routes {
+        c.dpop_routes(routes, oidc.as_ref().is_some_and(|o| o.dpop));
     }
     if let (Some(session), Some(public), Some(routes)) = (&session, &public, &routes) {
         let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();

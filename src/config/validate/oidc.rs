@@ -54,8 +54,19 @@ impl Checker<'_> {
                 None
             }
         };
-        let client_secret =
-            self.client_secret(raw.client_secret, raw.client_secret_file.as_deref());
+        let auth_method = self.auth_method(raw.token_endpoint_auth_method.as_deref());
+        let client_key = self.client_key_for(auth_method, &raw);
+        let client_tls = self.client_tls_for(auth_method, &raw);
+        let tls_ca_file = raw.tls_ca_file.as_deref().and_then(|f| self.tls_ca_file(f));
+        let client_secret = if auth_method.uses_secret() {
+            self.client_secret(raw.client_secret, raw.client_secret_file.as_deref())
+                .map(Some)
+        } else {
+            self.no_client_secret(&raw, auth_method);
+            Some(None)
+        };
+        let pushed_authorization_requests =
+            self.par_mode(raw.pushed_authorization_requests.as_deref());
         let scopes = raw
             .scopes
             .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
@@ -78,21 +89,6 @@ impl Checker<'_> {
             .post_logout_redirect_uri
             .unwrap_or_else(|| format!("{public_origin}/bff/logout/callback"));
         let post_logout_redirect_uri = self.url("oidc.post_logout_redirect_uri", &post_logout);
-        let auth_method = match raw
-            .token_endpoint_auth_method
-            .as_deref()
-            .unwrap_or("client_secret_basic")
-        {
-            "client_secret_basic" => TokenAuthMethod::ClientSecretBasic,
-            "client_secret_post" => TokenAuthMethod::ClientSecretPost,
-            other => {
-                self.problem(
-                    "oidc.token_endpoint_auth_method",
-                    format!("{other:?} is not supported (use client_secret_basic or client_secret_post)"),
-                );
-                TokenAuthMethod::ClientSecretBasic
-            }
-        };
         let allowed_login_params = raw
             .allowed_login_params
             .unwrap_or_else(|| DEFAULT_LOGIN_PARAMS.iter().map(|s| s.to_string()).collect());
@@ -116,6 +112,11 @@ impl Checker<'_> {
             issuer: issuer?,
             client_id: client_id?,
             client_secret: client_secret?,
+            client_key: client_key?,
+            client_tls: client_tls?,
+            tls_ca_file,
+            pushed_authorization_requests,
+            dpop: raw.dpop.unwrap_or(false),
             scopes,
             post_logout_redirect_uri: post_logout_redirect_uri?,
             auth_method,

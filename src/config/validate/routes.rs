@@ -109,6 +109,7 @@ impl Checker<'_> {
             allow_chunked_requests: raw.allow_chunked_requests,
             session,
             access,
+            dpop: raw.dpop,
         })
     }
 

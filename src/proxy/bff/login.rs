@@ -10,6 +10,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
 
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::tokens_expiry;
 use crate::session::cookie::Presented;
 use crate::session::crypto::random_token;
@@ -130,7 +131,8 @@ impl Portcullis {
         };
         let auth = self
             .oidc
-            .authorization_request(&provider, &extra, redirect_uri.as_ref());
+            .authorization_request(&provider, &extra, redirect_uri.as_ref())
+            .await?;
         let txn = LoginTransaction {
             state: auth.state,
             nonce: auth.nonce,
@@ -138,6 +140,7 @@ impl Portcullis {
             return_to,
             created_at: unix_now(),
             redirect_uri: redirect_uri.map(String::from),
+            dpop_key: auth.dpop_key,
         };
         self.sessions.put_transaction(&browser, &txn).await?;
         self.metrics.logins.with_label_values(&["started"]).inc();
@@ -204,6 +207,12 @@ impl Portcullis {
             Some(Err(_)) => return Err(ProxyError::Internal("transaction_redirect_uri")),
             None => None,
         };
+        let dpop = txn
+            .dpop_key
+            .as_ref()
+            .map(DpopKey::from_stored)
+            .transpose()
+            .map_err(|_| ProxyError::Internal("transaction_dpop_key"))?;
         let tokens = self
             .oidc
             .exchange_code(
@@ -212,6 +221,7 @@ impl Portcullis {
                 txn.pkce_verifier.expose(),
                 txn.nonce.expose(),
                 redirect_uri.as_ref(),
+                dpop,
             )
             .await
             .map_err(ProxyError::LoginRejected)?;
@@ -240,6 +250,7 @@ impl Portcullis {
             created_at: now,
             absolute_deadline: now + self.sessions.config().absolute_timeout.as_secs(),
             logout_id: random_token::<16>(),
+            dpop_key: txn.dpop_key,
         };
         let secret = self.sessions.create(&data).await?;
         let landing = self
