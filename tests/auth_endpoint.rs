@@ -153,6 +153,20 @@ async fn an_nginx_auth_request_gets_the_token_identity_and_the_other_cookies() {
         )
         .await;
     assert_eq!(cross_site.status, 403);
+    // A page on another of portcullis's hosts is cross-origin to this one; this host's own page
+    // is not (both at public_url's scheme and port).
+    let port = world.proxy.port;
+    let own_origin = format!("http://app.localhost:{port}");
+    let sibling_origin = format!("http://corp.localhost:{port}");
+    for (origin, status) in [(&own_origin, 200), (&sibling_origin, 403)] {
+        let a = auth
+            .nginx(
+                "http://app.localhost/api/x",
+                &[("cookie", &cookie), ("x-csrf", "1"), ("origin", origin)],
+            )
+            .await;
+        assert_eq!(a.status, status, "Origin {origin}");
+    }
 
     let anonymous = auth.nginx("http://app.localhost/dashboard", &[]).await;
     assert_eq!(anonymous.status, 401, "nginx redirects a 401 itself");
