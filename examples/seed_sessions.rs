@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::clock::unix_now;
 use portcullis::config::{Config, StoreConfig};
 use portcullis::metrics::Metrics;
+use portcullis::random::random_token;
 use portcullis::secret::Secret;
-use portcullis::session::crypto::random_token;
 use portcullis::session::redis::RedisStore;
-use portcullis::session::{unix_now, SessionData, Sessions};
+use portcullis::session::{SessionData, Sessions};
 
 /// Sessions written at once; enough to keep a loopback Redis busy without a huge backlog.
 const CONCURRENCY: usize = 256;

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod listen;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod percent;
 pub mod proxy;
+pub mod random;
 pub mod reload;
 pub mod secret;
 pub mod server;

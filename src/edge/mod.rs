@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
-use crate::proxy::{host_without_port, EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
+use crate::proxy::{host_of, EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
 use chunked::ChunkedReader;
 use head::{Framing, Head, HeadScanner};
 
@@ -181,11 +181,7 @@ impl Edge {
         let host = uri
             .as_ref()
             .and_then(|u| u.host().map(str::to_string))
-            .or_else(|| {
-                head.host
-                    .as_deref()
-                    .map(|h| host_without_port(h).to_string())
-            })
+            .or_else(|| head.host.as_deref().and_then(host_of))
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
         match head.framing {

@@ -13,9 +13,9 @@ use ring::rsa::{KeyPairComponents, PublicKeyComponents};
 use ring::signature::{self, EcdsaKeyPair, RsaKeyPair};
 use serde_json::{json, Value};
 
+use crate::clock::unix_now;
 use crate::config::{ClientKeyConfig, SigningAlg};
-use crate::session::crypto::random_token;
-use crate::session::unix_now;
+use crate::random::random_token;
 
 /// RFC 7523 §3 asks for a short `exp`; a minute covers any clock skew the OP tolerates.
 const ASSERTION_LIFETIME_SECS: u64 = 60;

@@ -12,9 +12,9 @@ use ring::digest::{digest, SHA256};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use crate::clock::unix_now;
+use crate::random::random_token;
 use crate::secret::Secret;
-use crate::session::crypto::random_token;
-use crate::session::unix_now;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DpopError {

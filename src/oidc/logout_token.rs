@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::tokens::allowed_algs;
 use super::{jose, Oidc, Provider};
-use crate::session::unix_now;
+use crate::clock::unix_now;
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// A logout token older than this is refused even if its `exp` is far off: they are meant to

@@ -41,8 +41,8 @@ pub use logout_token::{LogoutToken, LogoutTokenRejected};
 pub use tokens::{expiry_from_now as tokens_expiry, Tokens};
 
 use crate::config::{OidcConfig, TokenAuthMethod};
+use crate::random::random_token;
 use crate::secret::Secret;
-use crate::session::crypto::random_token;
 use crate::telemetry::SPAN_TARGET;
 use client_key::ClientKeySource;
 use client_tls::ClientTlsSource;

@@ -19,8 +19,8 @@ use url::Url;
 use super::dpop::DpopKey;
 use super::op_http::OpCallError;
 use super::{error_chain, jose, Oidc, OidcError, Provider};
+use crate::clock::unix_now;
 use crate::secret::Secret;
-use crate::session::unix_now;
 
 /// Lifetime assumed when a token response omits `expires_in` (RFC 6749 §5.1 makes it optional).
 const DEFAULT_EXPIRES_IN_SECS: u64 = 300;

@@ -8,10 +8,11 @@ use http::{HeaderMap, HeaderValue};
 use super::error::ProxyError;
 use super::refresh::needs_refresh;
 use super::Portcullis;
+use crate::clock::unix_now;
 use crate::oidc::dpop::UpstreamDpop;
 use crate::session::cache::HotSession;
 use crate::session::cookie::Presented;
-use crate::session::{unix_now, CookieSecret, SessionData};
+use crate::session::{CookieSecret, SessionData};
 
 /// A request's session, with the secret that addresses it (needed to save a refresh).
 pub struct Authenticated {

@@ -7,7 +7,7 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use super::error::ProxyError;
-use super::ingress::original::host_of;
+use super::host::host_of;
 use crate::config::{HostPattern, SecurityConfig};
 
 /// The origins portcullis trusts: its own public origin, configured ones (exact match), and for
@@ -130,8 +130,9 @@ impl OurHosts {
         }
     }
 
-    pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
-        if self.allows(request_host(req)?) {
+    /// `host`: the request's, as `request_host` reads it.
+    pub fn check(&self, host: &str) -> Result<(), ProxyError> {
+        if self.allows(host) {
             Ok(())
         } else {
             Err(ProxyError::Misdirected)
@@ -171,7 +172,7 @@ impl OurHosts {
     /// (registered at the OP), whose cookies are that host's. `None`: the configured redirect
     /// URI.
     pub fn redirect_uri_for(&self, req: &RequestHeader) -> Option<url::Url> {
-        let host = request_host(req).ok()?.to_ascii_lowercase();
+        let host = request_host(req).ok()?;
         let named_exactly = self.named.iter().any(|p| p.exact() == Some(host.as_str()));
         if self.public.as_deref() == Some(host.as_str()) || !named_exactly {
             return None;
@@ -198,21 +199,14 @@ impl OurHosts {
     }
 }
 
-/// The host name a request names, without its port.
-pub fn request_host(req: &RequestHeader) -> Result<&str, ProxyError> {
+/// The lower-case host name a request names (the target's authority, else `Host`), without its
+/// port.
+pub fn request_host(req: &RequestHeader) -> Result<String, ProxyError> {
     let authority = match req.uri.authority() {
         Some(a) => a.as_str(),
         None => header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?,
     };
-    Ok(host_without_port(authority))
-}
-
-/// `name`, `name:port`, `[v6]` or `[v6]:port` → the name or the bracketed address.
-pub fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |i| &authority[..=i]);
-    }
-    authority.split(':').next().unwrap_or(authority)
+    host_of(authority).ok_or(ProxyError::BadRequest("host_malformed"))
 }
 
 /// The forwarded request also carries `Authorization: Bearer …`: an OP that issues very large
@@ -322,8 +316,8 @@ mod tests {
         );
         assert_eq!(h.redirect_uri_for(&request("auth.example.com")), None);
         assert_eq!(h.redirect_uri_for(&request("shop.svc")), None);
-        assert!(h.check(&request("x.apps.example.com")).is_ok());
-        assert!(h.check(&request("apps.example.com")).is_err());
+        assert!(h.check("x.apps.example.com").is_ok());
+        assert!(h.check("apps.example.com").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod canonical;
 mod dpop;
 mod error;
 mod hop_by_hop;
+mod host;
 mod ingress;
 mod inject;
 mod live;
@@ -39,8 +40,8 @@ use pingora::{Error, ErrorType};
 use prometheus::IntCounter;
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
-pub use browser_checks::host_without_port;
 use error::ProxyError;
+pub use host::host_of;
 pub use live::{EdgeSettings, Live, LiveConfig};
 use policy::{is_navigation, WithoutSession};
 use respond::Reply;
@@ -51,8 +52,8 @@ use crate::config::{Config, RouteConfig};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
+use crate::random::random_token;
 use crate::session::cookie::CookiePolicy;
-use crate::session::crypto::random_token;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::audit;
@@ -212,8 +213,9 @@ impl Portcullis {
             return Ok(Decision::Reply(self.ingress_auth(session, &live).await));
         }
         let req = session.req_header();
-        screen(req, &live)?;
-        let route = find_route(req, &live)?;
+        let host = browser_checks::request_host(req)?;
+        screen(req, &host, &live)?;
+        let route = find_route(req, &host, &live)?;
         let path = req.uri.path();
         if path == "/bff" || path.starts_with("/bff/") {
             ctx.label = "bff";
@@ -226,7 +228,7 @@ impl Portcullis {
         let route = route.ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(route.index);
         ctx.label = route.policy.kind.as_str();
-        if let Some(reply) = gate(req, route, &live, ctx)? {
+        if let Some(reply) = gate(req, &host, route, &live, ctx)? {
             return Ok(Decision::Reply(reply));
         }
         self.authenticate_for(req, route, &live, ctx).await
@@ -306,8 +308,8 @@ impl Portcullis {
 
 /// Refuses what no route may receive: a request for a host that is not portcullis's (421), and
 /// methods never proxied.
-fn screen(req: &RequestHeader, live: &Live) -> Result<(), ProxyError> {
-    live.hosts.check(req)?;
+fn screen(req: &RequestHeader, host: &str, live: &Live) -> Result<(), ProxyError> {
+    live.hosts.check(host)?;
     if is_refused_method(&req.method) {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -316,8 +318,11 @@ fn screen(req: &RequestHeader, live: &Live) -> Result<(), ProxyError> {
 
 /// The route for the request's path, once its target has passed the canonical-path rules (or
 /// the route opted out of them).
-fn find_route<'l>(req: &RequestHeader, live: &'l Live) -> Result<Option<&'l Route>, ProxyError> {
-    let host = browser_checks::request_host(req)?;
+fn find_route<'l>(
+    req: &RequestHeader,
+    host: &str,
+    live: &'l Live,
+) -> Result<Option<&'l Route>, ProxyError> {
     let route = live.routes.find(host, req.uri.path());
     if let Err(rejection) = canonical::check_target(req.raw_path()) {
         if !route.is_some_and(|r| r.config.allow_ambiguous_paths) {
@@ -332,6 +337,7 @@ fn find_route<'l>(req: &RequestHeader, live: &'l Live) -> Result<Option<&'l Rout
 /// nothing, not even whether a session exists).
 fn gate(
     req: &RequestHeader,
+    host: &str,
     route: &Route,
     live: &Live,
     ctx: &mut RequestCtx,
@@ -351,7 +357,6 @@ fn gate(
         return Err(ProxyError::MethodNotAllowed);
     }
     ctx.websocket = websocket_upgrade(req, &route.config)?;
-    let host = browser_checks::request_host(req)?;
     if ctx.websocket {
         // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
         live.origins.check_upgrade_origin(req, host)?;

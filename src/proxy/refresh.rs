@@ -15,10 +15,11 @@ use super::access::check_access;
 use super::authenticate::Authenticated;
 use super::error::ProxyError;
 use super::Portcullis;
+use crate::clock::unix_now;
 use crate::oidc::dpop::DpopKey;
 use crate::oidc::{tokens_expiry, TokenKind};
-use crate::session::crypto::random_token;
-use crate::session::{unix_now, CookieSecret, SessionData};
+use crate::random::random_token;
+use crate::session::{CookieSecret, SessionData};
 use crate::telemetry::{audit, SPAN_TARGET};
 use tracing::Instrument;
 

@@ -15,11 +15,12 @@ pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::clock::unix_now;
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -77,12 +78,6 @@ pub struct LoginTransaction {
 /// only over exactly these bytes, so it can neither revive a session ended in between nor undo
 /// another replica's newer write. Sealing is randomised, so no two writes share a version.
 pub struct Version(Vec<u8>);
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 const SESSION_PURPOSE: &str = "session";
 

@@ -10,11 +10,12 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
 
+use crate::clock::unix_now;
 use crate::oidc::dpop::DpopKey;
 use crate::oidc::tokens_expiry;
+use crate::random::random_token;
 use crate::session::cookie::Presented;
-use crate::session::crypto::random_token;
-use crate::session::{unix_now, CookieSecret, LoginTransaction, SessionData};
+use crate::session::{CookieSecret, LoginTransaction, SessionData};
 use crate::telemetry::audit;
 
 /// Longest `returnTo` accepted; real in-app paths are far shorter.

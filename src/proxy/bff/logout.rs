@@ -11,10 +11,10 @@ use crate::proxy::respond::Reply;
 use crate::proxy::Portcullis;
 use std::sync::Arc;
 
+use crate::clock::unix_now;
 use crate::oidc::{Provider, TokenKind};
+use crate::random::random_token;
 use crate::secret::Secret;
-use crate::session::crypto::random_token;
-use crate::session::unix_now;
 use crate::telemetry::{audit, SPAN_TARGET};
 use tracing::Instrument;
 
@@ -30,7 +30,7 @@ impl Portcullis {
         let presented_sid = if req.method == Method::POST {
             require_csrf_header(req)?;
             let host = crate::proxy::browser_checks::request_host(req)?;
-            self.live.load().origins.check_request_origin(req, host)?;
+            self.live.load().origins.check_request_origin(req, &host)?;
             None
         } else {
             Some(

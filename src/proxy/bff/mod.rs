@@ -15,7 +15,7 @@ use super::rate_limit::Limited;
 use super::respond::Reply;
 use super::Portcullis;
 
-use crate::session::unix_now;
+use crate::clock::unix_now;
 
 pub use login::validate_return_to;
 

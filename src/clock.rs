@@ -1,0 +1,11 @@
+//! Wall-clock time as the protocols count it: Unix seconds (token expiry, session deadlines,
+//! JWT `iat`/`exp`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (0 if the clock is set before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
