@@ -25,6 +25,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { isLoopbackHost, parseJson, redactUrl, withTimeout } from './common.mjs';
 
 const STARTED = Date.now();
 const STEP_TIMEOUT_MS = 15_000;
@@ -90,31 +91,6 @@ async function pollUntil(fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } =
   }
 }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-    }),
-  ]);
-}
-
-function isLoopbackHost(hostname) {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
-
-function redactUrl(raw) {
-  try {
-    const u = new URL(raw);
-    const names = [...new Set([...u.searchParams.keys()])];
-    return `${u.origin}${u.pathname}${names.length ? `?${names.map((n) => `${n}=…`).join('&')}` : ''}`;
-  } catch {
-    return '(unparseable url)';
-  }
-}
-
 const originOf = (raw) => {
   try {
     return new URL(raw).origin;
@@ -130,14 +106,6 @@ const pathOf = (raw) => {
   }
 };
 const isApp = (raw) => originOf(raw) === APP_ORIGIN || originOf(raw) === OTHER_ORIGIN;
-
-function parseJson(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
 
 // ------------------------------------------------------- observation ----
 

@@ -33,6 +33,7 @@ import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { isLoopbackHost, parseJson, redactUrl, withTimeout } from './common.mjs';
 
 const STARTED = Date.now();
 const STEP_TIMEOUT_MS = 15_000;
@@ -100,32 +101,7 @@ async function pollUntil(fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } =
   }
 }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-    }),
-  ]);
-}
-
-function isLoopbackHost(hostname) {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
-
 /** A URL fit for logs and files: query values are never written (they may hold tokens). */
-function redactUrl(raw) {
-  try {
-    const u = new URL(raw);
-    const names = [...new Set([...u.searchParams.keys()])];
-    return `${u.origin}${u.pathname}${names.length ? `?${names.map((n) => `${n}=…`).join('&')}` : ''}`;
-  } catch {
-    return '(unparseable url)';
-  }
-}
-
 const sameOrigin = (raw) => {
   try {
     return new URL(raw).origin === APP_ORIGIN;
@@ -269,14 +245,6 @@ async function pageFetch(page, path, headers = {}) {
     STEP_TIMEOUT_MS,
     `fetch ${path}`,
   );
-}
-
-function parseJson(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
 }
 
 async function statusText(page) {
