@@ -69,3 +69,55 @@ async fn each_host_reaches_its_own_routes_and_unknown_hosts_nothing() {
     }
     assert_eq!(docs.count() + shop.count(), 1);
 }
+
+/// A route's policy and claim rules, and identity headers from the session's claims: `optional`
+/// passes anonymously and forwards the token when there is one; a claim rule the user does not
+/// meet is 403 with the rule in the audit line; client-sent identity headers never get through.
+#[tokio::test(flavor = "multi_thread")]
+async fn route_policies_claim_rules_and_identity_headers() {
+    let mut world = World::start(WorldOptions {
+        redis: false,
+        ..WorldOptions::default()
+    })
+    .await;
+    let up = world.upstream.url();
+    let routes = format!(
+        "routes:\n  - {{ path: \"/maybe/\", upstream: \"{up}\", kind: page, policy: optional, \
+         identity_headers: {{ X-User: sub, X-Email: email }} }}\n  \
+         - {{ path: \"/finance/\", upstream: \"{up}\", kind: api, \
+         access: {{ claims: [{{ claim: department, equals: finance }}] }} }}\n  \
+         - {{ path: \"/staff/\", upstream: \"{up}\", kind: api, \
+         access: {{ email_domains: [corp.test], claims: [{{ claim: email_verified, equals: \"true\" }}], require: any }} }}\n"
+    );
+    world.reconfigure("routes:\n", &routes).await;
+    let forged = [("x-user", "root"), ("x-email", "root@corp.test")];
+
+    // Anonymous on an optional route: forwarded, without a token, and the forged identity gone.
+    let mut anonymous = world.browser();
+    assert_eq!(anonymous.get("/maybe/x", &forged).await.status, 200);
+    let seen = world.upstream.last();
+    assert_eq!(seen.path, "/maybe/x");
+    assert!(seen.header("authorization").is_none());
+    assert!(seen.header("x-user").is_none() && seen.header("x-email").is_none());
+
+    let mut browser = world.browser();
+    browser.login("alice", "/").await;
+    assert_eq!(browser.get("/maybe/x", &forged).await.status, 200);
+    let seen = world.upstream.last();
+    assert!(seen
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ")));
+    assert_eq!(seen.all("x-user"), ["alice"]);
+    assert_eq!(seen.all("x-email"), ["alice@example.test"]);
+
+    // The OP's users have no department: refused, nothing forwarded, the rule audited.
+    let before = world.upstream.count();
+    let denied = browser.api("/finance/report").await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, "{\"error\":\"access_denied\"}");
+    assert_eq!(world.upstream.count(), before);
+    assert!(world.proxy.logs().contains("access_denied_claim"));
+    // `any`: the verified e-mail admits alice although her domain is not corp.test.
+    assert_eq!(browser.api("/staff/list").await.status, 200);
+    assert_eq!(world.upstream.last().path, "/staff/list");
+}

@@ -185,6 +185,8 @@ pub struct RawRoute {
     pub allow_chunked_requests: bool,
     pub policy: Option<String>,
     pub access: Option<RawAccess>,
+    /// Header name → claim, in the order written.
+    pub identity_headers: Option<serde_yaml::Mapping>,
     #[serde(default)]
     pub dpop: bool,
 }

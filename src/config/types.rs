@@ -275,6 +275,9 @@ pub struct RouteConfig {
     pub session: Option<SessionPolicy>,
     /// Claim rules every request's session must pass (403 otherwise).
     pub access: Option<AccessConfig>,
+    /// Headers set on the upstream request from the session's claims (a client's copies are
+    /// always removed).
+    pub identity_headers: Vec<IdentityHeader>,
     /// Forward the session's DPoP-bound token as `Authorization: DPoP` with a fresh proof.
     pub dpop: bool,
 }

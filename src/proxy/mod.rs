@@ -16,6 +16,7 @@ mod dpop;
 mod error;
 mod hop_by_hop;
 mod host;
+mod identity;
 mod ingress;
 mod inject;
 mod live;
@@ -38,6 +39,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use prometheus::IntCounter;
+use serde_json::{Map, Value};
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
@@ -72,6 +74,8 @@ pub struct RequestCtx {
     bearer: Option<HeaderValue>,
     /// Set on `dpop: true` routes: the token goes as `Authorization: DPoP` with a proof.
     dpop: Option<Arc<UpstreamDpop>>,
+    /// The session's claims, kept when the route sends identity headers.
+    claims: Option<Arc<Map<String, Value>>>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
@@ -262,6 +266,9 @@ impl Portcullis {
                 audit("route_access", "failure", denied.reason(), sub);
             })?;
         }
+        if !route.config.identity_headers.is_empty() {
+            ctx.claims = Some(session.claims.clone());
+        }
         let credentials = authenticate::Credentials {
             bearer: session.bearer.ok_or(authenticate::NOT_A_HEADER_VALUE)?,
             dpop: session.dpop,
@@ -438,6 +445,7 @@ impl ProxyHttp for Portcullis {
             label: "none",
             bearer: None,
             dpop: None,
+            claims: None,
             websocket: false,
             cors_origin: None,
             request_id: RequestId::default(),
@@ -525,6 +533,13 @@ impl ProxyHttp for Portcullis {
         let route = ctx.route.and_then(|i| ctx.live.routes.get(i));
         if let (Some(binding), Some(route)) = (&ctx.dpop, route) {
             dpop::authorize(upstream_request, binding, &route.config.upstream)?;
+        }
+        if let Some(route) = route {
+            identity::set_identity_headers(
+                upstream_request,
+                &route.config.identity_headers,
+                ctx.claims.as_deref(),
+            )?;
         }
         self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())

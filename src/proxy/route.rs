@@ -104,6 +104,7 @@ mod tests {
             allow_chunked_requests: false,
             session: None,
             access: None,
+            identity_headers: Vec::new(),
             dpop: false,
         }
     }

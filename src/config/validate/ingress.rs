@@ -44,6 +44,22 @@ const RESERVED_HEADERS: [&str; 17] = [
     "x-real-ip",
 ];
 
+/// oauth2-proxy's header names, so ingress annotations written for it keep working.
+fn default_identity_headers(groups_claim: &str) -> Vec<IdentityHeader> {
+    DEFAULT_IDENTITY_HEADERS
+        .iter()
+        .map(|(name, claim)| IdentityHeader {
+            name: http::HeaderName::from_static(name),
+            claim: if claim.is_empty() {
+                groups_claim
+            } else {
+                claim
+            }
+            .to_string(),
+        })
+        .collect()
+}
+
 impl Checker<'_> {
     pub(super) fn ingress_auth(
         &mut self,
@@ -79,8 +95,10 @@ impl Checker<'_> {
             }
         };
         let trusted_ingress = self.trusted_ingress(raw.trusted_ingress.unwrap_or_default());
-        let identity_headers =
-            self.identity_headers(raw.identity_headers.as_ref(), &global_access.groups_claim);
+        let identity_headers = match raw.identity_headers.as_ref() {
+            Some(raw) => self.identity_headers("ingress_auth.identity_headers", raw),
+            None => default_identity_headers(&global_access.groups_claim),
+        };
         let hosts = self.ingress_hosts(raw.hosts, global_access);
         Some(IngressAuthConfig {
             listen,
@@ -123,35 +141,23 @@ impl Checker<'_> {
         networks
     }
 
-    fn identity_headers(
+    /// Header name → claim, as `ingress_auth.identity_headers` and `routes[].identity_headers`
+    /// write it; `section` names the key in problems.
+    pub(super) fn identity_headers(
         &mut self,
-        raw: Option<&serde_yaml::Mapping>,
-        groups_claim: &str,
+        section: &str,
+        raw: &serde_yaml::Mapping,
     ) -> Vec<IdentityHeader> {
-        let Some(raw) = raw else {
-            return DEFAULT_IDENTITY_HEADERS
-                .iter()
-                .map(|(name, claim)| IdentityHeader {
-                    name: http::HeaderName::from_static(name),
-                    claim: if claim.is_empty() {
-                        groups_claim
-                    } else {
-                        claim
-                    }
-                    .to_string(),
-                })
-                .collect();
-        };
         let mut headers: Vec<IdentityHeader> = Vec::new();
         for (name, claim) in raw {
             let (Some(name), Some(claim)) = (name.as_str(), claim.as_str()) else {
                 self.problem(
-                    "ingress_auth.identity_headers",
+                    section,
                     "must map header names to claim names (e.g. X-Auth-Request-Email: email)",
                 );
                 continue;
             };
-            let key = format!("ingress_auth.identity_headers.{name}");
+            let key = format!("{section}.{name}");
             let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
                 self.problem(key, "is not a header name");
                 continue;

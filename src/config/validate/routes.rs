@@ -91,6 +91,11 @@ impl Checker<'_> {
                 None
             }
         };
+        let identity_headers = raw
+            .identity_headers
+            .as_ref()
+            .map(|h| self.identity_headers(&key("identity_headers"), h))
+            .unwrap_or_default();
         let access = raw
             .access
             .map(|a| self.access_rules(&key("access"), a, groups_claim));
@@ -109,6 +114,7 @@ impl Checker<'_> {
             allow_chunked_requests: raw.allow_chunked_requests,
             session,
             access,
+            identity_headers,
             dpop: raw.dpop,
         })
     }

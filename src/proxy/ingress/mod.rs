@@ -24,6 +24,7 @@ use super::authenticate::NOT_A_HEADER_VALUE;
 use super::bff::{require_csrf_header, validate_return_to};
 use super::canonical;
 use super::error::ProxyError;
+use super::identity::claim_value;
 use super::live::Live;
 use super::policy::{is_navigation, RoutePolicy, WithoutSession};
 use super::respond::{error_reply, Format, Reply};
@@ -305,32 +306,6 @@ fn answer_headers(
     })
 }
 
-/// A claim as a header value: strings as they are, arrays joined with `,`, numbers and booleans
-/// written out; empty for objects and for text a header cannot carry (a line break).
-fn claim_value(claims: &Map<String, Value>, name: &str) -> HeaderValue {
-    let text = match claims.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(scalar_text)
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(v) => scalar_text(v).unwrap_or_default(),
-        None => String::new(),
-    };
-    // UTF-8 passes as opaque bytes (as oauth2-proxy sends it); CR, LF and NUL are refused.
-    HeaderValue::from_bytes(text.as_bytes()).unwrap_or(EMPTY)
-}
-
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 /// Where a navigation without a session is sent: the login on the same host, returning to the
 /// page asked for (its root if that is not a path the login would return to) by its absolute
 /// URL, since a login on a wildcard-named host ends on `public_url`'s host.
@@ -345,29 +320,6 @@ fn login_url(scheme: &str, original: &Original) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn claims_become_header_values() {
-        let claims = json!({
-            "sub": "u1", "groups": ["a", "b", 3], "email_verified": true,
-            "address": {"x": 1}, "evil": "a\r\nb"
-        });
-        let c = claims.as_object().unwrap();
-        assert_eq!(claim_value(c, "sub"), "u1");
-        assert_eq!(claim_value(c, "groups"), "a,b,3");
-        assert_eq!(claim_value(c, "email_verified"), "true");
-        assert_eq!(claim_value(c, "address"), "");
-        assert_eq!(claim_value(c, "evil"), "");
-        let named = json!({ "preferred_username": "józef", "groups": ["équipe", "b"] });
-        let c = named.as_object().unwrap();
-        assert_eq!(
-            claim_value(c, "preferred_username").as_bytes(),
-            "józef".as_bytes()
-        );
-        assert_eq!(claim_value(c, "groups").as_bytes(), "équipe,b".as_bytes());
-        assert_eq!(claim_value(c, "missing"), "");
-    }
 
     fn policy(hosts: &[(&str, &[(&str, RouteKind)])]) -> IngressPolicy {
         IngressPolicy::new(&IngressAuthConfig {
