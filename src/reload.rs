@@ -201,78 +201,46 @@ fn log_refusal(e: &ReloadError, trigger: &'static str) {
 /// per-process rate limiters and connection cap, the log format, the trace exporter), and
 /// `public_url`, which is the redirect URI registered at the OP and the cookie's origin.
 pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
-    let (old_s, new_s) = (&running.session, &new.session);
-    let (old_v, new_v) = (&running.server, &new.server);
+    // `section.field` and whether it differs, the key named once.
+    macro_rules! changed {
+        ($section:ident . $field:ident) => {
+            (
+                concat!(stringify!($section), ".", stringify!($field)),
+                running.$section.$field != new.$section.$field,
+            )
+        };
+    }
+    let auth_listen = |c: &Config| c.ingress_auth.as_ref().map(|a| a.listen);
     let changes = [
         ("listen", running.listen != new.listen),
         ("admin_listen", running.admin_listen != new.admin_listen),
         ("public_url", running.public_origin != new.public_origin),
-        ("session.store", old_s.store != new_s.store),
-        ("session.key_prefix", old_s.key_prefix != new_s.key_prefix),
-        (
-            "session.cookie_name",
-            old_s.cookie_name != new_s.cookie_name,
-        ),
-        ("session.same_site", old_s.same_site != new_s.same_site),
-        (
-            "session.cookie_domain",
-            old_s.cookie_domain != new_s.cookie_domain,
-        ),
+        changed!(session.store),
+        changed!(session.key_prefix),
+        changed!(session.cookie_name),
+        changed!(session.same_site),
+        changed!(session.cookie_domain),
         (
             "ingress_auth.enabled",
             running.ingress_auth.is_some() != new.ingress_auth.is_some(),
         ),
         (
             "ingress_auth.listen",
-            running.ingress_auth.as_ref().map(|a| a.listen)
-                != new.ingress_auth.as_ref().map(|a| a.listen),
+            auth_listen(running) != auth_listen(new),
         ),
-        (
-            "session.idle_timeout",
-            old_s.idle_timeout != new_s.idle_timeout,
-        ),
-        (
-            "session.absolute_timeout",
-            old_s.absolute_timeout != new_s.absolute_timeout,
-        ),
-        (
-            "session.login_timeout",
-            old_s.login_timeout != new_s.login_timeout,
-        ),
-        (
-            "session.refresh_lock_timeout",
-            old_s.refresh_lock_timeout != new_s.refresh_lock_timeout,
-        ),
-        (
-            "session.refresh_wait_timeout",
-            old_s.refresh_wait_timeout != new_s.refresh_wait_timeout,
-        ),
-        (
-            "session.cache_max_entries",
-            old_s.cache_max_entries != new_s.cache_max_entries,
-        ),
-        ("server.threads", old_v.threads != new_v.threads),
-        (
-            "server.drain_timeout",
-            old_v.drain_timeout != new_v.drain_timeout,
-        ),
-        (
-            "server.max_connections",
-            old_v.max_connections != new_v.max_connections,
-        ),
-        (
-            "server.upstream_keepalive_pool_size",
-            old_v.upstream_keepalive_pool_size != new_v.upstream_keepalive_pool_size,
-        ),
-        (
-            "security.rate_limit_per_client",
-            running.security.rate_limit_per_client != new.security.rate_limit_per_client,
-        ),
-        (
-            "security.rate_limit_global",
-            running.security.rate_limit_global != new.security.rate_limit_global,
-        ),
-        ("log.format", running.log.format != new.log.format),
+        changed!(session.idle_timeout),
+        changed!(session.absolute_timeout),
+        changed!(session.login_timeout),
+        changed!(session.refresh_lock_timeout),
+        changed!(session.refresh_wait_timeout),
+        changed!(session.cache_max_entries),
+        changed!(server.threads),
+        changed!(server.drain_timeout),
+        changed!(server.max_connections),
+        changed!(server.upstream_keepalive_pool_size),
+        changed!(security.rate_limit_per_client),
+        changed!(security.rate_limit_global),
+        changed!(log.format),
         ("telemetry", running.telemetry != new.telemetry),
     ];
     changes

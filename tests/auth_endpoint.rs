@@ -206,8 +206,14 @@ async fn an_nginx_auth_request_gets_the_token_identity_and_the_other_cookies() {
             "a dot segment with a parameter",
         ),
         ("http://app.localhost//api/x", "an empty segment"),
-        ("http://app.localhost/%61pi/x", "a letter percent-encoded (nginx routes it as /api/x)"),
-        ("http://app.localhost/API/x", "another case (ingress-nginx regex paths ignore it)"),
+        (
+            "http://app.localhost/%61pi/x",
+            "a letter percent-encoded (nginx routes it as /api/x)",
+        ),
+        (
+            "http://app.localhost/API/x",
+            "another case (ingress-nginx regex paths ignore it)",
+        ),
     ] {
         let a = auth.nginx(url, &[("cookie", &cookie)]).await;
         assert_eq!(a.status, 403, "{why}: {url}");
