@@ -15,28 +15,8 @@ auth_port=${DEMO_AUTH_PORT:-4482}        # portcullis: the auth endpoint nginx a
 domain=example.localhost
 app="http://app.$domain:$port"
 other="http://other.$domain:$port"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# Reads "<PREFIX> <value>" from a child's stdout file, waiting up to 30 s.
-wait_for_line() {
-  local file=$1 prefix=$2
-  for _ in $(seq 1 300); do
-    if line=$(grep -m1 "^$prefix " "$file" 2>/dev/null); then
-      echo "${line#"$prefix "}"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $prefix in $file" >&2
-  return 1
-}
+# shellcheck source=deploy/demo/lib.sh
+source "$root/deploy/demo/lib.sh"
 
 cd "$root/tests/fixtures/op"
 OP_PORT=0 REDIRECT_URIS="$app/bff/callback,$other/bff/callback" \

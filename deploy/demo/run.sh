@@ -8,28 +8,8 @@ bin=${PORTCULLIS_BIN:-$root/target/debug/portcullis}
 port=${DEMO_PORT:-4480}
 admin_port=${DEMO_ADMIN_PORT:-4481}
 origin="http://127.0.0.1:$port"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# Reads "<PREFIX> <value>" from a child's stdout file, waiting up to 30 s.
-wait_for_line() {
-  local file=$1 prefix=$2
-  for _ in $(seq 1 300); do
-    if line=$(grep -m1 "^$prefix " "$file" 2>/dev/null); then
-      echo "${line#"$prefix "}"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $prefix in $file" >&2
-  return 1
-}
+# shellcheck source=deploy/demo/lib.sh
+source "$root/deploy/demo/lib.sh"
 
 cd "$root/tests/fixtures/op"
 OP_PORT=0 REDIRECT_URIS="$origin/bff/callback" POST_LOGOUT_REDIRECT_URIS="$origin/bff/logout/callback" AT_TTL=60 \
