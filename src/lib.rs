@@ -4,13 +4,14 @@
 //! `config` (file → validated types) → `server` (Pingora wiring) → `proxy` (the `ProxyHttp`
 //! phases: route, authenticate, refresh, inject) → `session` (cookie crypto and the store
 //! trait with its `memory` and `redis` implementations) → `oidc` (discovery, login, callback,
-//! refresh, logout) → `admin` (health, readiness, metrics); `reload` re-reads the configuration
+//! refresh, logout) → `admin` (health, readiness, metrics, the identity assertion's JWKS); `reload` re-reads the configuration
 //! file and swaps in what can change live. `webhook` is the separate
 //! `portcullis webhook` server that injects the sidecar into Kubernetes pods.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod assertion;
 pub mod cli;
 pub mod clock;
 pub mod config;

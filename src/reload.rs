@@ -242,6 +242,10 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         changed!(security.rate_limit_global),
         changed!(log.format),
         ("telemetry", running.telemetry != new.telemetry),
+        (
+            "identity_assertion",
+            running.identity_assertion != new.identity_assertion,
+        ),
     ];
     changes
         .into_iter()

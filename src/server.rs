@@ -18,6 +18,7 @@ use pingora::services::{Service, ServiceReadyNotifier};
 use tokio::sync::Semaphore;
 
 use crate::admin::{Admin, ProxyListening};
+use crate::assertion::{AssertionError, IdentityAssertions};
 use crate::config::{is_loopback_name, Config, SessionConfig, StoreConfig};
 use crate::edge::Edge;
 use crate::listen::{check_listen_addresses, ListenError};
@@ -56,6 +57,11 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("{}: {error}", file.display())]
     Listen { file: PathBuf, error: ListenError },
+    #[error("{}: identity_assertion.key_file: {error}", file.display())]
+    AssertionKey {
+        file: PathBuf,
+        error: AssertionError,
+    },
 }
 
 impl ServeError {
@@ -63,7 +69,9 @@ impl ServeError {
     pub fn is_config_error(&self) -> bool {
         matches!(
             self,
-            ServeError::Provider { .. } | ServeError::Listen { .. }
+            ServeError::Provider { .. }
+                | ServeError::Listen { .. }
+                | ServeError::AssertionKey { .. }
         )
     }
 }
@@ -145,6 +153,17 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
         error,
     })?;
     preflight_discovery(&cfg, &metrics)?;
+    let assertions = match &cfg.identity_assertion {
+        Some(a) => Some(Arc::new(
+            IdentityAssertions::load(a, &cfg.public_origin).map_err(|error| {
+                ServeError::AssertionKey {
+                    file: cfg.source.clone(),
+                    error,
+                }
+            })?,
+        )),
+        None => None,
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cfg));
     server.bootstrap();
@@ -156,6 +175,7 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
         oidc.clone(),
         metrics.clone(),
         in_flight.clone(),
+        assertions.clone(),
     );
     let background = background_service(
         "portcullis",
@@ -192,6 +212,7 @@ pub fn run(cfg: Config, traces: Option<TracePipeline>) -> Result<(), ServeError>
             sessions,
             oidc,
             metrics,
+            assertions,
             proxy: ProxyListening::new(cfg.listen),
         }),
     );

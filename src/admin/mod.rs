@@ -1,7 +1,8 @@
 //! The admin listener, never on the browser-facing port:
 //! `GET /healthz` (the process serves), `GET /readyz` (discovery loaded, the proxy port
 //! accepting and the session store answering), `GET /metrics` (Prometheus text format, every
-//! family `portcullis_`).
+//! family `portcullis_`), `GET /.well-known/jwks.json` (the key that verifies identity
+//! assertions; upstreams reach it in-cluster, browsers never).
 //! It runs as its own Pingora service with its own runtime thread, so proxy load cannot queue
 //! ahead of a probe.
 
@@ -16,6 +17,7 @@ use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::assertion::IdentityAssertions;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::session::Sessions;
@@ -27,6 +29,8 @@ pub struct Admin {
     pub sessions: Arc<Sessions>,
     pub oidc: Arc<Oidc>,
     pub metrics: Arc<Metrics>,
+    /// Publishes the identity assertion's verification key, when assertions are configured.
+    pub assertions: Option<Arc<IdentityAssertions>>,
     pub proxy: ProxyListening,
 }
 
@@ -128,6 +132,18 @@ impl ServeHttp for Admin {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     why.as_bytes().to_vec(),
+                ),
+            },
+            "/.well-known/jwks.json" => match &self.assertions {
+                Some(a) => respond(
+                    StatusCode::OK,
+                    "application/jwk-set+json",
+                    a.jwks().to_vec(),
+                ),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"no identity_assertion configured\n".to_vec(),
                 ),
             },
             "/metrics" => respond(

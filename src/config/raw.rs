@@ -25,6 +25,7 @@ impl KnownKeys for RawConfig {
             "ingress_auth" => fields::<RawIngressAuth>(),
             "ingress_auth.hosts" => fields::<RawIngressHost>(),
             "ingress_auth.hosts.paths" => fields::<RawIngressPath>(),
+            "identity_assertion" => fields::<RawIdentityAssertion>(),
             _ => &[],
         }
     }
@@ -52,6 +53,7 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub ingress_auth: RawIngressAuth,
+    pub identity_assertion: Option<RawIdentityAssertion>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +66,15 @@ pub struct RawIngressAuth {
     pub identity_headers: Option<serde_yaml::Mapping>,
     #[serde(default)]
     pub hosts: Vec<RawIngressHost>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIdentityAssertion {
+    pub key_file: Option<String>,
+    pub alg: Option<String>,
+    pub header: Option<String>,
+    pub lifetime: Option<String>,
+    pub claims: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +200,8 @@ pub struct RawRoute {
     pub identity_headers: Option<serde_yaml::Mapping>,
     #[serde(default)]
     pub dpop: bool,
+    #[serde(default)]
+    pub identity_assertion: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

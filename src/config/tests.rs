@@ -606,6 +606,60 @@ mod fapi {
             assert_eq!(got, expected, "for {to:?}");
         }
     }
+
+    const ASSERTION: &str = "identity_assertion:\n  key_file: \"keys/client.pem\"\n";
+
+    #[test]
+    fn identity_assertions_get_defaults_and_need_a_session_route() {
+        let text = format!(
+            "{}{ASSERTION}",
+            MINIMAL.replace("kind: api", "kind: api\n    identity_assertion: true")
+        );
+        let cfg = load_with_key(&text).expect("valid");
+        let a = cfg.identity_assertion.expect("configured");
+        assert_eq!(a.alg, SigningAlg::Es256);
+        assert_eq!(a.header.as_str(), "x-portcullis-assertion");
+        assert_eq!(a.lifetime, Duration::from_secs(60));
+        assert_eq!(a.claims, ["email", "name", "preferred_username", "groups"]);
+        assert!(cfg.routes[0].identity_assertion && !cfg.routes[1].identity_assertion);
+        assert!(load(MINIMAL).expect("valid").identity_assertion.is_none());
+    }
+
+    #[test]
+    fn each_identity_assertion_problem_names_the_key_and_the_fix() {
+        let route = "kind: api\n    identity_assertion: true";
+        let public = "kind: public\n    identity_assertion: true";
+        let with_key = |extra: &str| format!("{ASSERTION}{extra}");
+        // (the route's kind written as, the section appended, the messages)
+        let cases: &[(&str, String, &[&str])] = &[
+            (route, String::new(), &[
+                "routes[0].identity_assertion: needs the identity_assertion section (its key_file signs the assertion)",
+            ]),
+            (public, with_key(""), &[
+                "routes[0].identity_assertion: is sent only with a session (this route never looks one up: give it policy user or optional)",
+            ]),
+            ("kind: api", "identity_assertion:\n  alg: ES256\n".into(), &[
+                "identity_assertion.key_file: is required (a PEM or JWK file holding portcullis's private signing key: EC P-256 or RSA 2048+)",
+            ]),
+            ("kind: api", with_key("  alg: RS256\n"), &[
+                "identity_assertion.alg: /etc/portcullis/keys/client.pem: the key cannot sign RS256 (set identity_assertion.alg to match the key: ES256 for EC P-256, PS256 or RS256 for RSA)",
+            ]),
+            ("kind: api", with_key("  header: Authorization\n  lifetime: 1h\n  claims: [email, exp]\n"), &[
+                "identity_assertion.header: \"Authorization\" cannot carry the assertion (name a header of its own, e.g. X-Portcullis-Assertion)",
+                "identity_assertion.lifetime: must be between 2s and 10m (upstreams see a fresh assertion on every request; a short life limits a leaked one)",
+                "identity_assertion.claims[1]: \"exp\" cannot be copied (iss, aud, sub, iat and exp are portcullis's own; name an ID-token claim such as email)",
+            ]),
+        ];
+        for (kind, section, expected) in cases {
+            let text = format!("{}{section}", MINIMAL.replacen("kind: api", kind, 1));
+            let expected: Vec<String> = expected.iter().map(|e| format!("{F}: {e}")).collect();
+            assert_eq!(
+                fapi_messages(&text),
+                expected,
+                "for {kind:?} and {section:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -29,6 +29,20 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The ingress controllers' auth endpoint; `None` when the mode is off (the default).
     pub ingress_auth: Option<IngressAuthConfig>,
+    /// The signed identity assertion routes may send upstream; `None` when not configured.
+    pub identity_assertion: Option<IdentityAssertionConfig>,
+}
+
+/// `identity_assertion`: portcullis's own signing key and what the JWT carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityAssertionConfig {
+    pub key_file: std::path::PathBuf,
+    pub alg: SigningAlg,
+    /// The request header the JWT travels in.
+    pub header: http::HeaderName,
+    pub lifetime: Duration,
+    /// ID-token claims copied into the JWT besides `sub`.
+    pub claims: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +294,8 @@ pub struct RouteConfig {
     pub identity_headers: Vec<IdentityHeader>,
     /// Forward the session's DPoP-bound token as `Authorization: DPoP` with a fresh proof.
     pub dpop: bool,
+    /// Send the signed identity assertion (`identity_assertion`) to the upstream.
+    pub identity_assertion: bool,
 }
 
 /// `routes[].policy`: whether a route needs a session.

@@ -137,6 +137,50 @@ impl ClientKey {
     }
 }
 
+impl ClientKey {
+    /// The public half as a JWK (RFC 7517) for a JWKS that verifiers fetch, with `kid`, `alg`
+    /// and `use: sig`.
+    pub fn public_jwk(&self, alg: SigningAlg, kid: &str) -> Value {
+        let mut jwk = self.public_members();
+        jwk["kid"] = Value::from(kid);
+        jwk["alg"] = Value::from(alg.name());
+        jwk["use"] = Value::from("sig");
+        jwk
+    }
+
+    /// The RFC 7638 thumbprint of the public key: a `kid` that changes exactly when the key does.
+    pub fn thumbprint(&self) -> String {
+        // `public_members` writes only the required members, in lexicographic order: the
+        // canonical form the RFC hashes.
+        let canonical = self.public_members().to_string();
+        URL_SAFE_NO_PAD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ))
+    }
+
+    fn public_members(&self) -> Value {
+        use ring::signature::KeyPair as _;
+        match &self.pair {
+            KeyPair::Ec(pair) => {
+                // An uncompressed P-256 point: 0x04, then x and y of 32 bytes each.
+                let point = pair.public_key().as_ref();
+                let coordinate =
+                    |range| URL_SAFE_NO_PAD.encode(point.get(range).unwrap_or_default());
+                json!({ "crv": "P-256", "kty": "EC", "x": coordinate(1..33), "y": coordinate(33..65) })
+            }
+            KeyPair::Rsa(pair) => {
+                let public = PublicKeyComponents::<Vec<u8>>::from(pair.public());
+                json!({
+                    "e": URL_SAFE_NO_PAD.encode(public.e),
+                    "kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(public.n),
+                })
+            }
+        }
+    }
+}
+
 fn from_pem(text: &str) -> Result<ClientKey, KeyError> {
     use rustls_pemfile::Item;
     let mut seen_certificate = false;

@@ -50,11 +50,13 @@ use respond::Reply;
 use route::Route;
 pub use route::RouteTable;
 
+use crate::assertion::IdentityAssertions;
 use crate::config::{Config, RouteConfig};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
 use crate::random::random_token;
+use crate::session::cache::HotSession;
 use crate::session::cookie::CookiePolicy;
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
@@ -76,6 +78,8 @@ pub struct RequestCtx {
     dpop: Option<Arc<UpstreamDpop>>,
     /// The session's claims, kept when the route sends identity headers.
     claims: Option<Arc<Map<String, Value>>>,
+    /// The signed identity assertion, on routes that send one.
+    assertion: Option<HeaderValue>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
@@ -117,6 +121,7 @@ pub struct Portcullis {
     traces: TraceContext,
     /// `ingress_auth.listen`'s port: requests arriving there are auth requests, nothing else.
     auth_port: Option<u16>,
+    assertions: Option<Arc<IdentityAssertions>>,
 }
 
 /// What every proxy thread shares (see `server`): the reloadable configuration, the session
@@ -130,6 +135,7 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     in_flight: InFlight,
     rate_limiter: Arc<RateLimiter>,
+    assertions: Option<Arc<IdentityAssertions>>,
 }
 
 impl Shared {
@@ -139,8 +145,10 @@ impl Shared {
         oidc: Arc<Oidc>,
         metrics: Arc<Metrics>,
         in_flight: InFlight,
+        assertions: Option<Arc<IdentityAssertions>>,
     ) -> Shared {
         Shared {
+            assertions,
             live: Live::shared(cfg),
             sessions,
             oidc,
@@ -174,6 +182,7 @@ impl Portcullis {
             metrics,
             in_flight,
             rate_limiter,
+            assertions,
         } = shared;
         let public_host = cfg
             .public_origin
@@ -200,6 +209,7 @@ impl Portcullis {
             rate_limiter,
             traces: TraceContext::new(&cfg.telemetry),
             auth_port: cfg.ingress_auth.as_ref().map(|a| a.listen.port()),
+            assertions,
         }
     }
 
@@ -235,7 +245,7 @@ impl Portcullis {
         if let Some(reply) = gate(req, &host, route, &live, ctx)? {
             return Ok(Decision::Reply(reply));
         }
-        self.authenticate_for(req, route, &live, ctx).await
+        self.authenticate_for(req, &host, route, &live, ctx).await
     }
 
     /// Looks the session up as the route's policy asks and holds it to the route's claim
@@ -244,6 +254,7 @@ impl Portcullis {
     async fn authenticate_for(
         &self,
         req: &RequestHeader,
+        host: &str,
         route: &Route,
         live: &Live,
         ctx: &mut RequestCtx,
@@ -269,6 +280,9 @@ impl Portcullis {
         if !route.config.identity_headers.is_empty() {
             ctx.claims = Some(session.claims.clone());
         }
+        if route.config.identity_assertion {
+            ctx.assertion = self.identity_assertion(&session, host)?;
+        }
         let credentials = authenticate::Credentials {
             bearer: session.bearer.ok_or(authenticate::NOT_A_HEADER_VALUE)?,
             dpop: session.dpop,
@@ -277,6 +291,21 @@ impl Portcullis {
         browser_checks::check_forwarded_size(header_bytes, &credentials.bearer, &live.limits)?;
         ctx.forward(credentials, route.config.dpop);
         Ok(Decision::Forward)
+    }
+
+    /// The signed assertion of who the session's user is, for the host the browser addressed.
+    fn identity_assertion(
+        &self,
+        session: &HotSession,
+        host: &str,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        let Some(assertions) = &self.assertions else {
+            return Ok(None);
+        };
+        assertions
+            .for_session(&session.claims, host, &session.assertions)
+            .map(Some)
+            .map_err(|_| ProxyError::Internal("identity_assertion_sign_failed"))
     }
 
     fn on_auth_port(&self, session: &Session) -> bool {
@@ -446,6 +475,7 @@ impl ProxyHttp for Portcullis {
             bearer: None,
             dpop: None,
             claims: None,
+            assertion: None,
             websocket: false,
             cors_origin: None,
             request_id: RequestId::default(),
@@ -540,6 +570,13 @@ impl ProxyHttp for Portcullis {
                 &route.config.identity_headers,
                 ctx.claims.as_deref(),
             )?;
+        }
+        if let Some(assertions) = &self.assertions {
+            // Whatever the route: only portcullis's own assertion may reach an upstream.
+            upstream_request.remove_header(assertions.header());
+            if let Some(value) = ctx.assertion.take() {
+                upstream_request.insert_header(assertions.header().clone(), value)?;
+            }
         }
         self.propagate_trace(session, upstream_request, ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())

@@ -22,6 +22,7 @@ use http::HeaderValue;
 use prometheus::{IntCounter, IntCounterVec};
 use serde_json::{Map, Value};
 
+use crate::assertion::AssertionMemo;
 use crate::oidc::dpop::UpstreamDpop;
 
 /// What an authenticated request needs from its session, ready to use: the `Authorization`
@@ -39,6 +40,8 @@ pub struct HotSession {
     /// The DPoP key and `DPoP <token>`, for routes that forward the token DPoP-bound; `None`
     /// without `oidc.dpop`.
     pub dpop: Option<Arc<UpstreamDpop>>,
+    /// Identity assertions signed for this session; a refreshed session starts a new memo.
+    pub assertions: Arc<AssertionMemo>,
 }
 
 impl HotSession {
@@ -53,6 +56,7 @@ impl HotSession {
                 .dpop_key
                 .as_ref()
                 .map(|key| Arc::new(UpstreamDpop::new(key, data.access_token.expose()))),
+            assertions: Arc::default(),
         }
     }
 }
@@ -296,6 +300,7 @@ mod tests {
             absolute_deadline: expires,
             claims: Arc::default(),
             dpop: None,
+            assertions: Arc::default(),
         }
     }
 

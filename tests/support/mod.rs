@@ -4,6 +4,7 @@
 //! with a deadline.
 #![allow(dead_code)]
 
+pub mod assertion_upstream;
 pub mod browser;
 pub mod configmap;
 pub mod dpop;

@@ -273,6 +273,18 @@ impl Op {
         self.test_post(&format!("/test/revoke-grants?sub={sub}"))
             .await;
     }
+
+    /// Account `sub`'s extra claims (groups, department, ...) in ID tokens issued from now on.
+    pub async fn set_claims(&self, sub: &str, claims: serde_json::Value) {
+        let status = Self::client()
+            .post(format!("{}/test/claims?sub={sub}", self.issuer))
+            .json(&serde_json::json!({ "claims": claims }))
+            .send()
+            .await
+            .expect("the OP answers /test/claims")
+            .status();
+        assert!(status.is_success(), "/test/claims answered {status}");
+    }
 }
 
 pub fn form_encode(s: &str) -> String {

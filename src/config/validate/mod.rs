@@ -3,6 +3,7 @@
 //! secret files, done through the `read_file` argument so tests can supply their own.
 
 mod access;
+mod assertion;
 mod client_auth;
 mod ingress;
 mod limits;
@@ -75,11 +76,14 @@ pub fn validate(
     let security = c.security(raw.security);
     let telemetry = c.telemetry(raw.telemetry);
     let ingress_auth = c.ingress_auth(raw.ingress_auth, &access);
+    let assertion_written = raw.identity_assertion.is_some();
+    let identity_assertion = c.identity_assertion(raw.identity_assertion, &access.groups_claim);
     if let Some(ingress) = &ingress_auth {
         c.ingress_listen_apart(ingress.listen, listen, admin_listen);
     }
     if let Some(routes) = &routes {
         c.dpop_routes(routes, oidc.as_ref().is_some_and(|o| o.dpop));
+        c.assertion_routes(routes, assertion_written);
     }
     if let (Some(session), Some(public), Some(routes)) = (&session, &public, &routes) {
         let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();
@@ -127,6 +131,7 @@ pub fn validate(
         access,
         telemetry,
         ingress_auth,
+        identity_assertion,
     })
 }
 

@@ -116,6 +116,7 @@ impl Checker<'_> {
             access,
             identity_headers,
             dpop: raw.dpop,
+            identity_assertion: raw.identity_assertion,
         })
     }
 

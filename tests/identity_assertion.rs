@@ -1,0 +1,140 @@
+//! The identity assertion (`identity_assertion`, `routes[].identity_assertion`): an upstream
+//! that trusts no header verifies who the user is with the `jose` library against the JWKS on
+//! portcullis's admin port; a forged assertion never reaches an upstream; and a refresh that
+//! changes the user's claims changes both the assertion and the route's claim rules' verdict.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+
+use support::assertion_upstream::AssertionUpstream;
+use support::{World, WorldOptions};
+
+const HEADER: &str = "x-portcullis-assertion";
+
+fn write_signing_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .expect("a P-256 key");
+    let path = dir.join("assertion-key.pem");
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        STANDARD.encode(der.as_ref())
+    );
+    std::fs::write(&path, pem).expect("write the key");
+    path
+}
+
+fn verified(body: &str) -> Value {
+    let answer: Value = serde_json::from_str(body).expect("the upstream answers JSON");
+    answer["claims"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = write_signing_key(keys.path());
+    let mut world = World::start(WorldOptions {
+        redis: false,
+        // Short-lived access tokens: the session refreshes within seconds.
+        access_token_ttl: 4,
+        extra_config: format!("identity_assertion:\n  key_file: \"{}\"\n", key.display()),
+        ..WorldOptions::default()
+    })
+    .await;
+    world
+        .op
+        .set_claims("alice", json!({ "groups": ["admins", "staff"] }))
+        .await;
+    let origin = world.proxy.origin();
+    let app = AssertionUpstream::start(&world.proxy.admin_url("/.well-known/jwks.json"), &origin);
+    let plain = world.upstream.url();
+    let routes = format!(
+        "routes:\n  - {{ path: \"/verified/\", upstream: \"{app}\", kind: api, identity_assertion: true }}\n  \
+         - {{ path: \"/admin/\", upstream: \"{app}\", kind: api, identity_assertion: true, \
+         access: {{ groups: [admins] }} }}\n  \
+         - {{ path: \"/plain/\", upstream: \"{plain}\", kind: api }}\n",
+        app = app.url(),
+    );
+    world.reconfigure("routes:\n", &routes).await;
+
+    let (status, jwks) = world.proxy.admin_get("/.well-known/jwks.json").await;
+    assert_eq!(status, 200);
+    let jwks: Value = serde_json::from_str(&jwks).expect("a JWKS");
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(jwks["keys"][0].get("d").is_none(), "never the private half");
+
+    let mut browser = world.browser();
+    browser.login("alice", "/").await;
+    let forged = [("x-csrf", "1"), (HEADER, "eyJhbGciOiJub25lIn0.e30.")];
+    let answer = browser.get("/verified/me", &forged).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let claims = verified(&answer.body);
+    assert_eq!(claims["iss"], origin.as_str());
+    assert_eq!(claims["aud"], "127.0.0.1");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@example.test");
+    assert_eq!(claims["groups"], json!(["admins", "staff"]));
+    assert_eq!(browser.api("/admin/panel").await.status, 200);
+
+    // A route without the assertion: the client's copy is removed all the same.
+    assert_eq!(browser.get("/plain/x", &forged).await.status, 200);
+    assert!(world.upstream.last().header(HEADER).is_none());
+
+    // The app really verifies: a well-formed assertion signed by another key (the OP's) for
+    // the same issuer and host is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let other_key = world
+        .op
+        .sign(
+            json!({ "iss": origin, "aud": "127.0.0.1", "sub": "mallory", "iat": now, "exp": now + 60 }),
+            json!({}),
+        )
+        .await;
+    let direct = reqwest::Client::new()
+        .get(format!("{}/verified/me", app.url()))
+        .header(HEADER, other_key)
+        .send()
+        .await
+        .expect("the app answers");
+    assert_eq!(direct.status(), 401);
+
+    // The user leaves the admins group at the OP: the next refresh's ID token says so, the
+    // route's rule refuses her, and the assertion the app verifies no longer claims it.
+    world
+        .op
+        .set_claims("alice", json!({ "groups": ["staff"] }))
+        .await;
+    let until = Instant::now() + Duration::from_secs(30);
+    let denied = loop {
+        let answer = browser.api("/admin/panel").await;
+        if answer.status == 403 {
+            break answer;
+        }
+        assert_eq!(answer.status, 200, "admitted until the refresh");
+        assert!(
+            Instant::now() < until,
+            "no refresh brought the new groups in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(denied.body, "{\"error\":\"access_denied\"}");
+    let answer = browser.get("/verified/me", &forged).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(verified(&answer.body)["groups"], json!(["staff"]));
+    let logs = world.proxy.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("route_access") && l.contains("access_denied_group")),
+        "the audit line names the rule"
+    );
+    assert!(!logs.contains("eyJ"), "no token or assertion in the logs");
+}
