@@ -649,6 +649,37 @@ const CRD_KINDS: [&str; 5] = [
 ];
 
 /// Renders with values and extra arguments (e.g. `--set`), panicking with helm's message.
+#[test]
+fn apps_verifying_identity_assertions_may_reach_the_admin_port() {
+    let docs = render(
+        None,
+        &[
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.networkPolicy.enabled=true",
+            "--set-json",
+            r#"gateway.networkPolicy.metricsFrom=[{"podSelector":{"matchLabels":{"app":"prometheus"}}}]"#,
+            "--set-json",
+            r#"gateway.networkPolicy.jwksFrom=[{"podSelector":{"matchLabels":{"app":"orders"}}}]"#,
+        ],
+    );
+    let np = k8s::find(&docs, "NetworkPolicy", "portcullis-gateway");
+    let admin = np["spec"]["ingress"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["ports"][0]["port"] == "bff-admin")
+        .expect("an admin port rule");
+    let apps: Vec<&Value> = admin["from"]
+        .as_array()
+        .expect("from")
+        .iter()
+        .map(|peer| &peer["podSelector"]["matchLabels"]["app"])
+        .collect();
+    assert_eq!(apps, ["prometheus", "orders"]);
+}
+
 fn render_with(values: &str, extra: &[&str]) -> Vec<Value> {
     render(Some(&file(values)), extra)
 }
