@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::chromium::run_scenario;
 use support::ingress_nginx::{
     IngressNginx, Upstreams, APP_HOST, HOST_CHECK_HTTP_SNIPPET, HOST_CHECK_SERVER_SNIPPET,
     OTHER_HOST, PARENT_DOMAIN,
@@ -403,47 +404,31 @@ fn auth_decisions(metrics: &str, decision: &str) -> u64 {
 /// Runs tests/e2e/ingress.mjs against `w`; returns its stdout and the text it recorded
 /// (response bodies and storage dumps).
 async fn run_browser(w: &IngressWorld, name: &str) -> (String, String) {
-    let e2e = repo_root().join("tests/e2e");
-    assert!(
-        e2e.join("node_modules").exists(),
-        "tests/e2e/node_modules is missing: run `make test-deps`"
-    );
     let out_dir = repo_root().join("target/e2e").join(name);
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).expect("output dir");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let (app, other) = (w.origin(APP_HOST), w.origin(OTHER_HOST));
     let shared = if w.opts.shared { "1" } else { "0" };
-    let cookie = w.cookie_name();
-    let out = tokio::task::spawn_blocking({
-        let out_dir = out_dir.clone();
-        let profile = profile.path().to_path_buf();
-        move || {
-            Command::new("timeout")
-                .args(["--kill-after=5", "100"])
-                .arg("node")
-                .arg(e2e.join("ingress.mjs"))
-                .env("APP_URL", app)
-                .env("OTHER_URL", other)
-                .env("SHARED", shared)
-                .env("SESSION_COOKIE", cookie)
-                .env("OUT_DIR", out_dir)
-                .env("USER_DATA_DIR", profile)
-                .env("LOGIN", "alice")
-                .output()
-                .expect("node runs the browser scenario")
-        }
-    })
-    .await
-    .expect("scenario thread");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let run = run_scenario(
+        "ingress.mjs",
+        vec![
+            ("APP_URL", w.origin(APP_HOST)),
+            ("OTHER_URL", w.origin(OTHER_HOST)),
+            ("SHARED", shared.to_string()),
+            ("SESSION_COOKIE", w.cookie_name().to_string()),
+            ("OUT_DIR", out_dir.display().to_string()),
+            ("LOGIN", "alice".to_string()),
+        ],
+    )
+    .await;
     assert!(
-        out.status.success() && stdout.contains(" 0 failed"),
-        "browser scenario failed:\n{stdout}\n{}\nnginx error log:\n{}\nportcullis log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        run.passed,
+        "browser scenario failed:\n{}\n{}\nnginx error log:\n{}\nportcullis log:\n{}",
+        run.stdout,
+        run.stderr,
         w.nginx.error_log(),
         w.proxy.logs()
     );
+    let stdout = run.stdout;
     let seen = std::fs::read_to_string(out_dir.join("responses.txt")).expect("responses")
         + &std::fs::read_to_string(out_dir.join("storage.json")).expect("storage");
     (stdout, seen)

@@ -32,3 +32,65 @@ export function isLoopbackHost(hostname) {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
+
+// The flags every scenario launches Debian's Chromium with: a fresh profile, no background
+// traffic, and *.localhost pinned to 127.0.0.1 (every other name fails to resolve).
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-dev-shm-usage',
+  '--host-resolver-rules=MAP *.localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*',
+];
+
+/** Polls `fn` until it returns something truthy, at most `timeoutMs`; null when it never did. */
+export async function pollUntil(fn, { timeoutMs, intervalMs = 100 }) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value) return value;
+    } catch {
+      // between documents; try again
+    }
+    if (Date.now() >= deadline) return null;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Aborts every request to a host that is not loopback, keeping its redacted URL in `blocked`. */
+export async function loopbackOnly(context, blocked) {
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    let host = '';
+    try {
+      host = new URL(url).hostname;
+    } catch {
+      // not a network URL
+    }
+    if (host && !isLoopbackHost(host)) {
+      blocked.push(redactUrl(url));
+      return route.abort('blockedbyclient');
+    }
+    return route.continue();
+  });
+}
+
+/** Fills in the OP fixture's login form as `login`, then its consent form if one follows. */
+export async function signInAtOp(page, login, { isBack, timeoutMs }) {
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill('any password');
+  await page.locator('form:has(input[name="login"]) [type="submit"]').first().click();
+  const next = await pollUntil(async () => {
+    if (isBack(page.url())) return 'app';
+    if ((await page.locator('input[name="login"]').count()) > 0) return null;
+    if ((await page.locator('form [type="submit"]').count()) > 0) return 'consent';
+    return null;
+  }, { timeoutMs });
+  if (next === 'consent') await page.locator('form [type="submit"]').first().click();
+  return next;
+}

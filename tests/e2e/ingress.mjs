@@ -25,7 +25,9 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { isLoopbackHost, parseJson, redactUrl, withTimeout } from './common.mjs';
+import {
+  CHROMIUM_ARGS, loopbackOnly, parseJson, pollUntil as poll, redactUrl, signInAtOp, withTimeout,
+} from './common.mjs';
 
 const STARTED = Date.now();
 const STEP_TIMEOUT_MS = 15_000;
@@ -77,19 +79,8 @@ function info(message) {
   console.log(`# ${message}`);
 }
 
-async function pollUntil(fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch {
-      // between documents; try again
-    }
-    if (Date.now() >= deadline) return null;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
+const pollUntil = (fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } = {}) =>
+  poll(fn, { timeoutMs, intervalMs });
 
 const originOf = (raw) => {
   try {
@@ -285,19 +276,7 @@ function whoamiProblems(api) {
 
 // ---------------------------------------------------------- scenario ----
 
-async function opLogin(page) {
-  await page.locator('input[name="login"]').fill(LOGIN);
-  await page.locator('input[name="password"]').fill('any password');
-  await page.locator('form:has(input[name="login"]) [type="submit"]').first().click();
-  const next = await pollUntil(async () => {
-    if (isApp(page.url())) return 'app';
-    if ((await page.locator('input[name="login"]').count()) > 0) return null;
-    if ((await page.locator('form [type="submit"]').count()) > 0) return 'consent';
-    return null;
-  });
-  if (next === 'consent') await page.locator('form [type="submit"]').first().click();
-  return next;
-}
+const opLogin = (page) => signInAtOp(page, LOGIN, { isBack: isApp, timeoutMs: STEP_TIMEOUT_MS });
 
 async function main() {
   info(`APP_URL=${APP_ORIGIN} OTHER_URL=${OTHER_ORIGIN} SHARED=${SHARED} SESSION_COOKIE=${SESSION_COOKIE}`);
@@ -307,18 +286,7 @@ async function main() {
       headless: true,
       timeout: STEP_TIMEOUT_MS,
       viewport: { width: 1000, height: 800 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-        '--disable-dev-shm-usage',
-        // nginx listens on 127.0.0.1 only: pin *.localhost there (Chromium would also try ::1).
-        '--host-resolver-rules=MAP *.localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*',
-      ],
+      args: CHROMIUM_ARGS,
     }),
     STEP_TIMEOUT_MS + 2_000,
     'launch Chromium',
@@ -327,20 +295,7 @@ async function main() {
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
 
-  await context.route('**/*', (route) => {
-    const url = route.request().url();
-    let host = '';
-    try {
-      host = new URL(url).hostname;
-    } catch {
-      // not a network URL
-    }
-    if (host && !isLoopbackHost(host)) {
-      blocked.push(redactUrl(url));
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
+  await loopbackOnly(context, blocked);
   context.on('response', (response) => {
     captureBody(response);
     try {

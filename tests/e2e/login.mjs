@@ -33,7 +33,9 @@ import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { isLoopbackHost, parseJson, redactUrl, withTimeout } from './common.mjs';
+import {
+  CHROMIUM_ARGS, loopbackOnly, parseJson, pollUntil as poll, redactUrl, withTimeout,
+} from './common.mjs';
 
 const STARTED = Date.now();
 const STEP_TIMEOUT_MS = 15_000;
@@ -86,20 +88,8 @@ function info(message) {
 
 const elapsed = () => `${((Date.now() - STARTED) / 1000).toFixed(1)} s`;
 
-/** Poll `fn` until it returns a truthy value or `timeoutMs` passes; returns the value or null. */
-async function pollUntil(fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch {
-      // The page may be between documents; try again.
-    }
-    if (Date.now() >= deadline) return null;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
+const pollUntil = (fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } = {}) =>
+  poll(fn, { timeoutMs, intervalMs });
 
 /** A URL fit for logs and files: query values are never written (they may hold tokens). */
 const sameOrigin = (raw) => {
@@ -262,17 +252,7 @@ async function main() {
       headless: true,
       timeout: STEP_TIMEOUT_MS,
       viewport: { width: 1000, height: 800 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-        '--disable-dev-shm-usage',
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*',
-      ],
+      args: CHROMIUM_ARGS,
     }),
     STEP_TIMEOUT_MS + 2_000,
     'launch Chromium',
@@ -283,20 +263,7 @@ async function main() {
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
 
-  await context.route('**/*', (route) => {
-    const url = route.request().url();
-    let host = '';
-    try {
-      host = new URL(url).hostname;
-    } catch {
-      // not a network URL
-    }
-    if (host && !isLoopbackHost(host)) {
-      blocked.push(redactUrl(url));
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
+  await loopbackOnly(context, blocked);
 
   context.on('response', (response) => {
     captureBody(response);

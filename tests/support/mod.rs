@@ -6,6 +6,7 @@
 
 pub mod assertion_upstream;
 pub mod browser;
+pub mod chromium;
 pub mod configmap;
 pub mod dpop;
 pub mod ingress_nginx;
@@ -122,6 +123,9 @@ pub struct WorldOptions {
     pub extra_config: String,
     /// `RUST_LOG` for portcullis.
     pub rust_log: &'static str,
+    /// More host names portcullis answers on (with its port): the OP accepts their
+    /// `/bff/callback` too.
+    pub other_hosts: Vec<&'static str>,
 }
 
 impl Default for WorldOptions {
@@ -136,6 +140,7 @@ impl Default for WorldOptions {
             page_upstream: None,
             extra_config: String::new(),
             rust_log: "info",
+            other_hosts: Vec::new(),
         }
     }
 }
@@ -147,7 +152,13 @@ impl World {
         let mut proxy = portcullis::Portcullis::reserve();
         proxy.rust_log = opts.rust_log;
         let op = op::Op::start(op::OpOptions {
-            app_origins: vec![proxy.origin()],
+            app_origins: std::iter::once(proxy.origin())
+                .chain(
+                    opts.other_hosts
+                        .iter()
+                        .map(|h| format!("http://{h}:{}", proxy.port)),
+                )
+                .collect(),
             access_token_ttl: opts.access_token_ttl,
             refresh_delay_ms: opts.refresh_delay_ms,
             revocation_delay_ms: opts.revocation_delay_ms,
