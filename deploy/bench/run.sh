@@ -246,6 +246,7 @@ routes:
   - { path: "/api/", upstream: "http://127.0.0.1:$nginx_port", kind: api }
 ${bench_routes_extra:-}
   - { path: "/public/", upstream: "http://127.0.0.1:$nginx_port", kind: public }
+${bench_top_extra:-}
 server:
   threads: $threads
 ingress_auth:
@@ -349,6 +350,23 @@ run_wrk "portcullis api, DPoP session, plain route" "$ppid" "$origin/api/bench" 
 run_wrk "portcullis api, DPoP session, DPoP route" "$ppid" "$origin/dpop/bench" "$work/dpop.cookies"
 stop_portcullis
 bench_oidc_extra=; bench_routes_extra=
+
+# Route policies and the identity assertion, one session (memory store): an `optional` page
+# route asked anonymously and with the session, and an api route that also sends a signed
+# identity assertion (signed once per session and host, then reused from the session cache).
+node -e "process.stdout.write(require('node:crypto').generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }))" >"$work/assertion.pem"
+bench_top_extra="identity_assertion:
+  key_file: \"$work/assertion.pem\""
+bench_routes_extra="  - { path: \"/maybe/\", upstream: \"http://127.0.0.1:$nginx_port\", kind: page, policy: optional }
+  - { path: \"/asserted/\", upstream: \"http://127.0.0.1:$nginx_port\", kind: api, identity_assertion: true }"
+start_portcullis 0 "  store: memory"
+portcullis_login "$origin" >"$work/policy.cookies"
+run_wrk "portcullis api, memory store, policy session" "$ppid" "$origin/api/bench" "$work/policy.cookies"
+run_wrk "portcullis optional, anonymous" "$ppid" "$origin/maybe/bench" -
+run_wrk "portcullis optional, 1 session" "$ppid" "$origin/maybe/bench" "$work/policy.cookies"
+run_wrk "portcullis api + identity assertion" "$ppid" "$origin/asserted/bench" "$work/policy.cookies"
+stop_portcullis
+bench_top_extra=; bench_routes_extra=
 
 # ingress-nginx's shape: nginx stays in the data path and asks portcullis per request
 # (auth_request), copying the answer's Authorization to the upstream request. CPU is portcullis's.
@@ -480,6 +498,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
   echo "- CPU per request, auth request / proxied api request (redis, 1 session): **$(ratio "$(cpu_of "portcullis auth request, redis, 1 session")" "$(cpu_of "portcullis api, redis, 1 session")")**; the auth request's store round trips per request: see cache hits (a hit is none)"
   echo "- DPoP proof per upstream request (ES256, ring): **$(awk -v a="$(cpu_of "portcullis api, DPoP session, DPoP route")" -v b="$(cpu_of "portcullis api, DPoP session, plain route")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (DPoP route minus plain route, same session)"
+  echo "- CPU per request, optional route / api route (memory store, same session): anonymous **$(ratio "$(cpu_of "portcullis optional, anonymous")" "$(cpu_of "portcullis api, memory store, policy session")")**, with the session **$(ratio "$(cpu_of "portcullis optional, 1 session")" "$(cpu_of "portcullis api, memory store, policy session")")**"
+  echo "- identity assertion per request (memoised ES256 JWT): **$(awk -v a="$(cpu_of "portcullis api + identity assertion")" -v b="$(cpu_of "portcullis api, memory store, policy session")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (assertion route minus plain api route, same session)"
   echo "- nginx auth_request + portcullis: nginx asks portcullis once per request; its row's CPU is portcullis's share"
   echo "- p99 at half the redis api row's throughput: portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
