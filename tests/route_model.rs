@@ -63,9 +63,13 @@ async fn chromium_crosses_two_hosts_and_every_policy() {
             .unwrap_or_else(|| panic!("the upstream never saw {path}"))
     };
     let docs_home = at("/");
-    assert!(docs_home
-        .header("host")
-        .is_some_and(|h| h.starts_with(DOCS)));
+    let docs_authority = format!("{DOCS}:{}", world.proxy.port);
+    assert_eq!(docs_home.header("host"), Some(docs_authority.as_str()));
+    assert_eq!(
+        docs_home.header("x-forwarded-host"),
+        Some(docs_authority.as_str()),
+        "the upstream learns which host its page was asked on"
+    );
     assert!(
         docs_home.header("authorization").is_none(),
         "public: no token"

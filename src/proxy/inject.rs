@@ -38,7 +38,8 @@ pub struct Injection<'a> {
     pub bearer: Option<&'a HeaderValue>,
     pub client_ip: Option<HeaderValue>,
     pub public_proto: &'a HeaderValue,
-    pub public_host: Option<&'a HeaderValue>,
+    /// The host the browser addressed (already screened as one of portcullis's).
+    pub forwarded_host: Option<HeaderValue>,
     pub websocket: bool,
 }
 
@@ -62,8 +63,8 @@ pub fn prepare_upstream_request(
         req.insert_header("x-forwarded-for", ip)?;
     }
     req.insert_header("x-forwarded-proto", add.public_proto.clone())?;
-    if let Some(host) = add.public_host {
-        req.insert_header("x-forwarded-host", host.clone())?;
+    if let Some(host) = add.forwarded_host {
+        req.insert_header("x-forwarded-host", host)?;
     }
     Ok(())
 }
@@ -175,7 +176,7 @@ mod tests {
             bearer: Some(&bearer),
             client_ip: ip_header_value("192.0.2.1".parse().unwrap()),
             public_proto: &proto,
-            public_host: Some(&host),
+            forwarded_host: Some(host),
             websocket: false,
         };
         prepare_upstream_request(&mut req, &policy(), add).unwrap();

@@ -110,12 +110,10 @@ pub struct Portcullis {
     upstream_opened: IntCounter,
     request_ids: RequestIds,
     security: SecurityHeaders,
-    /// `X-Forwarded-Host` and `-Proto` values, built once. A validated URL's host and port
-    /// always make a header value; `None` would only leave the header out.
-    public_host: Option<HeaderValue>,
+    /// The `X-Forwarded-Proto` value, built once.
+    public_proto: HeaderValue,
     /// `public_url`'s origin, for redirects portcullis builds itself.
     public_origin: String,
-    public_proto: HeaderValue,
     in_flight: InFlight,
     rate_limiter: Arc<RateLimiter>,
     traces: TraceContext,
@@ -184,10 +182,6 @@ impl Portcullis {
             rate_limiter,
             assertions,
         } = shared;
-        let public_host = cfg
-            .public_origin
-            .split_once("://")
-            .map_or(cfg.public_origin.as_str(), |(_, h)| h);
         Portcullis {
             live,
             cookies: CookiePolicy::new(&cfg.session),
@@ -197,7 +191,6 @@ impl Portcullis {
             } else {
                 "http"
             }),
-            public_host: HeaderValue::from_str(public_host).ok(),
             public_origin: cfg.public_origin.clone(),
             sessions,
             oidc,
@@ -459,6 +452,16 @@ fn errors_format(ctx: &RequestCtx) -> Format {
         .map_or(Format::Text, |p| p.errors)
 }
 
+/// The host the browser addressed, read as `request_host` reads it (the target's authority, else
+/// `Host`) and so one `screen` admitted as portcullis's: with several hosts, the upstream learns
+/// which one its page was asked on.
+fn addressed_host(req: &RequestHeader) -> Option<HeaderValue> {
+    match req.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req.headers.get(http::header::HOST).cloned(),
+    }
+}
+
 fn is_refused_method(m: &Method) -> bool {
     m == Method::TRACE || m == Method::CONNECT || m.as_str() == "TRACK"
 }
@@ -556,7 +559,7 @@ impl ProxyHttp for Portcullis {
             bearer: ctx.bearer.as_ref(),
             client_ip,
             public_proto: &self.public_proto,
-            public_host: self.public_host.as_ref(),
+            forwarded_host: addressed_host(session.req_header()),
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
