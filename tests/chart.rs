@@ -650,6 +650,42 @@ const CRD_KINDS: [&str; 5] = [
 
 /// Renders with values and extra arguments (e.g. `--set`), panicking with helm's message.
 #[test]
+fn every_controller_copies_the_identity_assertion_when_the_answer_carries_one() {
+    for (values, controller) in INGRESS_EXAMPLES {
+        let docs = render_with(
+            values,
+            &[
+                "--set",
+                "gateway.config.ingress_auth.identity_assertion=true",
+                "--set",
+                "gateway.config.identity_assertion.key_file=/etc/portcullis/secret/assertion-key.pem",
+                "--set",
+                "gateway.config.identity_assertion.header=X-App-Identity",
+            ],
+        );
+        let guards: Vec<&Value> = docs
+            .iter()
+            .filter(|d| {
+                ["Ingress", "Middleware", "SecurityPolicy"]
+                    .contains(&d["kind"].as_str().unwrap_or(""))
+            })
+            .filter(|d| d.to_string().contains("X-Auth-Request-User"))
+            .collect();
+        assert!(
+            !guards.is_empty(),
+            "{controller}: no object copies the answer's headers"
+        );
+        for guard in guards {
+            assert!(
+                guard.to_string().contains("X-App-Identity"),
+                "{controller}: {} does not copy the assertion",
+                guard["metadata"]["name"]
+            );
+        }
+    }
+}
+
+#[test]
 fn apps_verifying_identity_assertions_may_reach_the_admin_port() {
     let docs = render(
         None,
@@ -765,6 +801,12 @@ fn assert_copies_every_auth_header(config: &Value, listed: &[String], what: &str
             ]
             .map(String::from),
         ),
+    }
+    if config["ingress_auth"]["identity_assertion"] == true {
+        let header = config["identity_assertion"]["header"]
+            .as_str()
+            .unwrap_or("X-Portcullis-Assertion");
+        expected.push(header.to_string());
     }
     for header in &expected {
         assert!(

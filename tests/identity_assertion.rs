@@ -30,7 +30,7 @@ fn write_signing_key(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-fn verified(body: &str) -> Value {
+fn verified_claims(body: &str) -> Value {
     let answer: Value = serde_json::from_str(body).expect("the upstream answers JSON");
     answer["claims"].clone()
 }
@@ -74,7 +74,7 @@ async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
     let forged = [("x-csrf", "1"), (HEADER, "eyJhbGciOiJub25lIn0.e30.")];
     let answer = browser.get("/verified/me", &forged).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let claims = verified(&answer.body);
+    let claims = verified_claims(&answer.body);
     assert_eq!(claims["iss"], origin.as_str());
     assert_eq!(claims["aud"], "127.0.0.1");
     assert_eq!(claims["sub"], "alice");
@@ -129,7 +129,7 @@ async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
     assert_eq!(denied.body, "{\"error\":\"access_denied\"}");
     let answer = browser.get("/verified/me", &forged).await;
     assert_eq!(answer.status, 200);
-    assert_eq!(verified(&answer.body)["groups"], json!(["staff"]));
+    assert_eq!(verified_claims(&answer.body)["groups"], json!(["staff"]));
     let logs = world.proxy.logs();
     assert!(
         logs.lines()
@@ -137,4 +137,90 @@ async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
         "the audit line names the rule"
     );
     assert!(!logs.contains("eyJ"), "no token or assertion in the logs");
+}
+
+/// In ingress auth mode the answer carries the assertion for the host the ingress asked about,
+/// which the app behind the ingress verifies as it would behind the proxy; a public path's
+/// answer carries an empty one, so the ingress overwrites a client's copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ingress_auth_answer_carries_an_assertion_for_the_original_host() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = write_signing_key(keys.path());
+    let auth_port = support::free_port();
+    let world = World::start(WorldOptions {
+        redis: false,
+        extra_config: format!(
+            "identity_assertion:\n  key_file: \"{}\"\n\
+             ingress_auth:\n  enabled: true\n  listen: \"127.0.0.1:{auth_port}\"\n  controller: nginx\n  \
+             trusted_ingress: [\"127.0.0.1\"]\n  identity_assertion: true\n  hosts:\n    \
+             - host: app.localhost\n      paths:\n        - {{ path: /public/, kind: public }}\n        \
+             - {{ path: /, kind: page }}\n",
+            key.display()
+        ),
+        ..WorldOptions::default()
+    })
+    .await;
+    let app = AssertionUpstream::start(
+        &world.proxy.admin_url("/.well-known/jwks.json"),
+        &world.proxy.origin(),
+    );
+    let mut browser = world.browser();
+    browser.login("alice", "/").await;
+    let cookie = format!(
+        "__Host-portcullis={}",
+        browser.session_cookie().expect("a session cookie")
+    );
+    let ask = |url: &'static str, cookie: Option<String>| {
+        let mut req = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{auth_port}/bff/auth"))
+            .header("x-original-url", url)
+            .header("x-original-method", "GET");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+
+    let answer = ask("http://app.localhost/orders", Some(cookie))
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), 200);
+    let assertion = answer
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .expect("an assertion in the answer")
+        .to_string();
+    // What the ingress would do: copy it onto the request to the app, whose Host is the one asked
+    // about.
+    let at_app = |host: &'static str| {
+        reqwest::Client::new()
+            .get(format!("{}/orders", app.url()))
+            .header("host", host)
+            .header(HEADER, assertion.clone())
+            .send()
+    };
+    let verified = at_app("app.localhost").await.expect("the app answers");
+    assert_eq!(verified.status(), 200);
+    let body = verified.text().await.expect("body");
+    assert_eq!(verified_claims(&body)["aud"], "app.localhost");
+    assert_eq!(verified_claims(&body)["sub"], "alice");
+    assert_eq!(
+        at_app("other.localhost")
+            .await
+            .expect("the app answers")
+            .status(),
+        401,
+        "an assertion for one host is refused by an app on another"
+    );
+
+    let public = ask("http://app.localhost/public/logo.png", None)
+        .await
+        .expect("answer");
+    assert_eq!(public.status(), 200);
+    assert_eq!(
+        public.headers().get(HEADER).map(|v| v.as_bytes()),
+        Some(&b""[..]),
+        "empty, so the ingress overwrites a client's copy"
+    );
 }

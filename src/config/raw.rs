@@ -64,6 +64,7 @@ pub struct RawIngressAuth {
     pub trusted_ingress: Option<Vec<String>>,
     /// Header name → claim, in the order written.
     pub identity_headers: Option<serde_yaml::Mapping>,
+    pub identity_assertion: Option<bool>,
     #[serde(default)]
     pub hosts: Vec<RawIngressHost>,
 }

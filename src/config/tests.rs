@@ -458,6 +458,8 @@ fn ingress_auth_problems_name_the_key_and_the_fix() {
          "ingress_auth.identity_headers.Authorization: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
         ("enabled: true", "enabled: true\n  identity_headers:\n    Host: preferred_username",
          "ingress_auth.identity_headers.Host: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
+        ("enabled: true", "enabled: true\n  identity_assertion: true",
+         "ingress_auth.identity_assertion: needs the identity_assertion section (its key_file signs the assertion)"),
         ("enabled: true", "enabled: true\n  identity_headers:\n    Transfer-Encoding: sub",
          "ingress_auth.identity_headers.Transfer-Encoding: cannot carry a claim (Authorization, Cookie and Cache-Control are the answer's own; framing, routing and forwarding headers are never a claim's; each header once)"),
         ("host: app.example.com", "host: \"app.example.com:443\"",

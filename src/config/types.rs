@@ -319,6 +319,8 @@ pub struct IngressAuthConfig {
     /// Addresses whose description of the original request is believed; no one else is answered.
     pub trusted_ingress: Vec<IpNetwork>,
     pub identity_headers: Vec<IdentityHeader>,
+    /// The answer also carries the signed identity assertion (`identity_assertion`).
+    pub identity_assertion: bool,
     pub hosts: Vec<IngressHost>,
 }
 

@@ -183,6 +183,9 @@ Fails on values that would render an ingress that cannot work or that exposes th
 {{- if not (has $publicHost $bffHosts) }}{{ $bffHosts = append $bffHosts $publicHost }}{{ end -}}
 {{- $identity := list "X-Auth-Request-User" "X-Auth-Request-Email" "X-Auth-Request-Preferred-Username" "X-Auth-Request-Groups" -}}
 {{- with $cfg.identity_headers }}{{ $identity = keys . | sortAlpha }}{{ end -}}
+{{- if $cfg.identity_assertion -}}
+{{- $identity = append $identity (($g.config.identity_assertion | default dict).header | default "X-Portcullis-Assertion") -}}
+{{- end -}}
 {{- $headers := concat (list "Authorization") $identity (list "Cookie") -}}
 {{- /* Without cookie_domain each host has its own session, so the login runs on the host the
        browser is on; with it, on public_url's host, which then needs one redirect URI only. */ -}}

@@ -115,8 +115,20 @@ impl Checker<'_> {
         }
     }
 
-    /// A route sends an assertion only if there is a key to sign with and a session to assert.
-    pub(super) fn assertion_routes(&mut self, routes: &[RouteConfig], section_written: bool) {
+    /// A route (or the ingress auth answer) sends an assertion only if there is a key to sign
+    /// with and a session to assert.
+    pub(super) fn assertion_users(
+        &mut self,
+        routes: &[RouteConfig],
+        ingress: Option<&IngressAuthConfig>,
+        section_written: bool,
+    ) {
+        if ingress.is_some_and(|i| i.identity_assertion) && !section_written {
+            self.problem(
+                "ingress_auth.identity_assertion",
+                "needs the identity_assertion section (its key_file signs the assertion)",
+            );
+        }
         for (i, route) in routes.iter().enumerate() {
             if !route.identity_assertion {
                 continue;

@@ -105,6 +105,7 @@ impl Checker<'_> {
             controller,
             trusted_ingress,
             identity_headers,
+            identity_assertion: raw.identity_assertion.unwrap_or(false),
             hosts,
         })
     }
@@ -115,6 +116,7 @@ impl Checker<'_> {
             || raw.controller.is_some()
             || raw.trusted_ingress.is_some()
             || raw.identity_headers.is_some()
+            || raw.identity_assertion.is_some()
             || !raw.hosts.is_empty();
         if set {
             self.problem(

@@ -83,7 +83,7 @@ pub fn validate(
     }
     if let Some(routes) = &routes {
         c.dpop_routes(routes, oidc.as_ref().is_some_and(|o| o.dpop));
-        c.assertion_routes(routes, assertion_written);
+        c.assertion_users(routes, ingress_auth.as_ref(), assertion_written);
     }
     if let (Some(session), Some(public), Some(routes)) = (&session, &public, &routes) {
         let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();

@@ -42,6 +42,8 @@ pub struct IngressPolicy {
     controller: IngressController,
     trusted: Vec<IpNetwork>,
     identity: Vec<IdentityHeader>,
+    /// Answers carry the signed identity assertion (empty without a session).
+    assertion: bool,
     hosts: Vec<HostPolicy>,
 }
 
@@ -83,6 +85,7 @@ impl IngressPolicy {
             controller: cfg.controller,
             trusted: cfg.trusted_ingress.clone(),
             identity: cfg.identity_headers.clone(),
+            assertion: cfg.identity_assertion,
             hosts,
         }
     }
@@ -112,8 +115,8 @@ impl HostPolicy {
 enum Verdict {
     /// A public path: the request passes anonymously.
     Public,
-    /// The session's `Authorization` value and claims.
-    Allow(HeaderValue, HotSession),
+    /// The session's `Authorization` value and claims, and the host the request was for.
+    Allow(HeaderValue, HotSession, String),
     /// No session; `login` is where a navigation is sent when the controller returns the
     /// answer to the browser (Traefik, Envoy), rather than redirecting on a 401 itself.
     Unauthenticated {
@@ -171,11 +174,24 @@ impl Portcullis {
             .inc();
         let req = session.req_header();
         match verdict {
-            Verdict::Public => answer_headers(Reply::new(200), None, policy, None)
-                .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers)),
-            Verdict::Allow(bearer, hot) => {
-                answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims))
+            Verdict::Public => {
+                let reply = answer_headers(Reply::new(200), None, policy, None);
+                self.with_assertion(reply, policy, None)
                     .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers))
+            }
+            Verdict::Allow(bearer, hot, host) => {
+                let reply =
+                    answer_headers(Reply::new(200), Some(bearer), policy, Some(&hot.claims));
+                let assertion = match policy.assertion {
+                    true => self.identity_assertion(&hot, &host),
+                    false => Ok(None),
+                };
+                match assertion {
+                    Ok(assertion) => self
+                        .with_assertion(reply, policy, assertion)
+                        .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers)),
+                    Err(e) => error_reply(&e, Format::Json),
+                }
             }
             Verdict::Unauthenticated {
                 login: Some(to), ..
@@ -245,7 +261,23 @@ impl Portcullis {
             && is_navigation(req, &original.method)
             && policy.controller != IngressController::Nginx)
             .then(|| login_url(live.hosts.scheme(), &original));
-        self.admit(req, host, kind, login).await
+        self.admit(req, host, &original.host, kind, login).await
+    }
+
+    /// The answer's assertion header when the policy sends one: the session's, or empty (so the
+    /// ingress overwrites a client's copy) on a public path.
+    fn with_assertion(
+        &self,
+        reply: Reply,
+        policy: &IngressPolicy,
+        assertion: Option<HeaderValue>,
+    ) -> Reply {
+        match (&self.assertions, policy.assertion) {
+            (Some(assertions), true) => {
+                reply.header_value(assertions.header().clone(), assertion.unwrap_or(EMPTY))
+            }
+            _ => reply,
+        }
     }
 
     /// A session (refreshed first when due) that the host's access rules admit; without one,
@@ -254,6 +286,7 @@ impl Portcullis {
         &self,
         req: &RequestHeader,
         host: &HostPolicy,
+        host_name: &str,
         kind: RouteKind,
         login: Option<String>,
     ) -> Result<Verdict, ProxyError> {
@@ -272,7 +305,7 @@ impl Portcullis {
         }
         // A token with bytes a header cannot carry would be a broken OP: refuse, never mangle.
         let bearer = hot.bearer.clone().ok_or(NOT_A_HEADER_VALUE)?;
-        Ok(Verdict::Allow(bearer, hot))
+        Ok(Verdict::Allow(bearer, hot, host_name.to_string()))
     }
 
     /// The request's cookies without portcullis's own, for the ingress to put in their place
@@ -327,6 +360,7 @@ mod tests {
             controller: IngressController::Nginx,
             trusted_ingress: vec![IpNetwork::new("10.0.0.0".parse().unwrap(), 8).unwrap()],
             identity_headers: Vec::new(),
+            identity_assertion: false,
             hosts: hosts
                 .iter()
                 .map(|(h, paths)| crate::config::IngressHost {
