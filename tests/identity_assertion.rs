@@ -40,7 +40,6 @@ async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = write_signing_key(keys.path());
     let mut world = World::start(WorldOptions {
-        redis: false,
         // Short-lived access tokens: the session refreshes within seconds.
         access_token_ttl: 4,
         extra_config: format!("identity_assertion:\n  key_file: \"{}\"\n", key.display()),
