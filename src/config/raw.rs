@@ -189,6 +189,12 @@ pub struct RawRoute {
     pub identity_headers: Option<serde_yaml::Mapping>,
     #[serde(default)]
     pub dpop: bool,
+    /// `kind: static`: the directory served, and how.
+    pub root: Option<String>,
+    pub index: Option<String>,
+    pub fallback: Option<bool>,
+    pub immutable_hashed: Option<bool>,
+    pub immutable_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
