@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{metric, repo_root, status_of, World, WorldOptions};
+use support::{eventually, metric, repo_root, status_of, World, WorldOptions};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 const OUTSIDE_SECRET: &str = "OUTSIDE-THE-ROOT-7f3a";
@@ -49,7 +49,17 @@ fn build_spa() -> Spa {
     );
     let built: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("build-spa.mjs prints JSON");
-    let name = |k: &str| built[k].as_str().expect("asset name").to_string();
+    let name =
+        |k: &str| {
+            let name = built[k].as_str().expect("asset name").to_string();
+            // The build is reproducible, so this holds for good once it holds: the hashed-name
+            // rule wants a digit in the hash (see `has_content_hash`).
+            assert!(
+            name.split(['-', '.']).nth(1).is_some_and(|h| h.chars().any(|c| c.is_ascii_digit())),
+            "{name}: the build's hash has no digit, so it is not taken for one (change the app)"
+        );
+            name
+        };
     let r = root.path();
     std::fs::write(r.join(".env"), DOTFILE_SECRET).expect("dotfile");
     std::fs::create_dir_all(r.join(".git")).expect(".git");
@@ -397,4 +407,54 @@ async fn a_missing_root_is_a_configuration_error_naming_the_key() {
         stderr.contains("routes[0].root: cannot open /nonexistent/portcullis-spa-build"),
         "{stderr}"
     );
+}
+
+async fn reloads(world: &World, outcome: &str) -> u64 {
+    let (_, text) = world.proxy.admin_get("/metrics").await;
+    metric(
+        &text,
+        &format!("portcullis_config_reloads_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// A reload checks the root again: a root that is gone is refused whole (the running routes
+/// keep serving), a new build directory is served once the reload applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_checks_the_root_again() {
+    let spa = build_spa();
+    let world = serve(&spa).await;
+    let config = std::fs::read_to_string(world.proxy.config_path()).expect("config");
+    let root = spa.root.path().display().to_string();
+    let deadline = Duration::from_secs(20);
+
+    let gone = config.replace(&root, "/nonexistent/portcullis-next-build");
+    std::fs::write(world.proxy.config_path(), gone).expect("write config");
+    world.proxy.signal("HUP");
+    let w = &world;
+    eventually("the reload to be refused", deadline, || async move {
+        (reloads(w, "failure").await >= 1).then_some(())
+    })
+    .await;
+    assert!(world
+        .proxy
+        .logs()
+        .contains("routes[0].root: cannot open /nonexistent/portcullis-next-build"));
+    let still = request(&world, "GET", "/app/orders/1", &[]).await;
+    assert_eq!(still.status, 200, "the running routes keep serving");
+    assert_eq!(still.body, file(&spa, "index.html"));
+
+    let next = tempfile::tempdir().expect("next build");
+    std::fs::write(
+        next.path().join("index.html"),
+        "<!doctype html><title>next</title>",
+    )
+    .expect("next index");
+    let moved = config.replace(&root, &next.path().display().to_string());
+    std::fs::write(world.proxy.config_path(), moved).expect("write config");
+    world.proxy.signal("HUP");
+    eventually("the next build to be served", deadline, || async move {
+        let got = request(w, "GET", "/app/orders/1", &[]).await;
+        (got.body == b"<!doctype html><title>next</title>").then_some(())
+    })
+    .await;
 }

@@ -1,15 +1,15 @@
 // Builds a tiny single-page application the way a real one is built, for the static-route tests
 // (tests/static_spa.rs): esbuild bundles a client-side router (history API) and a stylesheet
 // into content-hashed files, index.html references them under the base path, and every text
-// file gets precompressed .br and .gz copies beside it.
+// file gets precompressed .br and .gz copies beside it. The build is reproducible: the same
+// app gets the same hashed names in any output directory.
 //
 //   node build-spa.mjs OUT_DIR [BASE]     BASE: the path the app is served under (default /app/)
 //
 // Prints one JSON line: {"script": "assets/main-HASH.js", "style": "assets/main-HASH.css"}.
 
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
 
@@ -19,7 +19,10 @@ if (!outDir) {
   process.exit(2);
 }
 
-const src = mkdtempSync(join(tmpdir(), 'portcullis-spa-src-'));
+// The sources sit in the output directory while it is built (and are removed after): esbuild's
+// hashes cover the sources' paths relative to it, so every build of this app gets the same names.
+const src = join(outDir, 'src');
+mkdirSync(src, { recursive: true });
 writeFileSync(
   join(src, 'main.js'),
   `import './main.css';
@@ -64,12 +67,16 @@ const result = await build({
   format: 'esm',
   target: 'es2020',
   outdir: assets,
+  absWorkingDir: outDir,
   entryNames: '[name]-[hash]',
   metafile: true,
   logLevel: 'silent',
 });
 
-const outputs = Object.keys(result.metafile.outputs).map((p) => relative(outDir, p));
+rmSync(src, { recursive: true });
+
+// Relative to absWorkingDir, the output directory.
+const outputs = Object.keys(result.metafile.outputs);
 const script = outputs.find((p) => p.endsWith('.js'));
 const style = outputs.find((p) => p.endsWith('.css'));
 writeFileSync(
