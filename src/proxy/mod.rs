@@ -262,14 +262,13 @@ impl Portcullis {
         let mut resp = static_files::response_header(served)?;
         self.security.apply_to_file(&mut resp)?;
         resp.insert_header("x-request-id", ctx.request_id.0.clone())?;
-        let page_csp = ctx
+        let route_wants_csp = ctx
             .route
             .and_then(|i| ctx.live.routes.policy(i))
             .is_some_and(|p| p.page_csp);
-        if let Some(csp) = static_files::page_csp_for(served, ctx.live.page_csp.as_ref()) {
-            if page_csp {
-                resp.insert_header("content-security-policy", csp.clone())?;
-            }
+        let csp = static_files::page_csp_for(served, ctx.live.page_csp.as_ref());
+        if let Some(csp) = csp.filter(|_| route_wants_csp) {
+            resp.insert_header("content-security-policy", csp.clone())?;
         }
         let headers_only = served.not_modified || served.head || served.len == 0;
         session

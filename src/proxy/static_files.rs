@@ -117,6 +117,7 @@ pub fn locate(site: &StaticSite, ask: &Ask) -> Result<Served, ProxyError> {
         None => return Err(ProxyError::NotFound("static_not_found")),
     };
     let content_type = content_type(&path);
+    let immutable = !is_index && is_immutable(site, &ask.rest, &path);
     let variants = precompressed(&site.root, &path)?;
     let chosen = variants
         .iter()
@@ -127,7 +128,6 @@ pub fn locate(site: &StaticSite, ask: &Ask) -> Result<Served, ProxyError> {
     };
     let last_modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let etag = etag(&meta, encoding);
-    let immutable = !is_index && is_immutable(site, &ask.rest, &path);
     Ok(Served {
         path,
         len: meta.len(),

@@ -181,29 +181,7 @@ impl Checker<'_> {
                 None
             }
         };
-        let index = raw
-            .index
-            .clone()
-            .unwrap_or_else(|| "index.html".to_string());
-        let plain_name =
-            !index.is_empty() && !index.starts_with('.') && !index.contains(['/', '\\', '\0']);
-        if !plain_name {
-            self.problem(
-                key("index"),
-                format!("{index:?} must be a file name in the root (no path, not hidden)"),
-            );
-        }
-        if let Some(root) = &root {
-            if plain_name && !root.join(&index).is_file() {
-                self.problem(
-                    key("index"),
-                    format!(
-                        "{} is not a file (build the SPA into the root, or name its index file)",
-                        root.join(&index).display()
-                    ),
-                );
-            }
-        }
+        let index = self.static_index(&key("index"), raw.index.as_deref(), root.as_deref());
         let immutable_paths = raw.immutable_paths.clone().unwrap_or_default();
         for p in &immutable_paths {
             if !p.starts_with('/')
@@ -218,12 +196,38 @@ impl Checker<'_> {
         }
         Some(StaticSite {
             root: root?,
-            index,
+            index: index?,
             fallback: raw.fallback.unwrap_or(true),
             immutable_hashed: raw.immutable_hashed.unwrap_or(true),
             immutable_paths,
         })
-        .filter(|_| plain_name)
+    }
+
+    /// A plain file name that must be a file in the root (when the root itself is usable).
+    fn static_index(
+        &mut self,
+        key: &str,
+        name: Option<&str>,
+        root: Option<&std::path::Path>,
+    ) -> Option<String> {
+        let name = name.unwrap_or("index.html");
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            self.problem(
+                key,
+                format!("{name:?} must be a file name in the root (no path, not hidden)"),
+            );
+            return None;
+        }
+        if let Some(file) = root.map(|r| r.join(name)).filter(|f| !f.is_file()) {
+            self.problem(
+                key,
+                format!(
+                    "{} is not a file (build the SPA into the root, or name its index file)",
+                    file.display()
+                ),
+            );
+        }
+        Some(name.to_string())
     }
 
     /// The root, relative to the configuration file's directory, resolved to its canonical
