@@ -170,7 +170,6 @@ impl Checker<'_> {
     /// A static route's directory must exist when the configuration is loaded (and reloaded):
     /// a typo fails `check` and start-up rather than every request.
     fn static_site(&mut self, key: &dyn Fn(&str) -> String, raw: &RawRoute) -> Option<StaticSite> {
-        self.upstream_keys_absent(key, raw);
         let root = match raw.root.as_deref() {
             Some(r) if !r.is_empty() => self.static_root(&key("root"), r),
             _ => {
@@ -182,6 +181,7 @@ impl Checker<'_> {
             }
         };
         let index = self.static_index(&key("index"), raw.index.as_deref(), root.as_deref());
+        self.upstream_keys_absent(key, raw);
         let immutable_paths = raw.immutable_paths.clone().unwrap_or_default();
         for p in &immutable_paths {
             if !p.starts_with('/')
