@@ -458,3 +458,41 @@ async fn a_reload_checks_the_root_again() {
     })
     .await;
 }
+
+/// The process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("process status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A file far larger than a read goes out whole while portcullis's peak memory grows by much
+/// less than the file: it is streamed, never held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_file_is_streamed_not_held() {
+    const HUGE: usize = 64 * 1024 * 1024;
+    let spa = build_spa();
+    let body: Vec<u8> = (0..HUGE).map(|i| (i % 253) as u8).collect();
+    std::fs::write(spa.root.path().join("assets/dump-1a2b3c4d.bin"), &body).expect("huge file");
+    let world = serve(&spa).await;
+    let warm = request(&world, "GET", "/app/orders/1", &[]).await;
+    assert_eq!(warm.status, 200);
+    let before = peak_rss_kib(world.proxy.pid());
+    let got = request(&world, "GET", "/app/assets/dump-1a2b3c4d.bin", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), HUGE);
+    assert!(got.body == body, "the file arrived intact");
+    let grown = peak_rss_kib(world.proxy.pid()).saturating_sub(before);
+    println!(
+        "peak RSS grew by {grown} KiB for a {} KiB file",
+        HUGE / 1024
+    );
+    assert!(
+        grown < 16 * 1024,
+        "peak memory grew by {grown} KiB serving a {} KiB file",
+        HUGE / 1024
+    );
+}
