@@ -682,6 +682,41 @@ mod tests {
     }
 
     #[test]
+    fn the_request_is_read_below_the_route_and_only_get_or_head() {
+        let req = |method: &str, target: &str| {
+            let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+            r.insert_header("accept-encoding", "gzip").unwrap();
+            r.append_header("accept-encoding", "br").unwrap();
+            r.insert_header("if-none-match", "\"a\"").unwrap();
+            r
+        };
+        let ask = Ask::from_request(&req("GET", "/app/orders/42?x=1"), "/app/", false).unwrap();
+        assert_eq!(ask.rest, "orders/42");
+        assert_eq!(ask.accept_encoding, "gzip,br");
+        assert_eq!(ask.if_none_match.as_deref(), Some("\"a\""));
+        assert!(!ask.head && ask.if_modified_since.is_none());
+        let bare = Ask::from_request(&req("HEAD", "/app"), "/app", true).unwrap();
+        assert_eq!(bare.rest, "");
+        assert!(bare.head && bare.private);
+        let under = Ask::from_request(&req("GET", "/app/x.js"), "/app", false).unwrap();
+        assert_eq!(under.rest, "x.js");
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+            assert!(matches!(
+                Ask::from_request(&req(method, "/app/"), "/app/", false),
+                Err(ProxyError::OnlyGetAndHead)
+            ));
+        }
+        let refused = crate::proxy::respond::error_reply(
+            &ProxyError::OnlyGetAndHead,
+            crate::proxy::respond::Format::Text,
+        );
+        assert_eq!(refused.status, 405);
+        assert!(refused
+            .headers
+            .contains(&("allow", "GET, HEAD".to_string())));
+    }
+
+    #[test]
     fn accept_encoding_weights() {
         assert!(accepts("gzip, br", "br"));
         assert!(accepts("BR;q=0.1", "br"));
