@@ -1,7 +1,7 @@
 //! The `ProxyHttp` implementation: what portcullis decides in each Pingora phase.
 //!
-//! `request_filter` routes the request, answers `/bff/*` itself, and for proxied routes
-//! authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
+//! `request_filter` routes the request, answers `/bff/*` and static routes' files itself, and
+//! for proxied routes authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
 //! route's upstream; `upstream_request_filter` strips and injects headers; `response_filter`
 //! adds the request id, CORS and CSP headers and drops upstream attempts to set portcullis's
 //! cookies; `fail_to_proxy` turns upstream failures into generic 502/504; `logging` records
@@ -208,7 +208,8 @@ impl Portcullis {
 
     /// What to do with a request, in steps: an auth request on the auth port is answered
     /// whole; otherwise screen it (host, method), route it, answer `/bff/*` endpoints, pass the
-    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks.
+    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks;
+    /// a static route then answers with its file instead of forwarding.
     async fn decide(
         &self,
         session: &mut Session,
