@@ -16,7 +16,7 @@ const STORE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
 ];
 
-pub const ROUTE_KINDS: [&str; 6] = ["api", "page", "public", "bff", "auth", "none"];
+pub const ROUTE_KINDS: [&str; 7] = ["api", "page", "public", "static", "bff", "auth", "none"];
 /// The answers of the ingress auth endpoint (`proxy::ingress`).
 pub const AUTH_DECISIONS: [&str; 7] = [
     "allow",

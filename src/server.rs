@@ -352,11 +352,10 @@ fn warn_about_risky_settings(cfg: &Config) {
     if cfg.oidc.issuer.starts_with("http://") && !is_loopback_name(&issuer_host) {
         tracing::warn!("oidc.issuer uses plain http (oidc.allow_plaintext_http): discovery, keys and tokens travel unencrypted");
     }
-    for r in cfg
-        .routes
-        .iter()
-        .filter(|r| !r.upstream.tls && !is_loopback_name(&r.upstream.host))
-    {
+    for r in cfg.routes.iter().filter(|r| {
+        r.upstream()
+            .is_some_and(|up| !up.tls && !is_loopback_name(&up.host))
+    }) {
         tracing::warn!(route = %r.prefix, "route upstream uses plain http (allow_plaintext_http): bearer tokens travel unencrypted");
     }
 }

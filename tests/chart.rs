@@ -460,9 +460,69 @@ fn the_gateway_serves_its_bff_port_through_its_service() {
     k8s::find(&docs, "NetworkPolicy", "portcullis-gateway");
 }
 
+/// The SPA's build reaches portcullis read-only at `spa.mountPath`, copied out of its image by
+/// an init container or mounted from the given volume; static routes without a root get it.
+#[test]
+fn the_gateway_serves_the_spa_build_from_an_image_or_a_volume() {
+    let docs = render_with("test-static-spa.yaml", &[]);
+    let pod = &k8s::find(&docs, "Deployment", "portcullis-gateway")["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["name"], "spa");
+    assert!(init["image"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("registry.example.com/shop/web-build@sha256:")));
+    assert_eq!(init["command"], json!(["cp", "-R", "/spa/.", "/srv/spa"]));
+    assert_eq!(
+        init["volumeMounts"],
+        json!([{"name": "spa", "mountPath": "/srv/spa"}])
+    );
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(mounts.contains(&json!({"name": "spa", "mountPath": "/srv/spa", "readOnly": true})));
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    assert!(volumes.contains(&json!({"name": "spa", "emptyDir": {"sizeLimit": "256Mi"}})));
+    let config = gateway_config(&docs);
+    assert_eq!(config["routes"][1]["kind"], "static");
+    assert_eq!(config["routes"][1]["root"], "/srv/spa");
+    assert!(
+        config["routes"][0].get("root").is_none(),
+        "only static routes"
+    );
+
+    let from_volume = render_with(
+        "test-static-spa.yaml",
+        &[
+            "--set",
+            "gateway.spa.image.repository=",
+            "--set-json",
+            r#"gateway.spa.volume={"persistentVolumeClaim":{"claimName":"web-build","readOnly":true}}"#,
+            "--set",
+            "gateway.spa.mountPath=/srv/web",
+            "--set-json",
+            r#"gateway.config.routes=[{"path":"/","kind":"static","root":"/srv/web/dist"}]"#,
+        ],
+    );
+    let pod =
+        &k8s::find(&from_volume, "Deployment", "portcullis-gateway")["spec"]["template"]["spec"];
+    assert!(pod.get("initContainers").is_none());
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    assert!(volumes.contains(&json!({"name": "spa",
+        "persistentVolumeClaim": {"claimName": "web-build", "readOnly": true}})));
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(mounts.contains(&json!({"name": "spa", "mountPath": "/srv/web", "readOnly": true})));
+    assert_eq!(
+        gateway_config(&from_volume)["routes"][0]["root"],
+        "/srv/web/dist",
+        "a root written in the config is kept"
+    );
+}
+
 #[test]
 fn bad_values_fail_rendering_and_name_the_key() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["--set", "injector.webhook.failurePolicy=Nope"],
             "/injector/webhook/failurePolicy",
@@ -503,6 +563,34 @@ fn bad_values_fail_rendering_and_name_the_key() {
             &["--set-json", r#"telemetry={"sampling_ratio":2}"#],
             "/telemetry/sampling_ratio",
         ),
+        (
+            &[
+                "--set",
+                "gateway.enabled=true",
+                "--set",
+                "gateway.spa.enabled=true",
+                "--set",
+                "gateway.config.public_url=x",
+            ],
+            "gateway.spa.enabled needs exactly one of gateway.spa.image.repository and gateway.spa.volume",
+        ),
+        (
+            &[
+                "--set",
+                "gateway.enabled=true",
+                "--set",
+                "gateway.spa.enabled=true",
+                "--set",
+                "gateway.spa.image.repository=web",
+                "--set",
+                "gateway.config.public_url=x",
+            ],
+            "gateway.spa.image.tag or digest is required",
+        ),
+        (
+            &["--set", "gateway.spa.image.path=spa"],
+            "/gateway/spa/image/path",
+        ),
     ];
     for (args, expected) in cases {
         match k8s::render(&[], args) {
@@ -533,13 +621,16 @@ fn the_rendered_webhook_config_is_valid() {
 }
 
 /// Every portcullis config the chart renders (sidecar ConfigMaps, the gateway's) passes
-/// `portcullis check`, with the Secret mount emulated by a temporary directory.
+/// `portcullis check`, with the Secret and SPA mounts emulated by temporary directories.
 #[test]
 fn every_rendered_portcullis_config_passes_check() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret_dir = dir.path().join("secret");
     fs::create_dir_all(&secret_dir).expect("mkdir");
     fs::write(secret_dir.join("client-secret"), "s3cret\n").expect("secret");
+    let spa_dir = dir.path().join("spa");
+    fs::create_dir_all(&spa_dir).expect("mkdir");
+    fs::write(spa_dir.join("index.html"), "<!doctype html>").expect("index");
     let mut checked = 0;
     for values in k8s::values_files() {
         for doc in render(values.as_deref(), &[]) {
@@ -554,7 +645,8 @@ fn every_rendered_portcullis_config_passes_check() {
             let path = dir.path().join(&name);
             fs::write(
                 &path,
-                text.replace("/etc/portcullis/secret", &secret_dir.to_string_lossy()),
+                text.replace("/etc/portcullis/secret", &secret_dir.to_string_lossy())
+                    .replace("/srv/spa", &spa_dir.to_string_lossy()),
             )
             .expect("write");
             let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))

@@ -326,7 +326,13 @@ else
   echo "oauth2-proxy not installed ($oauth2_proxy); run make bench-deps for its row" >&2
 fi
 
-# Memory store: idle RSS first, then logins (to time portcullis's own part), then load.
+# Memory store: idle RSS first, then logins (to time portcullis's own part), then load. A
+# static route serves a 16 KiB hashed bundle from a build directory (read from disk, so from
+# the page cache, on every request).
+mkdir -p "$work/spa/assets"
+head -c 16384 /dev/urandom >"$work/spa/assets/app-5KQHQWPF.js"
+printf '<!doctype html><title>bench</title>\n' >"$work/spa/index.html"
+bench_routes_extra="  - { path: \"/app/\", kind: static, root: \"$work/spa\" }"
 start_portcullis 0 "  store: memory"
 idle_rss=$(rss_mib "$ppid")
 logins=${BENCH_LOGINS:-20}
@@ -337,9 +343,11 @@ login_ms=$(awk -v b="$bff_s" -v o="$op_s" -v n="$logins" 'BEGIN {printf "%.2f", 
 op_ms=$(awk -v o="$op_s" -v n="$logins" 'BEGIN {printf "%.2f", o * 1000 / n}')
 [ -n "$session" ] || { echo "login failed" >&2; exit 1; }
 run_wrk "portcullis public" "$ppid" "$origin/public/bench" -
+run_wrk "portcullis static file (16 KiB)" "$ppid" "$origin/app/assets/app-5KQHQWPF.js" -
 echo "$session" >"$work/one.cookies"
 run_wrk "portcullis api, memory store, 1 session" "$ppid" "$origin/api/bench" "$work/one.cookies"
 stop_portcullis
+bench_routes_extra=""
 
 # DPoP (RFC 9449): one session with a DPoP-bound token; the same api request on a route that
 # opts in (a fresh ES256 proof per upstream request) and on one that does not. The CPU

@@ -203,6 +203,12 @@ pub struct RawRoute {
     pub dpop: bool,
     #[serde(default)]
     pub identity_assertion: bool,
+    /// `kind: static`: the directory served, and how.
+    pub root: Option<String>,
+    pub index: Option<String>,
+    pub fallback: Option<bool>,
+    pub immutable_hashed: Option<bool>,
+    pub immutable_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,7 +102,7 @@ fn each_problem_names_the_file_the_key_and_the_fix() {
         ("client_secret_file: \"secret/client-secret\"", "client_secret_file: \"secret/client-secret\"\n  client_secret: \"x\"",
          "oidc.client_secret: set either client_secret or client_secret_file, not both"),
         ("kind: api", "kind: apis",
-         "routes[0].kind: \"apis\" is not a route kind (use api, public or page)"),
+         "routes[0].kind: \"apis\" is not a route kind (use api, public, page or static)"),
         ("upstream: \"http://127.0.0.1:8080\"", "upstream: \"http://backend.svc:8080\"",
          "routes[0].upstream: plain http to a non-loopback host would send bearer tokens unencrypted (use https, or set allow_plaintext_http: true on this route for in-cluster traffic)"),
         ("path: \"/api/\"", "path: \"/bff/api/\"",
@@ -728,4 +728,121 @@ fn routes_may_name_a_host_and_the_same_path_on_two_hosts_is_two_routes() {
         1,
     ));
     assert_eq!(needs_session, ["/etc/portcullis/config.yaml: routes[1].host: names hosts by a wildcard and needs a session, but without session.cookie_domain its logins end on public_url's host, whose cookie it never sees (set session.cookie_domain, or name the hosts exactly)"]);
+}
+
+/// MINIMAL with its page route replaced by a static one; `extra` is added to that route.
+fn with_static_route(root: &Path, extra: &str) -> String {
+    MINIMAL.replacen(
+        "    upstream: \"http://127.0.0.1:3000\"\n    kind: page",
+        &format!(
+            "    kind: static\n    root: {:?}{extra}",
+            root.display().to_string()
+        ),
+        1,
+    )
+}
+
+#[test]
+fn a_static_route_serves_a_directory_with_spa_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.html"), "<!doctype html>").expect("index");
+    let cfg = load(&with_static_route(dir.path(), "")).expect("valid");
+    let route = &cfg.routes[1];
+    assert_eq!(route.kind, RouteKind::Static);
+    assert!(route.upstream().is_none());
+    let RouteTarget::Static(site) = &route.target else {
+        panic!("not static: {:?}", route.target);
+    };
+    assert_eq!(
+        site.root,
+        std::fs::canonicalize(dir.path()).expect("canonical")
+    );
+    assert_eq!(site.index, "index.html");
+    assert!(site.fallback && site.immutable_hashed);
+    assert!(site.immutable_paths.is_empty());
+    let cfg = load(&with_static_route(
+        dir.path(),
+        "\n    fallback: false\n    immutable_hashed: false\n    immutable_paths: [\"/assets/\"]\n    policy: user",
+    ))
+    .expect("valid");
+    let RouteTarget::Static(site) = &cfg.routes[1].target else {
+        panic!("not static");
+    };
+    assert!(!site.fallback && !site.immutable_hashed);
+    assert_eq!(site.immutable_paths, ["/assets/"]);
+    assert_eq!(cfg.routes[1].session, Some(SessionPolicy::User));
+}
+
+#[test]
+fn static_route_problems_name_the_key_and_the_file() {
+    const F: &str = "/etc/portcullis/config.yaml";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let empty = tempfile::tempdir().expect("tempdir");
+    std::fs::write(root.join("index.html"), "<!doctype html>").expect("index");
+    std::fs::write(root.join("file"), "x").expect("file");
+    let missing = root.join("missing");
+    let cases: Vec<(String, String)> = vec![
+        (
+            MINIMAL.replacen("upstream: \"http://127.0.0.1:3000\"\n    kind: page", "kind: static", 1),
+            "routes[1].root: is required with kind static (the directory holding the SPA's build, e.g. \"/srv/spa\")".into(),
+        ),
+        (
+            with_static_route(&missing, ""),
+            format!("routes[1].root: cannot open {}: No such file or directory (os error 2) (check the path and its permissions)", missing.display()),
+        ),
+        (
+            with_static_route(&root.join("file"), ""),
+            format!("routes[1].root: {} is not a directory", root.join("file").display()),
+        ),
+        (
+            with_static_route(empty.path(), ""),
+            format!("routes[1].index: {}/index.html is not a file (build the SPA into the root, or name its index file)", std::fs::canonicalize(empty.path()).expect("canonical").display()),
+        ),
+        (
+            with_static_route(root, "\n    index: \"../index.html\""),
+            "routes[1].index: \"../index.html\" must be a file name in the root (no path, not hidden)".into(),
+        ),
+        (
+            with_static_route(root, "\n    upstream: \"http://127.0.0.1:3000\""),
+            "routes[1].upstream: does not apply to kind static (portcullis serves its files itself: GET and HEAD, nothing forwarded; remove it)".into(),
+        ),
+        (
+            with_static_route(root, "\n    methods: [POST]"),
+            "routes[1].methods: does not apply to kind static (portcullis serves its files itself: GET and HEAD, nothing forwarded; remove it)".into(),
+        ),
+        (
+            with_static_route(root, "\n    allow_ambiguous_paths: true"),
+            "routes[1].allow_ambiguous_paths: does not apply to kind static (portcullis serves its files itself: GET and HEAD, nothing forwarded; remove it)".into(),
+        ),
+        (
+            with_static_route(root, "\n    immutable_paths: [\"assets/\"]"),
+            "routes[1].immutable_paths: \"assets/\" must be a plain path under the route, starting with \"/\" (e.g. \"/assets/\")".into(),
+        ),
+        (
+            MINIMAL.replacen("kind: page", "kind: page\n    root: \"/srv/spa\"", 1),
+            "routes[1].root: applies only to kind static (remove it, or set kind: static)".into(),
+        ),
+        (
+            with_static_route(root, "\n    fallbak: false"),
+            "routes[1].fallbak: is not a known key (did you mean \"fallback\"?)".into(),
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(messages(&text), vec![format!("{F}: {expected}")], "{text}");
+    }
+}
+
+#[test]
+fn static_is_no_kind_for_an_ingress_path() {
+    const F: &str = "/etc/portcullis/config.yaml";
+    let got = messages(&MINIMAL.replacen(
+        "routes:",
+        "ingress_auth:\n  enabled: true\n  trusted_ingress: [\"10.0.0.0/8\"]\n  hosts:\n    - host: app.example.com\n      paths:\n        - { path: \"/\", kind: static }\nroutes:",
+        1,
+    ));
+    assert!(
+        got.contains(&format!("{F}: ingress_auth.hosts[0].paths[0].kind: \"static\" is not a route kind (use api, public or page)")),
+        "{got:?}"
+    );
 }

@@ -241,6 +241,8 @@ pub enum RouteKind {
     Public,
     /// Browser navigations: 302 to login without a session, token injected.
     Page,
+    /// Files from a directory (an SPA's build), answered by portcullis itself; no upstream.
+    Static,
 }
 
 impl RouteKind {
@@ -249,6 +251,7 @@ impl RouteKind {
             RouteKind::Api => "api",
             RouteKind::Public => "public",
             RouteKind::Page => "page",
+            RouteKind::Static => "static",
         }
     }
 }
@@ -275,7 +278,8 @@ pub struct RouteConfig {
     /// The host this route serves (`routes[].host`); `None` serves every host of portcullis's.
     pub host: Option<HostPattern>,
     pub prefix: String,
-    pub upstream: Upstream,
+    /// Where the route's requests go: an upstream, or (kind `static`) a directory.
+    pub target: RouteTarget,
     pub kind: RouteKind,
     /// Allowed methods; `None` allows every method except TRACE, TRACK and CONNECT.
     pub methods: Option<Vec<http::Method>>,
@@ -296,6 +300,38 @@ pub struct RouteConfig {
     pub dpop: bool,
     /// Send the signed identity assertion (`identity_assertion`) to the upstream.
     pub identity_assertion: bool,
+}
+
+impl RouteConfig {
+    /// The upstream a proxied route forwards to; `None` for a static route.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match &self.target {
+            RouteTarget::Upstream(up) => Some(up),
+            RouteTarget::Static(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    Upstream(Upstream),
+    Static(std::sync::Arc<StaticSite>),
+}
+
+/// A `kind: static` route's directory and how its files are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSite {
+    /// `routes[].root`, canonical (no symlinks, absolute): files are served only from inside it.
+    pub root: PathBuf,
+    /// The file answered for the route's own path and, with `fallback`, for client-side routes.
+    pub index: String,
+    /// A missing path whose last segment has no extension is answered with the index (a deep
+    /// link into the SPA); a missing path with an extension is a 404.
+    pub fallback: bool,
+    /// Files whose names carry a content hash (`index-BdE3fX9a.js`) are cached as immutable.
+    pub immutable_hashed: bool,
+    /// Paths under the route (e.g. `/assets/`) whose files are all cached as immutable.
+    pub immutable_paths: Vec<String>,
 }
 
 /// `routes[].policy`: whether a route needs a session.

@@ -11,6 +11,13 @@ pub enum ProxyError {
     NoRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A static route's files are read, never written: 405 with `Allow: GET, HEAD`.
+    #[error("only GET and HEAD are served")]
+    OnlyGetAndHead,
+    /// Nothing to serve on a static route; the reason says why (missing, hidden, outside
+    /// the root), the client is told only 404.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
     #[error("the CSRF header is missing or wrong")]
     CsrfRejected,
     #[error("no valid session")]
@@ -96,7 +103,8 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no_route",
-            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::MethodNotAllowed | ProxyError::OnlyGetAndHead => "method_not_allowed",
+            ProxyError::NotFound(r) => r,
             ProxyError::CsrfRejected => "csrf_header_missing",
             ProxyError::Unauthenticated => "unauthenticated",
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,

@@ -26,7 +26,8 @@ pub type LiveConfig = Arc<ArcSwap<Live>>;
 
 pub struct Live {
     pub(crate) routes: RouteTable,
-    pub(super) peers: Vec<HttpPeer>,
+    /// By route index; `None` for a static route, which has no upstream.
+    pub(super) peers: Vec<Option<HttpPeer>>,
     pub(super) limits: SecurityConfig,
     pub(super) access: AccessConfig,
     pub(super) origins: TrustedOrigins,
@@ -100,11 +101,11 @@ impl EdgeSettings {
     }
 }
 
-fn build_peer(route: &RouteConfig, cfg: &Config) -> HttpPeer {
-    let up = &route.upstream;
+fn build_peer(route: &RouteConfig, cfg: &Config) -> Option<HttpPeer> {
+    let up = route.upstream()?;
     let mut peer = HttpPeer::new(up.address(), up.tls, up.host.clone());
     peer.options.connection_timeout = Some(cfg.server.upstream_connect_timeout);
     peer.options.read_timeout = Some(cfg.server.upstream_read_timeout);
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-    peer
+    Some(peer)
 }

@@ -1,7 +1,7 @@
 //! The `ProxyHttp` implementation: what portcullis decides in each Pingora phase.
 //!
-//! `request_filter` routes the request, answers `/bff/*` itself, and for proxied routes
-//! authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
+//! `request_filter` routes the request, answers `/bff/*` and static routes' files itself, and
+//! for proxied routes authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
 //! route's upstream; `upstream_request_filter` strips and injects headers; `response_filter`
 //! adds the request id, CORS and CSP headers and drops upstream attempts to set portcullis's
 //! cookies; `fail_to_proxy` turns upstream failures into generic 502/504; `logging` records
@@ -25,6 +25,7 @@ mod rate_limit;
 mod refresh;
 mod respond;
 mod route;
+mod static_files;
 mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +52,7 @@ use route::Route;
 pub use route::RouteTable;
 
 use crate::assertion::IdentityAssertions;
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, RouteConfig, RouteTarget};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
@@ -169,6 +170,8 @@ impl Shared {
 enum Decision {
     Forward,
     Reply(Reply),
+    /// A static route's file (or its headers: HEAD, 304).
+    File(static_files::Served),
 }
 
 impl Portcullis {
@@ -208,7 +211,8 @@ impl Portcullis {
 
     /// What to do with a request, in steps: an auth request on the auth port is answered
     /// whole; otherwise screen it (host, method), route it, answer `/bff/*` endpoints, pass the
-    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks.
+    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks;
+    /// a static route then answers with its file instead of forwarding.
     async fn decide(
         &self,
         session: &mut Session,
@@ -238,7 +242,46 @@ impl Portcullis {
         if let Some(reply) = gate(req, &host, route, &live, ctx)? {
             return Ok(Decision::Reply(reply));
         }
-        self.authenticate_for(req, &host, route, &live, ctx).await
+        let RouteTarget::Static(site) = &route.config.target else {
+            return self.authenticate_for(req, &host, route, &live, ctx).await;
+        };
+        let private = route.policy.session.is_some();
+        let ask = static_files::Ask::from_request(req, &route.config.prefix, private)?;
+        match self.authenticate_for(req, &host, route, &live, ctx).await? {
+            Decision::Forward => static_files::locate_blocking(site.clone(), ask)
+                .await
+                .map(Decision::File),
+            other => Ok(other),
+        }
+    }
+
+    /// Writes a static route's file: its own caching headers, the security headers every
+    /// answer carries, and the page CSP on HTML.
+    async fn write_file(
+        &self,
+        session: &mut Session,
+        served: &static_files::Served,
+        ctx: &RequestCtx,
+    ) -> pingora::Result<()> {
+        let mut resp = static_files::response_header(served)?;
+        self.security.apply_to_file(&mut resp)?;
+        resp.insert_header("x-request-id", ctx.request_id.0.clone())?;
+        let route_wants_csp = ctx
+            .route
+            .and_then(|i| ctx.live.routes.policy(i))
+            .is_some_and(|p| p.page_csp);
+        let csp = static_files::page_csp_for(served, ctx.live.page_csp.as_ref());
+        if let Some(csp) = csp.filter(|_| route_wants_csp) {
+            resp.insert_header("content-security-policy", csp.clone())?;
+        }
+        let headers_only = served.not_modified || served.head || served.len == 0;
+        session
+            .write_response_header(Box::new(resp), headers_only)
+            .await?;
+        if !headers_only {
+            static_files::write_body(session, served).await?;
+        }
+        Ok(())
     }
 
     /// Looks the session up as the route's policy asks and holds it to the route's claim
@@ -507,6 +550,10 @@ impl ProxyHttp for Portcullis {
         {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
+            Ok(Decision::File(served)) => {
+                self.write_file(session, &served, ctx).await?;
+                return Ok(true);
+            }
             Err(e) => {
                 log_failure(&e, ctx.request_id.as_str(), None);
                 if e.ends_connection() {
@@ -542,6 +589,7 @@ impl ProxyHttp for Portcullis {
         let peer = ctx
             .route
             .and_then(|i| ctx.live.peers.get(i))
+            .and_then(Option::as_ref)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         Ok(Box::new(peer.clone()))
     }
@@ -564,8 +612,10 @@ impl ProxyHttp for Portcullis {
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
         let route = ctx.route.and_then(|i| ctx.live.routes.get(i));
-        if let (Some(binding), Some(route)) = (&ctx.dpop, route) {
-            dpop::authorize(upstream_request, binding, &route.config.upstream)?;
+        if let (Some(binding), Some(upstream)) =
+            (&ctx.dpop, route.and_then(|r| r.config.upstream()))
+        {
+            dpop::authorize(upstream_request, binding, upstream)?;
         }
         if let Some(route) = route {
             identity::set_identity_headers(

@@ -27,6 +27,8 @@ pub struct RoutePolicy {
     /// `None`: no session is looked up and no token forwarded. `Some`: the session's token is
     /// forwarded, and this is what happens without one.
     pub session: Option<WithoutSession>,
+    /// What `policy: user` makes of a request without a session on this kind of route.
+    pub required: WithoutSession,
     /// `X-CSRF: 1` and the `Origin` / Fetch-Metadata checks, before the session is looked up (a
     /// WebSocket handshake, which cannot carry the header, needs a trusted `Origin` instead).
     pub csrf: bool,
@@ -46,7 +48,7 @@ impl RoutePolicy {
         let session = match route.session {
             None => policy.session,
             Some(SessionPolicy::None) => None,
-            Some(SessionPolicy::User) => Some(policy.session.unwrap_or(WithoutSession::Refuse)),
+            Some(SessionPolicy::User) => Some(policy.required),
             Some(SessionPolicy::Optional) => Some(WithoutSession::PassAnonymously),
         };
         RoutePolicy { session, ..policy }
@@ -57,6 +59,7 @@ impl RoutePolicy {
             RouteKind::Public => RoutePolicy {
                 kind,
                 session: None,
+                required: WithoutSession::Refuse,
                 csrf: false,
                 cors: false,
                 page_csp: false,
@@ -65,6 +68,7 @@ impl RoutePolicy {
             RouteKind::Api => RoutePolicy {
                 kind,
                 session: Some(WithoutSession::Refuse),
+                required: WithoutSession::Refuse,
                 csrf: true,
                 cors: true,
                 page_csp: false,
@@ -73,6 +77,18 @@ impl RoutePolicy {
             RouteKind::Page => RoutePolicy {
                 kind,
                 session: Some(WithoutSession::LoginNavigations),
+                required: WithoutSession::LoginNavigations,
+                csrf: false,
+                cors: false,
+                page_csp: true,
+                errors: Format::Text,
+            },
+            // The SPA's shell and assets are public by default (the app asks `/bff/user`);
+            // with `policy: user` a page load goes to the login like a `page` route's.
+            RouteKind::Static => RoutePolicy {
+                kind,
+                session: None,
+                required: WithoutSession::LoginNavigations,
                 csrf: false,
                 cors: false,
                 page_csp: true,
@@ -113,6 +129,44 @@ mod tests {
         let public = RoutePolicy::of(RouteKind::Public);
         assert_eq!(public.session, None);
         assert!(!public.csrf && !public.cors);
+        let spa = RoutePolicy::of(RouteKind::Static);
+        assert_eq!(spa.session, None);
+        assert!(!spa.csrf && !spa.cors && spa.page_csp);
+    }
+
+    #[test]
+    fn a_required_session_on_a_static_route_sends_page_loads_to_the_login() {
+        let route = |kind, session| RouteConfig {
+            host: None,
+            prefix: "/".into(),
+            target: crate::config::RouteTarget::Upstream(crate::config::Upstream {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            }),
+            kind,
+            methods: None,
+            websocket: false,
+            allow_ambiguous_paths: false,
+            allow_chunked_requests: false,
+            session,
+            access: None,
+            identity_headers: Vec::new(),
+            dpop: false,
+            identity_assertion: false,
+        };
+        let user = Some(SessionPolicy::User);
+        let resolved = |kind, session| RoutePolicy::resolve(&route(kind, session)).session;
+        assert_eq!(
+            resolved(RouteKind::Static, user),
+            Some(WithoutSession::LoginNavigations)
+        );
+        assert_eq!(resolved(RouteKind::Static, None), None);
+        assert_eq!(
+            resolved(RouteKind::Public, user),
+            Some(WithoutSession::Refuse)
+        );
+        assert_eq!(resolved(RouteKind::Api, user), Some(WithoutSession::Refuse));
     }
 
     #[test]

@@ -85,12 +85,18 @@ impl SecurityHeaders {
 
     fn apply(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
         resp.insert_header("cache-control", "no-store")?;
-        resp.insert_header("x-content-type-options", "nosniff")?;
-        resp.insert_header("referrer-policy", "no-referrer")?;
         resp.insert_header(
             "content-security-policy",
             "default-src 'none'; frame-ancestors 'none'",
         )?;
+        self.apply_to_file(resp)
+    }
+
+    /// The headers a static route's files carry too; their caching and (HTML's) CSP are the
+    /// route's own.
+    pub fn apply_to_file(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header("referrer-policy", "no-referrer")?;
         if self.hsts {
             resp.insert_header(
                 "strict-transport-security",
@@ -149,7 +155,10 @@ pub fn classify(e: &ProxyError) -> Class {
     use Severity::{Debug, Info, Warn};
     let (status, code, text, severity) = match e {
         ProxyError::NoRoute => (404, "not_found", "Not found\n", Info),
-        ProxyError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed\n", Info),
+        ProxyError::NotFound(_) => (404, "not_found", "Not found\n", Info),
+        ProxyError::MethodNotAllowed | ProxyError::OnlyGetAndHead => {
+            (405, "method_not_allowed", "Method not allowed\n", Info)
+        }
         ProxyError::CsrfRejected => (403, "csrf", "Forbidden\n", Info),
         ProxyError::Forbidden(_) => (403, "forbidden", "Forbidden\n", Info),
         ProxyError::AccessDenied(_) => (
@@ -227,6 +236,9 @@ pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
     };
     if status == 503 || status == 429 {
         reply = reply.header("retry-after", "5");
+    }
+    if matches!(e, ProxyError::OnlyGetAndHead) {
+        reply = reply.header("allow", "GET, HEAD");
     }
     reply
 }

@@ -86,17 +86,17 @@ pub(super) fn matches_at_boundary(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RouteKind, Upstream};
+    use crate::config::{RouteKind, RouteTarget, Upstream};
 
     fn route(prefix: &str, kind: RouteKind) -> RouteConfig {
         RouteConfig {
             host: None,
             prefix: prefix.into(),
-            upstream: Upstream {
+            target: RouteTarget::Upstream(Upstream {
                 host: "127.0.0.1".into(),
                 port: 1,
                 tls: false,
-            },
+            }),
             kind,
             methods: None,
             websocket: false,

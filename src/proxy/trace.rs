@@ -29,7 +29,7 @@ impl Portcullis {
         let server = ctx
             .route
             .and_then(|i| ctx.live.routes.get(i))
-            .map(|r| &r.config.upstream);
+            .and_then(|r| r.config.upstream());
         self.traces.propagate(
             session.req_header(),
             client_ip(session),

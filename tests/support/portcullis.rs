@@ -87,6 +87,11 @@ impl Portcullis {
         self.wait_ready().await;
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends `signal` (`HUP`, `TERM`, …) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();

@@ -284,7 +284,7 @@ impl Checker<'_> {
                     None
                 }
             };
-            let kind = self.route_kind(&format!("{key}[{j}].kind"), p.kind.as_deref());
+            let kind = self.route_kind(&format!("{key}[{j}].kind"), p.kind.as_deref(), false);
             if let (Some(prefix), Some(kind)) = (prefix, kind) {
                 rules.push(PathRule { prefix, kind });
             }

@@ -41,7 +41,7 @@ impl Checker<'_> {
     /// `groups_claim`: the global `access.groups_claim`, the default of the route's own rules.
     fn route(&mut self, i: usize, raw: RawRoute, groups_claim: &str) -> Option<RouteConfig> {
         let key = |k: &str| format!("routes[{i}].{k}");
-        let prefix = match raw.path {
+        let prefix = match raw.path.clone() {
             Some(p) if p.starts_with('/') && !p.contains(['?', '#', '%', '\\']) => {
                 if p == "/bff" || p.starts_with("/bff/") {
                     self.problem(
@@ -63,16 +63,13 @@ impl Checker<'_> {
                 None
             }
         };
-        let kind = self.route_kind(&key("kind"), raw.kind.as_deref());
-        let upstream = match raw.upstream.as_deref() {
-            Some(u) => self.upstream(&key("upstream"), u, raw.allow_plaintext_http),
-            None => {
-                self.problem(
-                    key("upstream"),
-                    "is required (e.g. \"http://127.0.0.1:8080\")",
-                );
-                None
-            }
+        let kind = self.route_kind(&key("kind"), raw.kind.as_deref(), true);
+        let target = if kind == Some(RouteKind::Static) {
+            self.static_site(&key, &raw)
+                .map(|site| RouteTarget::Static(std::sync::Arc::new(site)))
+        } else {
+            self.static_keys_absent(&key, &raw);
+            self.upstream_target(&key, &raw).map(RouteTarget::Upstream)
         };
         let host = match raw.host.as_deref() {
             Some(h) => Some(self.host_pattern(&key("host"), Some(h))?),
@@ -103,10 +100,16 @@ impl Checker<'_> {
             .methods
             .as_ref()
             .map(|m| self.methods(&key("methods"), m));
+        // A static route's dpop and identity_assertion were refused above; not reported twice.
+        let is_static = matches!(target, Some(RouteTarget::Static(_)));
+        let (dpop, identity_assertion) = (
+            raw.dpop && !is_static,
+            raw.identity_assertion && !is_static,
+        );
         Some(RouteConfig {
             host,
             prefix: prefix?,
-            upstream: upstream?,
+            target: target?,
             kind: kind?,
             methods,
             websocket: raw.websocket,
@@ -115,28 +118,180 @@ impl Checker<'_> {
             session,
             access,
             identity_headers,
-            dpop: raw.dpop,
-            identity_assertion: raw.identity_assertion,
+            dpop,
+            identity_assertion,
         })
     }
 
-    /// `api`, `public` or `page`, for proxied routes and ingress-auth paths alike.
-    pub(super) fn route_kind(&mut self, key: &str, value: Option<&str>) -> Option<RouteKind> {
+    /// `api`, `public` or `page`, for proxied routes and ingress-auth paths alike; `static`
+    /// only where portcullis answers the route itself (`routes[]`, not an ingress's paths).
+    pub(super) fn route_kind(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        may_be_static: bool,
+    ) -> Option<RouteKind> {
+        let choices = if may_be_static {
+            "api, public, page or static"
+        } else {
+            "api, public or page"
+        };
         match value {
             Some("api") => Some(RouteKind::Api),
             Some("public") => Some(RouteKind::Public),
             Some("page") => Some(RouteKind::Page),
+            Some("static") if may_be_static => Some(RouteKind::Static),
             Some(other) => {
                 self.problem(
                     key,
-                    format!("{other:?} is not a route kind (use api, public or page)"),
+                    format!("{other:?} is not a route kind (use {choices})"),
                 );
                 None
             }
             None => {
-                self.problem(key, "is required (api, public or page)");
+                self.problem(key, format!("is required ({choices})"));
                 None
             }
+        }
+    }
+
+    fn upstream_target(
+        &mut self,
+        key: &dyn Fn(&str) -> String,
+        raw: &RawRoute,
+    ) -> Option<Upstream> {
+        match raw.upstream.as_deref() {
+            Some(u) => self.upstream(&key("upstream"), u, raw.allow_plaintext_http),
+            None => {
+                self.problem(
+                    key("upstream"),
+                    "is required (e.g. \"http://127.0.0.1:8080\")",
+                );
+                None
+            }
+        }
+    }
+
+    /// A static route's directory must exist when the configuration is loaded (and reloaded):
+    /// a typo fails `check` and start-up rather than every request.
+    fn static_site(&mut self, key: &dyn Fn(&str) -> String, raw: &RawRoute) -> Option<StaticSite> {
+        let root = match raw.root.as_deref() {
+            Some(r) if !r.is_empty() => self.static_root(&key("root"), r),
+            _ => {
+                self.problem(
+                    key("root"),
+                    "is required with kind static (the directory holding the SPA's build, e.g. \"/srv/spa\")",
+                );
+                None
+            }
+        };
+        let index = self.static_index(&key("index"), raw.index.as_deref(), root.as_deref());
+        self.upstream_keys_absent(key, raw);
+        let immutable_paths = raw.immutable_paths.clone().unwrap_or_default();
+        for p in &immutable_paths {
+            if !p.starts_with('/')
+                || p.contains(['?', '#', '%', '\\'])
+                || p.split('/').any(|s| s == "..")
+            {
+                self.problem(
+                    key("immutable_paths"),
+                    format!("{p:?} must be a plain path under the route, starting with \"/\" (e.g. \"/assets/\")"),
+                );
+            }
+        }
+        Some(StaticSite {
+            root: root?,
+            index: index?,
+            fallback: raw.fallback.unwrap_or(true),
+            immutable_hashed: raw.immutable_hashed.unwrap_or(true),
+            immutable_paths,
+        })
+    }
+
+    /// A plain file name that must be a file in the root (when the root itself is usable).
+    fn static_index(
+        &mut self,
+        key: &str,
+        name: Option<&str>,
+        root: Option<&std::path::Path>,
+    ) -> Option<String> {
+        let name = name.unwrap_or("index.html");
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            self.problem(
+                key,
+                format!("{name:?} must be a file name in the root (no path, not hidden)"),
+            );
+            return None;
+        }
+        if let Some(file) = root.map(|r| r.join(name)).filter(|f| !f.is_file()) {
+            self.problem(
+                key,
+                format!(
+                    "{} is not a file (build the SPA into the root, or name its index file)",
+                    file.display()
+                ),
+            );
+        }
+        Some(name.to_string())
+    }
+
+    /// The root, relative to the configuration file's directory, resolved to its canonical
+    /// form so that the served files can be held to it.
+    fn static_root(&mut self, key: &str, path: &str) -> Option<std::path::PathBuf> {
+        let full = self.base_dir.join(path);
+        match std::fs::canonicalize(&full) {
+            Ok(root) if root.is_dir() => Some(root),
+            Ok(_) => {
+                self.problem(key, format!("{} is not a directory", full.display()));
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!(
+                        "cannot open {}: {e} (check the path and its permissions)",
+                        full.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Keys that only mean something where a request is forwarded.
+    fn upstream_keys_absent(&mut self, key: &dyn Fn(&str) -> String, raw: &RawRoute) {
+        let present = [
+            ("upstream", raw.upstream.is_some()),
+            ("allow_plaintext_http", raw.allow_plaintext_http),
+            ("methods", raw.methods.is_some()),
+            ("websocket", raw.websocket),
+            ("allow_ambiguous_paths", raw.allow_ambiguous_paths),
+            ("allow_chunked_requests", raw.allow_chunked_requests),
+            ("identity_headers", raw.identity_headers.is_some()),
+            ("dpop", raw.dpop),
+            ("identity_assertion", raw.identity_assertion),
+        ];
+        for (name, _) in present.iter().filter(|(_, set)| *set) {
+            self.problem(
+                key(name),
+                "does not apply to kind static (portcullis serves its files itself: GET and HEAD, nothing forwarded; remove it)",
+            );
+        }
+    }
+
+    fn static_keys_absent(&mut self, key: &dyn Fn(&str) -> String, raw: &RawRoute) {
+        let present = [
+            ("root", raw.root.is_some()),
+            ("index", raw.index.is_some()),
+            ("fallback", raw.fallback.is_some()),
+            ("immutable_hashed", raw.immutable_hashed.is_some()),
+            ("immutable_paths", raw.immutable_paths.is_some()),
+        ];
+        for (name, _) in present.iter().filter(|(_, set)| *set) {
+            self.problem(
+                key(name),
+                "applies only to kind static (remove it, or set kind: static)",
+            );
         }
     }
 
