@@ -280,6 +280,22 @@ pub struct RouteConfig {
     pub identity_headers: Vec<IdentityHeader>,
     /// Forward the session's DPoP-bound token as `Authorization: DPoP` with a fresh proof.
     pub dpop: bool,
+    /// Requests carrying their own `Authorization: Bearer` token (and no session cookie) are
+    /// admitted on the token's strength (`routes[].machine_clients`).
+    pub machine_clients: Option<MachineClientsConfig>,
+}
+
+/// `routes[].machine_clients`: which bearer tokens a service or CLI may present itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineClientsConfig {
+    /// The token's `aud` must hold one of these (at least one is required).
+    pub audiences: Vec<String>,
+    /// Issuers accepted beside `oidc.issuer`, each discovered for its `jwks_uri`.
+    pub issuers: Vec<String>,
+    /// Opaque (non-JWT) tokens are asked about at the OP's introspection endpoint.
+    pub introspection: bool,
+    /// How long a verdict on a token is reused (never past the token's `exp`).
+    pub cache_ttl: Duration,
 }
 
 /// `routes[].policy`: whether a route needs a session.

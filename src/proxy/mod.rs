@@ -20,6 +20,7 @@ mod identity;
 mod ingress;
 mod inject;
 mod live;
+mod machine;
 mod policy;
 mod rate_limit;
 mod refresh;
@@ -50,17 +51,18 @@ use respond::Reply;
 use route::Route;
 pub use route::RouteTable;
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, MachineClientsConfig, RouteConfig};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
 use crate::random::random_token;
-use crate::session::cookie::CookiePolicy;
+use crate::session::cookie::{CookiePolicy, Presented};
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::audit;
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
+use machine::{MachineAuth, Offered};
 use rate_limit::RateLimiter;
 use respond::{Format, SecurityHeaders, Severity};
 use tracing::Instrument;
@@ -117,11 +119,12 @@ pub struct Portcullis {
     traces: TraceContext,
     /// `ingress_auth.listen`'s port: requests arriving there are auth requests, nothing else.
     auth_port: Option<u16>,
+    machine: Arc<MachineAuth>,
 }
 
 /// What every proxy thread shares (see `server`): the reloadable configuration, the session
-/// store, the OP client, metrics, the drain counter, and the rate limits, which are per
-/// process, not per thread.
+/// store, the OP client, metrics, the drain counter, and the rate limits and machine-client
+/// token verdicts, which are per process, not per thread.
 #[derive(Clone)]
 pub struct Shared {
     live: LiveConfig,
@@ -130,6 +133,7 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     in_flight: InFlight,
     rate_limiter: Arc<RateLimiter>,
+    machine: Arc<MachineAuth>,
 }
 
 impl Shared {
@@ -144,6 +148,10 @@ impl Shared {
             live: Live::shared(cfg),
             sessions,
             oidc,
+            machine: Arc::new(MachineAuth::new(
+                metrics.machine_auth.clone(),
+                metrics.machine_token_cache.clone(),
+            )),
             metrics,
             in_flight,
             rate_limiter: Arc::new(RateLimiter::new(
@@ -174,6 +182,7 @@ impl Portcullis {
             metrics,
             in_flight,
             rate_limiter,
+            machine,
         } = shared;
         let public_host = cfg
             .public_origin
@@ -200,12 +209,14 @@ impl Portcullis {
             rate_limiter,
             traces: TraceContext::new(&cfg.telemetry),
             auth_port: cfg.ingress_auth.as_ref().map(|a| a.listen.port()),
+            machine,
         }
     }
 
     /// What to do with a request, in steps: an auth request on the auth port is answered
     /// whole; otherwise screen it (host, method), route it, answer `/bff/*` endpoints, pass the
-    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks.
+    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks,
+    /// or, a machine client's request, on its own bearer token.
     async fn decide(
         &self,
         session: &mut Session,
@@ -232,10 +243,59 @@ impl Portcullis {
         let route = route.ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(route.index);
         ctx.label = route.policy.kind.as_str();
-        if let Some(reply) = gate(req, &host, route, &live, ctx)? {
+        if let Some(machine) = &route.config.machine_clients {
+            let offered = machine::offered(req).inspect_err(|e| self.count_machine(e))?;
+            if let Offered::Bearer { header, token } = offered {
+                if let Some(reply) = gate(req, &host, route, &live, ctx, Credential::Bearer)? {
+                    return Ok(Decision::Reply(reply));
+                }
+                return self
+                    .admit_machine(req, route, machine, (header, token), ctx)
+                    .await
+                    .inspect_err(|e| self.count_machine(e));
+            }
+        }
+        if let Some(reply) = gate(req, &host, route, &live, ctx, Credential::Cookie)? {
             return Ok(Decision::Reply(reply));
         }
         self.authenticate_for(req, route, &live, ctx).await
+    }
+
+    /// A machine client's request: never with a session cookie beside the token; the token
+    /// verified (or its cached verdict reused), then held to the route's issuers, audiences and
+    /// claim rules, and forwarded as it came.
+    async fn admit_machine(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        cfg: &MachineClientsConfig,
+        (header, token): (&HeaderValue, &str),
+        ctx: &mut RequestCtx,
+    ) -> Result<Decision, ProxyError> {
+        if !matches!(self.cookies.session(&req.headers), Presented::Absent) {
+            return Err(ProxyError::MixedCredentials);
+        }
+        let verified = self.machine.verify(&self.oidc, token, cfg).await?;
+        machine::check_route(&verified, cfg, &self.oidc.config().issuer)?;
+        if let Some(rules) = &route.config.access {
+            access::check_access(rules, &verified.claims).inspect_err(|denied| {
+                let claims = &verified.claims;
+                let who = ["client_id", "sub"]
+                    .iter()
+                    .find_map(|c| claims.get(*c).and_then(Value::as_str));
+                audit("machine_access", "failure", denied.reason(), who);
+            })?;
+        }
+        if !route.config.identity_headers.is_empty() {
+            ctx.claims = Some(Arc::new(verified.claims.clone()));
+        }
+        self.machine.count("admitted");
+        ctx.bearer = Some(header.clone());
+        Ok(Decision::Forward)
+    }
+
+    fn count_machine(&self, e: &ProxyError) {
+        self.machine.count(machine::outcome_of(e));
     }
 
     /// Looks the session up as the route's policy asks and holds it to the route's claim
@@ -339,6 +399,15 @@ fn find_route<'l>(
     Ok(route)
 }
 
+/// What a request authenticates with, as far as the gate is concerned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    /// The session cookie, if any: the browser attaches it to any request to the site.
+    Cookie,
+    /// The request's own bearer token (a machine client's).
+    Bearer,
+}
+
 /// The route's checks before any session is looked up: a CORS preflight is answered, the
 /// method and any upgrade must be allowed, and the CSRF rules hold (a forged request learns
 /// nothing, not even whether a session exists).
@@ -348,6 +417,7 @@ fn gate(
     route: &Route,
     live: &Live,
     ctx: &mut RequestCtx,
+    credential: Credential,
 ) -> Result<Option<Reply>, ProxyError> {
     let policy = &route.policy;
     if policy.cors && browser_checks::is_preflight(req) {
@@ -367,7 +437,10 @@ fn gate(
     if ctx.websocket {
         // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
         live.origins.check_upgrade_origin(req, host)?;
-    } else if policy.csrf {
+    } else if policy.csrf && credential == Credential::Cookie {
+        // CSRF rides on ambient credentials, which a browser adds to a forged request by
+        // itself. A bearer token never is: whoever sends one holds it, and a request with it
+        // and a session cookie both is refused (`admit_machine`).
         bff::require_csrf_header(req)?;
         live.origins.check_request_origin(req, host)?;
     }

@@ -161,6 +161,8 @@ pub fn classify(e: &ProxyError) -> Class {
         ProxyError::Unauthenticated | ProxyError::StaleCookie(_) => {
             (401, "unauthorized", "Unauthorized\n", Info)
         }
+        ProxyError::MachineTokenRejected(_) => (401, "invalid_token", "Unauthorized\n", Info),
+        ProxyError::MixedCredentials => (400, "mixed_credentials", "Bad request\n", Info),
         ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
             (400, "bad_request", "Bad request\n", Info)
         }
@@ -219,6 +221,8 @@ pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
             ProxyError::Unauthenticated
                 | ProxyError::StaleCookie(_)
                 | ProxyError::LogoutTokenRejected(_)
+                | ProxyError::MachineTokenRejected(_)
+                | ProxyError::MixedCredentials
         );
     let mut reply = if json {
         Reply::json(status, format!("{{\"error\":\"{code}\"}}"))
@@ -227,6 +231,10 @@ pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
     };
     if status == 503 || status == 429 {
         reply = reply.header("retry-after", "5");
+    }
+    if matches!(e, ProxyError::MachineTokenRejected(_)) {
+        // RFC 6750 §3.1; the reason stays in portcullis's log, not in the answer.
+        reply = reply.header("www-authenticate", "Bearer error=\"invalid_token\"");
     }
     reply
 }

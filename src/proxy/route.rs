@@ -106,6 +106,7 @@ mod tests {
             access: None,
             identity_headers: Vec::new(),
             dpop: false,
+            machine_clients: None,
         }
     }
 
