@@ -173,8 +173,8 @@ impl Oidc {
         if claims.contains_key("nonce") {
             return Err(rejected("bad_type"));
         }
-        let exp = check_times(&claims, unix_now(), cfg.clock_skew.as_secs(), true)
-            .map_err(rejected)?;
+        let exp =
+            check_times(&claims, unix_now(), cfg.clock_skew.as_secs(), true).map_err(rejected)?;
         Ok(VerifiedToken {
             claims,
             exp,
@@ -186,7 +186,8 @@ impl Oidc {
     /// portcullis's client the way the token endpoint is.
     pub async fn introspect(&self, token: &str) -> Result<VerifiedToken, AccessTokenError> {
         let provider = self.provider()?;
-        let failed = |detail: String| AccessTokenError::Unavailable(OidcError::Introspection(detail));
+        let failed =
+            |detail: String| AccessTokenError::Unavailable(OidcError::Introspection(detail));
         let endpoint = provider
             .extra
             .introspection_endpoint
@@ -243,7 +244,11 @@ impl Oidc {
         state.fetched = Some(Instant::now());
         match self.fetch_issuer_keys(issuer, state.jwks_uri.clone()).await {
             Ok((jwks_uri, keys)) => {
-                tracing::info!(issuer, keys = keys.keys().len(), "extra issuer's JWKS fetched");
+                tracing::info!(
+                    issuer,
+                    keys = keys.keys().len(),
+                    "extra issuer's JWKS fetched"
+                );
                 let keys = Arc::new(keys);
                 state.jwks_uri = Some(jwks_uri);
                 state.keys = Some(keys.clone());
@@ -300,7 +305,10 @@ async fn discover_jwks_uri(
     if !response.status().is_success() {
         return Err(failed(format!("status {}", response.status().as_u16())));
     }
-    let body = response.bytes().await.map_err(|e| failed(error_chain(&e)))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| failed(error_chain(&e)))?;
     let document: Value =
         serde_json::from_slice(&body).map_err(|_| failed("not a JSON document".into()))?;
     if document.get("issuer").and_then(Value::as_str) != Some(issuer) {
@@ -330,7 +338,11 @@ mod tests {
         let now = 1_000_000;
         let check = |v: Value| check_times(&claims(v), now, 30, true);
         assert_eq!(check(json!({"exp": now + 60})), Ok(Some(now + 60)));
-        assert_eq!(check(json!({"exp": now - 10})), Ok(Some(now - 10)), "within skew");
+        assert_eq!(
+            check(json!({"exp": now - 10})),
+            Ok(Some(now - 10)),
+            "within skew"
+        );
         assert_eq!(check(json!({"exp": now - 30})), Err("expired"));
         assert_eq!(check(json!({})), Err("expired"), "a JWT must expire");
         assert_eq!(check(json!({"exp": "soon"})), Err("malformed"));
@@ -377,7 +389,9 @@ mod tests {
         assert_eq!(reason(answer(json!({"active": false}))), "inactive");
         assert_eq!(reason(answer(json!({"active": "true"}))), "inactive");
         assert_eq!(
-            reason(answer(json!({"active": true, "token_type": "refresh_token"}))),
+            reason(answer(
+                json!({"active": true, "token_type": "refresh_token"})
+            )),
             "bad_type"
         );
         assert_eq!(

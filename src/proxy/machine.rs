@@ -288,9 +288,18 @@ mod tests {
     #[test]
     fn only_a_bearer_token_is_a_machine_client() {
         let r = req(&["Bearer abc.def-_~+/ghi=="]);
-        assert!(matches!(offered(&r), Ok(Offered::Bearer { token: "abc.def-_~+/ghi==", .. })));
+        assert!(matches!(
+            offered(&r),
+            Ok(Offered::Bearer {
+                token: "abc.def-_~+/ghi==",
+                ..
+            })
+        ));
         let r = req(&["bearer  t0k"]);
-        assert!(matches!(offered(&r), Ok(Offered::Bearer { token: "t0k", .. })));
+        assert!(matches!(
+            offered(&r),
+            Ok(Offered::Bearer { token: "t0k", .. })
+        ));
         assert_eq!(offered(&req(&[])).unwrap(), Offered::Nothing);
         assert_eq!(offered(&req(&["Basic YTpi"])).unwrap(), Offered::Nothing);
         let reason = |r: Result<Offered<'_>, ProxyError>| r.unwrap_err().reason();
@@ -313,7 +322,11 @@ mod tests {
         let c = cfg();
         assert_eq!(check(json!({"iss": op, "aud": "api"}), false, &c), Ok(()));
         assert_eq!(
-            check(json!({"iss": "https://other.test", "aud": ["x", "api"]}), false, &c),
+            check(
+                json!({"iss": "https://other.test", "aud": ["x", "api"]}),
+                false,
+                &c
+            ),
             Ok(())
         );
         assert_eq!(
@@ -364,12 +377,14 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_keyed_by_a_hash() {
-        let counters = || {
-            IntCounterVec::new(prometheus::Opts::new("t", "t"), &["l"]).unwrap()
-        };
+        let counters = || IntCounterVec::new(prometheus::Opts::new("t", "t"), &["l"]).unwrap();
         let auth = MachineAuth::new(counters(), counters());
         for i in 0..MAX_ENTRIES + 5 {
-            auth.store(fingerprint(&format!("token-{i}")), Verdict::Refused("x"), None);
+            auth.store(
+                fingerprint(&format!("token-{i}")),
+                Verdict::Refused("x"),
+                None,
+            );
         }
         assert_eq!(auth.len(), MAX_ENTRIES);
         assert_ne!(fingerprint("a"), fingerprint("b"));

@@ -121,6 +121,8 @@ pub struct WorldOptions {
     pub extra_config: String,
     /// `RUST_LOG` for portcullis.
     pub rust_log: &'static str,
+    /// More of the OP fixture's env options (`op::OpOptions::env`).
+    pub op_env: Vec<(&'static str, String)>,
 }
 
 impl Default for WorldOptions {
@@ -135,6 +137,7 @@ impl Default for WorldOptions {
             page_upstream: None,
             extra_config: String::new(),
             rust_log: "info",
+            op_env: Vec::new(),
         }
     }
 }
@@ -151,7 +154,7 @@ impl World {
             refresh_delay_ms: opts.refresh_delay_ms,
             revocation_delay_ms: opts.revocation_delay_ms,
             backchannel: opts.backchannel,
-            env: Vec::new(),
+            env: opts.op_env.clone(),
         });
         let store = match (&opts.store_url, &redis) {
             (Some(url), _) => portcullis::Store::Redis(url.clone()),

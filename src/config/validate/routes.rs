@@ -152,11 +152,7 @@ impl Checker<'_> {
         for (i, issuer) in issuers.iter().enumerate() {
             self.url(&format!("{key}.issuers[{i}]"), issuer);
         }
-        let cache_ttl = self.duration(
-            &format!("{key}.cache_ttl"),
-            raw.cache_ttl.as_deref(),
-            "30s",
-        );
+        let cache_ttl = self.duration(&format!("{key}.cache_ttl"), raw.cache_ttl.as_deref(), "30s");
         if cache_ttl > MAX_MACHINE_CACHE_TTL {
             self.problem(
                 format!("{key}.cache_ttl"),
