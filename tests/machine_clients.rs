@@ -79,7 +79,7 @@ fn unix_now() -> u64 {
 async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise() {
     let mut world = World::start(WorldOptions {
         redis: false,
-        rust_log: "debug",
+        rust_log: "trace",
         op_env: machine_op_env(),
         ..WorldOptions::default()
     })
@@ -166,8 +166,20 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
         .op
         .sign(claims(now + 301), json!({"typ": "logout+jwt"}))
         .await;
+    let tampered = {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url"))
+                .expect("JSON claims");
+        claims["scope"] = json!("read write admin");
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
     let before = forwarded();
     for (what, t) in [
+        ("a changed payload", &tampered),
         ("another audience", &other_audience),
         ("expired", &expired),
         ("a logout token's type", &logout_typed),
@@ -292,6 +304,7 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
         ("bad_audience", 1),
         ("expired", 1),
         ("bad_type", 1),
+        ("bad_signature", 1),
         ("access_denied", 1),
         ("dpop_scheme", 1),
         ("mixed_credentials", 1),
