@@ -285,6 +285,10 @@ pub struct RouteConfig {
     pub machine_clients: Option<MachineClientsConfig>,
 }
 
+/// The longest `routes[].machine_clients.cache_ttl`: a revoked token is admitted until its
+/// cached verdict ends, so that is bounded whatever the file says.
+pub const MACHINE_CACHE_TTL_MAX: Duration = Duration::from_secs(600);
+
 /// `routes[].machine_clients`: which bearer tokens a service or CLI may present itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineClientsConfig {

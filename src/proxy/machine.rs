@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::error::ProxyError;
 use crate::clock::unix_now;
-use crate::config::MachineClientsConfig;
+use crate::config::{MachineClientsConfig, MACHINE_CACHE_TTL_MAX};
 use crate::oidc::access_token::{AccessTokenError, VerifiedToken};
 use crate::oidc::Oidc;
 
@@ -29,10 +29,15 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 pub enum Offered<'r> {
     /// No header, or a scheme that is not a machine client's (left to the session as before).
     Nothing,
-    Bearer {
-        header: &'r HeaderValue,
-        token: &'r str,
-    },
+    Bearer(Bearer<'r>),
+}
+
+/// A bearer token as the request carries it: the whole header (forwarded as it came) and the
+/// token in it (verified).
+#[derive(Debug, PartialEq)]
+pub struct Bearer<'r> {
+    pub header: &'r HeaderValue,
+    pub token: &'r str,
 }
 
 /// Reads the header: `Bearer <token68>` is a machine client; a `DPoP` token is refused
@@ -58,7 +63,7 @@ pub fn offered(req: &RequestHeader) -> Result<Offered<'_>, ProxyError> {
     if !is_token68(token) {
         return Err(refused("malformed"));
     }
-    Ok(Offered::Bearer { header, token })
+    Ok(Offered::Bearer(Bearer { header, token }))
 }
 
 /// RFC 6750 §2.1's `b64token`.
@@ -225,8 +230,7 @@ impl MachineAuth {
 /// if none is, an arbitrary one.
 fn make_room(verdicts: &mut HashMap<[u8; 32], Entry>) {
     let (now, unix) = (Instant::now(), unix_now());
-    let longest = Duration::from_secs(600);
-    verdicts.retain(|_, e| e.fresh(longest, now, unix));
+    verdicts.retain(|_, e| e.fresh(MACHINE_CACHE_TTL_MAX, now, unix));
     if verdicts.len() >= MAX_ENTRIES {
         if let Some(k) = verdicts.keys().next().copied() {
             verdicts.remove(&k);
@@ -247,7 +251,7 @@ pub fn outcome_of(e: &ProxyError) -> &'static str {
         ProxyError::MachineTokenRejected(reason) => reason,
         ProxyError::MixedCredentials => "mixed_credentials",
         ProxyError::AccessDenied(_) => "access_denied",
-        ProxyError::BadRequest(_) => "malformed",
+        ProxyError::BadRequest(reason) => reason,
         _ => "unavailable",
     }
 }
@@ -290,15 +294,15 @@ mod tests {
         let r = req(&["Bearer abc.def-_~+/ghi=="]);
         assert!(matches!(
             offered(&r),
-            Ok(Offered::Bearer {
+            Ok(Offered::Bearer(Bearer {
                 token: "abc.def-_~+/ghi==",
                 ..
-            })
+            }))
         ));
         let r = req(&["bearer  t0k"]);
         assert!(matches!(
             offered(&r),
-            Ok(Offered::Bearer { token: "t0k", .. })
+            Ok(Offered::Bearer(Bearer { token: "t0k", .. }))
         ));
         assert_eq!(offered(&req(&[])).unwrap(), Offered::Nothing);
         assert_eq!(offered(&req(&["Basic YTpi"])).unwrap(), Offered::Nothing);
@@ -373,6 +377,38 @@ mod tests {
         };
         assert!(refused.fresh(ttl, now + NEGATIVE_TTL / 2, unix));
         assert!(!refused.fresh(ttl, now + NEGATIVE_TTL, unix));
+    }
+
+    /// The outcome series are pre-created from `MACHINE_AUTH_OUTCOMES`: a refusal whose outcome
+    /// is missing there would appear only on first use.
+    #[test]
+    fn every_refusal_counts_under_a_pre_created_outcome() {
+        use crate::metrics::MACHINE_AUTH_OUTCOMES;
+        use crate::oidc::OidcError;
+        let token_reasons = [
+            "malformed",
+            "bad_header",
+            "bad_type",
+            "bad_algorithm",
+            "bad_signature",
+            "bad_issuer",
+            "bad_audience",
+            "expired",
+            "not_yet_valid",
+            "inactive",
+            "not_a_jwt",
+            "dpop_scheme",
+        ];
+        let mut refusals: Vec<ProxyError> = token_reasons.into_iter().map(refused).collect();
+        refusals.extend([
+            ProxyError::MixedCredentials,
+            ProxyError::AccessDenied("access_denied_claim"),
+            ProxyError::BadRequest("authorization_duplicated"),
+            ProxyError::Oidc(OidcError::NotReady),
+        ]);
+        for e in &refusals {
+            assert!(MACHINE_AUTH_OUTCOMES.contains(&outcome_of(e)), "{e}");
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::audit;
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
-use machine::{MachineAuth, Offered};
+use machine::{Bearer, MachineAuth, Offered};
 use rate_limit::RateLimiter;
 use respond::{Format, SecurityHeaders, Severity};
 use tracing::Instrument;
@@ -245,12 +245,12 @@ impl Portcullis {
         ctx.label = route.policy.kind.as_str();
         if let Some(machine) = &route.config.machine_clients {
             let offered = machine::offered(req).inspect_err(|e| self.count_machine(e))?;
-            if let Offered::Bearer { header, token } = offered {
+            if let Offered::Bearer(bearer) = offered {
                 if let Some(reply) = gate(req, &host, route, &live, ctx, Credential::Bearer)? {
                     return Ok(Decision::Reply(reply));
                 }
                 return self
-                    .admit_machine(req, route, machine, (header, token), ctx)
+                    .admit_machine(req, route, machine, bearer, ctx)
                     .await
                     .inspect_err(|e| self.count_machine(e));
             }
@@ -269,13 +269,13 @@ impl Portcullis {
         req: &RequestHeader,
         route: &Route,
         cfg: &MachineClientsConfig,
-        (header, token): (&HeaderValue, &str),
+        bearer: Bearer<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
         if !matches!(self.cookies.session(&req.headers), Presented::Absent) {
             return Err(ProxyError::MixedCredentials);
         }
-        let verified = self.machine.verify(&self.oidc, token, cfg).await?;
+        let verified = self.machine.verify(&self.oidc, bearer.token, cfg).await?;
         machine::check_route(&verified, cfg, &self.oidc.config().issuer)?;
         if let Some(rules) = &route.config.access {
             access::check_access(rules, &verified.claims).inspect_err(|denied| {
@@ -290,7 +290,7 @@ impl Portcullis {
             ctx.claims = Some(Arc::new(verified.claims.clone()));
         }
         self.machine.count("admitted");
-        ctx.bearer = Some(header.clone());
+        ctx.bearer = Some(bearer.header.clone());
         Ok(Decision::Forward)
     }
 

@@ -4,9 +4,6 @@ use super::{is_loopback_host, Checker};
 use crate::config::raw::{RawMachineClients, RawRoute};
 use crate::config::types::*;
 
-/// A revoked token is admitted until its cached verdict ends: bounded, whatever is written.
-const MAX_MACHINE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
 impl Checker<'_> {
     /// `may_be_empty`: in ingress-auth mode portcullis may proxy nothing itself.
     pub(super) fn routes(
@@ -153,7 +150,7 @@ impl Checker<'_> {
             self.url(&format!("{key}.issuers[{i}]"), issuer);
         }
         let cache_ttl = self.duration(&format!("{key}.cache_ttl"), raw.cache_ttl.as_deref(), "30s");
-        if cache_ttl > MAX_MACHINE_CACHE_TTL {
+        if cache_ttl > MACHINE_CACHE_TTL_MAX {
             self.problem(
                 format!("{key}.cache_ttl"),
                 "must be at most 10m: a revoked token stays admitted this long",
