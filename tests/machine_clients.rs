@@ -95,7 +95,8 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
               machine_clients: {{ audiences: [\"{API}\", \"{OPAQUE}\"], introspection: true, cache_ttl: 3s }}, \
               access: {{ claims: [{{ claim: scope, contains: read }}] }} }}\n  \
          - {{ path: \"/extra/\", upstream: \"{up}\", kind: api, \
-              machine_clients: {{ audiences: [\"{API}\"], issuers: [\"{other}\"] }} }}\n",
+              machine_clients: {{ audiences: [\"{API}\"], issuers: [\"{other}\"] }}, \
+              identity_headers: {{ X-Client: client_id }} }}\n",
         other = other_op.issuer,
     );
     world.reconfigure("routes:\n", &routes).await;
@@ -142,9 +143,22 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
         Some("Bearer error=\"invalid_token\"")
     );
     assert_eq!(forwarded(), before, "nothing forwarded");
-    let extra = with_bearer(&mut service, "/extra/x", &foreign).await;
+    let extra = service
+        .get(
+            "/extra/x",
+            &[
+                ("authorization", &format!("Bearer {foreign}")),
+                ("x-client", "forged"),
+            ],
+        )
+        .await;
     assert_eq!(extra.status, 200, "{}", extra.body);
     assert_eq!(forwarded(), before + 1);
+    assert_eq!(
+        world.upstream.last().all("x-client"),
+        [MACHINE_ID],
+        "identity headers from the token's claims"
+    );
 
     // Another audience, an expired token and a token of another type are refused; the same
     // claims signed the same way but unexpired are admitted, so only the one claim decided.
