@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use pingora::http::RequestHeader;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use serde_json::Value;
 
 use super::error::ProxyError;
@@ -135,19 +135,24 @@ impl Entry {
     }
 }
 
-/// The verdict cache, shared by every proxy thread, and the outcome counters.
+/// The verdict cache, shared by every proxy thread, and the outcome counters (the ones every
+/// admitted request counts resolved once: `with_label_values` hashes its labels per call).
 pub struct MachineAuth {
     verdicts: Mutex<HashMap<[u8; 32], Entry>>,
     outcomes: IntCounterVec,
-    cache_events: IntCounterVec,
+    admitted: IntCounter,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl MachineAuth {
-    pub fn new(outcomes: IntCounterVec, cache_events: IntCounterVec) -> MachineAuth {
+    pub fn new(outcomes: IntCounterVec, cache_events: &IntCounterVec) -> MachineAuth {
         MachineAuth {
             verdicts: Mutex::new(HashMap::new()),
+            admitted: outcomes.with_label_values(&["admitted"]),
             outcomes,
-            cache_events,
+            hits: cache_events.with_label_values(&["hit"]),
+            misses: cache_events.with_label_values(&["miss"]),
         }
     }
 
@@ -169,13 +174,13 @@ impl MachineAuth {
                 .map(|e| e.verdict.clone())
         });
         if let Some(verdict) = cached {
-            self.cache_events.with_label_values(&["hit"]).inc();
+            self.hits.inc();
             return match verdict {
                 Verdict::Admitted(token) => Ok(token),
                 Verdict::Refused(reason) => Err(refused(reason)),
             };
         }
-        self.cache_events.with_label_values(&["miss"]).inc();
+        self.misses.inc();
         let checked = if looks_like_jwt(token) {
             oidc.verify_access_jwt(token, &cfg.issuers).await
         } else if cfg.introspection {
@@ -215,9 +220,13 @@ impl MachineAuth {
         });
     }
 
-    /// Counts a machine request's outcome: `admitted`, or the reason it was refused.
-    pub fn count(&self, outcome: &'static str) {
-        self.outcomes.with_label_values(&[outcome]).inc();
+    pub fn count_admitted(&self) {
+        self.admitted.inc();
+    }
+
+    /// Counts a machine request's refusal by its reason.
+    pub fn count_refused(&self, e: &ProxyError) {
+        self.outcomes.with_label_values(&[outcome_of(e)]).inc();
     }
 
     #[cfg(test)]
@@ -246,7 +255,7 @@ fn fingerprint(token: &str) -> [u8; 32] {
 }
 
 /// The metric outcome of a refusal on a machine-client route.
-pub fn outcome_of(e: &ProxyError) -> &'static str {
+fn outcome_of(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::MachineTokenRejected(reason) => reason,
         ProxyError::MixedCredentials => "mixed_credentials",
@@ -414,7 +423,7 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_keyed_by_a_hash() {
         let counters = || IntCounterVec::new(prometheus::Opts::new("t", "t"), &["l"]).unwrap();
-        let auth = MachineAuth::new(counters(), counters());
+        let auth = MachineAuth::new(counters(), &counters());
         for i in 0..MAX_ENTRIES + 5 {
             auth.store(
                 fingerprint(&format!("token-{i}")),

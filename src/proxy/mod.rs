@@ -150,7 +150,7 @@ impl Shared {
             oidc,
             machine: Arc::new(MachineAuth::new(
                 metrics.machine_auth.clone(),
-                metrics.machine_token_cache.clone(),
+                &metrics.machine_token_cache,
             )),
             metrics,
             in_flight,
@@ -289,13 +289,13 @@ impl Portcullis {
         if !route.config.identity_headers.is_empty() {
             ctx.claims = Some(Arc::new(verified.claims.clone()));
         }
-        self.machine.count("admitted");
+        self.machine.count_admitted();
         ctx.bearer = Some(bearer.header.clone());
         Ok(Decision::Forward)
     }
 
     fn count_machine(&self, e: &ProxyError) {
-        self.machine.count(machine::outcome_of(e));
+        self.machine.count_refused(e);
     }
 
     /// Looks the session up as the route's policy asks and holds it to the route's claim
