@@ -64,12 +64,40 @@ pub const CONNECTION_CLOSE_REASONS: [&str; 9] = [
     "bad_request",
     "bad_framing",
 ];
-pub const OP_CALLS: [&str; 5] = ["discovery", "jwks", "token", "refresh", "revocation"];
+pub const OP_CALLS: [&str; 6] = [
+    "discovery",
+    "jwks",
+    "token",
+    "refresh",
+    "revocation",
+    "introspection",
+];
 /// Why portcullis answered 503 itself instead of serving without a dependency it needs (it
 /// fails closed): the `ProxyError::reason` of each such error.
 /// How a configuration reload ended: applied, refused as invalid, or refused because it
 /// changes something only a restart applies.
 pub const RELOAD_OUTCOMES: [&str; 3] = ["success", "failure", "restart_required"];
+/// How a machine client's request on a `routes[].machine_clients` route ended: admitted, or
+/// the reason it was refused (`proxy::machine`, `oidc::access_token`).
+pub const MACHINE_AUTH_OUTCOMES: [&str; 17] = [
+    "admitted",
+    "malformed",
+    "bad_header",
+    "bad_type",
+    "bad_algorithm",
+    "bad_signature",
+    "bad_issuer",
+    "bad_audience",
+    "expired",
+    "not_yet_valid",
+    "inactive",
+    "not_a_jwt",
+    "dpop_scheme",
+    "mixed_credentials",
+    "access_denied",
+    "unavailable",
+    "authorization_duplicated",
+];
 pub const FAIL_CLOSED_REASONS: [&str; 3] =
     ["store_unavailable", "oidc_not_ready", "refresh_unavailable"];
 
@@ -94,6 +122,8 @@ pub struct Metrics {
     pub fail_closed: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub auth_requests: IntCounterVec,
+    pub machine_auth: IntCounterVec,
+    pub machine_token_cache: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -264,6 +294,20 @@ impl Metrics {
                 ),
                 &["decision"],
             )?,
+            machine_auth: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_machine_auth_total",
+                    "Machine clients' bearer-token requests on machine_clients routes, by outcome (admitted or the refusal's reason)",
+                ),
+                &["outcome"],
+            )?,
+            machine_token_cache: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_machine_token_cache_events_total",
+                    "Machine-client token verdicts served from the in-process cache (hit) or verified anew (miss)",
+                ),
+                &["event"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "portcullis_build_info",
@@ -299,6 +343,8 @@ impl Metrics {
         r.register(Box::new(self.fail_closed.clone()))?;
         r.register(Box::new(self.config_reloads.clone()))?;
         r.register(Box::new(self.auth_requests.clone()))?;
+        r.register(Box::new(self.machine_auth.clone()))?;
+        r.register(Box::new(self.machine_token_cache.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
@@ -348,6 +394,12 @@ impl Metrics {
         }
         for d in AUTH_DECISIONS {
             self.auth_requests.with_label_values(&[d]);
+        }
+        for o in MACHINE_AUTH_OUTCOMES {
+            self.machine_auth.with_label_values(&[o]);
+        }
+        for e in ["hit", "miss"] {
+            self.machine_token_cache.with_label_values(&[e]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -11,7 +11,8 @@
 # threads, 1), BENCH_SCALE_THREADS (the thread count compared with 1 thread; every core), BENCH_SESSIONS ("1 1000 10000 100000"),
 # BENCH_PACED_RATE (the fixed rate whose p99 is compared with direct's, 5000 req/s), BENCH_PROFILE=1 (perf record the
 # portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
-# (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present).
+# (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present),
+# BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
@@ -120,7 +121,7 @@ auth_ports=($(free_port) $(free_port) $(free_port) $(free_port))
 redirects="http://127.0.0.1:$o2p_port/oauth2/callback"
 for p in "${portcullis_ports[@]}"; do redirects="$redirects,http://127.0.0.1:$p/bff/callback"; done
 cd "$root/tests/fixtures/op"
-OP_PORT=0 REDIRECT_URIS="$redirects" AT_TTL=3600 EXIT_ON_STDIN_CLOSE=0 node op.mjs >"$work/op.out" 2>/dev/null &
+MACHINE_CLIENT=1 OP_PORT=0 REDIRECT_URIS="$redirects" AT_TTL=3600 EXIT_ON_STDIN_CLOSE=0 node op.mjs >"$work/op.out" 2>/dev/null &
 pids+=($!)
 issuer=$(wait_for_line "$work/op.out" OP_READY)
 cd "$root"
@@ -283,6 +284,37 @@ cache_events() { # event
   curl -s "http://127.0.0.1:$padmin/metrics" | awk -v s="portcullis_session_cache_events_total{event=\"$1\"}" 'index($0, s) == 1 {print $2}'
 }
 
+# Machine clients: a service's own JWT access token (the OP's client-credentials grant, RFC 9068)
+# on a machine_clients route, the same token on every request, so after the first its verdict
+# comes from the cache: to compare with the session rows' cache hits.
+machine_rows() {
+  bench_routes_extra="  - { path: \"/machine/\", upstream: \"http://127.0.0.1:$nginx_port\", kind: api, machine_clients: { audiences: [\"https://api.test\"] } }"
+  start_portcullis 0 "  store: memory"
+  local token
+  token=$(curl -s -u machine:machine-s3cret -d grant_type=client_credentials -d resource=https://api.test \
+    -d scope=read "$issuer/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+  run_wrk "portcullis machine client, JWT, 1 token" "$ppid" "$origin/machine/bench" - "Authorization: Bearer $token"
+  echo "machine-token cache: $(curl -s "http://127.0.0.1:$padmin/metrics" | grep '^portcullis_machine_token_cache_events_total' | tr '\n' ' ')" >&2
+  stop_portcullis
+  bench_routes_extra=
+}
+
+if [ "${BENCH_ONLY:-}" = machine ]; then
+  start_portcullis 0 "  store: memory"
+  portcullis_login "$origin" >"$work/one.cookies"
+  run_wrk "portcullis api, memory store, 1 session" "$ppid" "$origin/api/bench" "$work/one.cookies"
+  stop_portcullis
+  machine_rows
+  {
+    echo "# portcullis machine-client rows ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t1 -c$connections -d$duration, portcullis threads ${BENCH_THREADS:-1})"
+    echo
+    echo "| target                                         |     req/s |      p50 |      p99 | CPU µs/req | RSS MiB | upstream conns | cache hits | non-2xx |"
+    echo "|------------------------------------------------|----------:|---------:|---------:|-----------:|--------:|---------------:|-----------:|--------:|"
+    cat "$work/table"
+  } | tee "$out_dir/results-machine.md"
+  exit 0
+fi
+
 wait_http "http://127.0.0.1:$nginx_proxy_port/"
 run_wrk direct "$(pgrep -P "$nginx_master")" "http://127.0.0.1:$nginx_port/api/bench" -
 run_wrk "nginx proxy_pass" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
@@ -360,6 +392,7 @@ run_wrk "portcullis api, DPoP session, plain route" "$ppid" "$origin/api/bench" 
 run_wrk "portcullis api, DPoP session, DPoP route" "$ppid" "$origin/dpop/bench" "$work/dpop.cookies"
 stop_portcullis
 bench_oidc_extra=; bench_routes_extra=
+machine_rows
 
 # Route policies and the identity assertion, one session (memory store): an `optional` page
 # route asked anonymously and with the session, and an api route that also sends a signed
@@ -506,6 +539,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- CPU per request, threads $scale_threads / threads 1: portcullis api **$(ratio "$(cpu_of "portcullis api, redis, threads $scale_threads")" "$(cpu_of "portcullis api, redis, threads 1")")**, bare Pingora per-thread $(ratio "$(cpu_of "bare Pingora, per-thread, threads $scale_threads")" "$(cpu_of "bare Pingora, per-thread, threads 1")"), bare Pingora work-stealing $(ratio "$(cpu_of "bare Pingora, work-stealing, threads $scale_threads")" "$(cpu_of "bare Pingora, work-stealing, threads 1")")"
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
   echo "- CPU per request, auth request / proxied api request (redis, 1 session): **$(ratio "$(cpu_of "portcullis auth request, redis, 1 session")" "$(cpu_of "portcullis api, redis, 1 session")")**; the auth request's store round trips per request: see cache hits (a hit is none)"
+  echo "- CPU per request, machine-client JWT (cached verdict) / api session (memory store, cache hit): **$(ratio "$(cpu_of "portcullis machine client, JWT, 1 token")" "$(cpu_of "portcullis api, memory store, 1 session")")**"
   echo "- DPoP proof per upstream request (ES256, ring): **$(awk -v a="$(cpu_of "portcullis api, DPoP session, DPoP route")" -v b="$(cpu_of "portcullis api, DPoP session, plain route")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (DPoP route minus plain route, same session)"
   echo "- CPU per request, optional route / api route (memory store, same session): anonymous **$(ratio "$(cpu_of "portcullis optional, anonymous")" "$(cpu_of "portcullis api, memory store, policy session")")**, with the session **$(ratio "$(cpu_of "portcullis optional, 1 session")" "$(cpu_of "portcullis api, memory store, policy session")")**"
   echo "- identity assertion per request (memoised ES256 JWT): **$(awk -v a="$(cpu_of "portcullis api + identity assertion")" -v b="$(cpu_of "portcullis api, memory store, policy session")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (assertion route minus plain api route, same session)"

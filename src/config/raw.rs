@@ -21,6 +21,7 @@ impl KnownKeys for RawConfig {
             "access.claims" | "ingress_auth.hosts.access.claims" | "routes.access.claims" => {
                 fields::<RawClaimRule>()
             }
+            "routes.machine_clients" => fields::<RawMachineClients>(),
             "telemetry" => fields::<RawTelemetry>(),
             "ingress_auth" => fields::<RawIngressAuth>(),
             "ingress_auth.hosts" => fields::<RawIngressHost>(),
@@ -209,6 +210,16 @@ pub struct RawRoute {
     pub fallback: Option<bool>,
     pub immutable_hashed: Option<bool>,
     pub immutable_paths: Option<Vec<String>>,
+    pub machine_clients: Option<RawMachineClients>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMachineClients {
+    pub audiences: Option<Vec<String>>,
+    pub issuers: Option<Vec<String>>,
+    #[serde(default)]
+    pub introspection: bool,
+    pub cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

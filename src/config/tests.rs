@@ -846,3 +846,60 @@ fn static_is_no_kind_for_an_ingress_path() {
         "{got:?}"
     );
 }
+
+#[test]
+fn machine_clients_take_defaults_and_each_bad_key_is_named() {
+    let with =
+        |block: &str| MINIMAL.replacen("    kind: api", &format!("    kind: api\n{block}"), 1);
+    let cfg = load(&with(
+        "    machine_clients:\n      audiences: [\"https://api.example.com\"]",
+    ))
+    .expect("valid");
+    let m = cfg.routes[0].machine_clients.as_ref().expect("configured");
+    assert_eq!(m.audiences, ["https://api.example.com"]);
+    assert!(m.issuers.is_empty());
+    assert!(!m.introspection);
+    assert_eq!(m.cache_ttl, Duration::from_secs(30));
+    let cfg = load(&with("    machine_clients:\n      audiences: [api]\n      issuers: [\"https://other.example.com\"]\n      introspection: true\n      cache_ttl: 5s")).expect("valid");
+    let m = cfg.routes[0].machine_clients.as_ref().expect("configured");
+    assert_eq!(
+        (m.issuers.len(), m.introspection, m.cache_ttl),
+        (1, true, Duration::from_secs(5))
+    );
+
+    const F: &str = "/etc/portcullis/config.yaml";
+    let cases = [
+        (
+            "    machine_clients:\n      introspection: true",
+            "routes[0].machine_clients.audiences: must list at least one non-empty audience",
+        ),
+        (
+            "    machine_clients:\n      audiences: [spa]",
+            "routes[0].machine_clients.audiences: \"spa\" is oidc.client_id",
+        ),
+        (
+            "    machine_clients:\n      audiences: [api]\n      issuers: [\"ftp://x\"]",
+            "routes[0].machine_clients.issuers[0]: \"ftp://x\" must be an http(s) URL",
+        ),
+        (
+            "    machine_clients:\n      audiences: [api]\n      cache_ttl: 1h",
+            "routes[0].machine_clients.cache_ttl: must be at most 10m",
+        ),
+        (
+            "    policy: none\n    machine_clients:\n      audiences: [api]",
+            "routes[0].machine_clients: has no effect on a route that needs no session",
+        ),
+        (
+            "    machine_clients:\n      audience: [api]",
+            "routes[0].machine_clients.audience: is not a known key (did you mean \"audiences\"?)",
+        ),
+    ];
+    for (block, expected) in cases {
+        let got = messages(&with(block));
+        assert!(
+            got.iter()
+                .any(|m| m.starts_with(&format!("{F}: {expected}"))),
+            "for {block:?}: {got:?}"
+        );
+    }
+}

@@ -300,6 +300,9 @@ pub struct RouteConfig {
     pub dpop: bool,
     /// Send the signed identity assertion (`identity_assertion`) to the upstream.
     pub identity_assertion: bool,
+    /// Requests carrying their own `Authorization: Bearer` token (and no session cookie) are
+    /// admitted on the token's strength (`routes[].machine_clients`).
+    pub machine_clients: Option<MachineClientsConfig>,
 }
 
 impl RouteConfig {
@@ -332,6 +335,23 @@ pub struct StaticSite {
     pub immutable_hashed: bool,
     /// Paths under the route (e.g. `/assets/`) whose files are all cached as immutable.
     pub immutable_paths: Vec<String>,
+}
+
+/// The longest `routes[].machine_clients.cache_ttl`: a revoked token is admitted until its
+/// cached verdict ends, so that is bounded whatever the file says.
+pub const MACHINE_CACHE_TTL_MAX: Duration = Duration::from_secs(600);
+
+/// `routes[].machine_clients`: which bearer tokens a service or CLI may present itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineClientsConfig {
+    /// The token's `aud` must hold one of these (at least one is required).
+    pub audiences: Vec<String>,
+    /// Issuers accepted beside `oidc.issuer`, each discovered for its `jwks_uri`.
+    pub issuers: Vec<String>,
+    /// Opaque (non-JWT) tokens are asked about at the OP's introspection endpoint.
+    pub introspection: bool,
+    /// How long a verdict on a token is reused (never past the token's `exp`).
+    pub cache_ttl: Duration,
 }
 
 /// `routes[].policy`: whether a route needs a session.

@@ -31,6 +31,9 @@ pub enum OidcError {
         reason: &'static str,
         detail: String,
     },
+    /// The introspection endpoint (RFC 7662) could not be asked, or did not answer usably.
+    #[error("token introspection failed: {0}")]
+    Introspection(String),
     /// `reason` is the stable code logged and audited; `detail` says which value failed.
     #[error("ID token invalid ({reason}): {detail}")]
     IdToken {
@@ -62,6 +65,7 @@ impl OidcError {
             },
             OidcError::Par { reason, .. } | OidcError::Credentials { reason, .. } => reason,
             OidcError::TokenResponse(_) => "token_response_invalid",
+            OidcError::Introspection(_) => "introspection_failed",
             OidcError::IdToken { reason, .. } => reason,
         }
     }

@@ -3,7 +3,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::JsonWebKey;
 use serde_json::{Map, Value};
+
+use super::tokens::allowed_algs;
 
 /// Header members that would let a token name its own key; keys come only from the issuer's
 /// JWKS (RFC 8725 §3.1).
@@ -19,10 +23,52 @@ pub fn header(jwt: &str) -> Option<Header> {
     if parts.count() != 2 {
         return None;
     }
-    let bytes = URL_SAFE_NO_PAD.decode(first).ok()?;
+    decode_part(first)
+}
+
+/// One base64url part of a compact JWS as a JSON object.
+pub fn decode_part(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
+    }
+}
+
+/// Verifies a compact JWS (its three parts as sent) with a key of `keys` chosen by `kid`
+/// (any key when the header names none), with an allowed algorithm only. The error is the
+/// reason code: `alg` or `signature`.
+pub fn verify_signature(
+    keys: &CoreJsonWebKeySet,
+    header: &Header,
+    [header_b64, payload_b64, signature_b64]: [&str; 3],
+) -> Result<(), &'static str> {
+    let alg: CoreJwsSigningAlgorithm =
+        serde_json::from_value(header.get("alg").cloned().unwrap_or(Value::Null))
+            .map_err(|_| "alg")?;
+    if !allowed_algs().contains(&alg) {
+        return Err("alg");
+    }
+    let candidates: Vec<_> = match kid(header) {
+        Some(kid) => keys
+            .keys()
+            .iter()
+            .filter(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+            .collect(),
+        None => keys.keys().iter().collect(),
+    };
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| "signature")?;
+    let message = format!("{header_b64}.{payload_b64}");
+    let verified = candidates.iter().any(|k| {
+        k.verify_signature(&alg, message.as_bytes(), &signature)
+            .is_ok()
+    });
+    if verified {
+        Ok(())
+    } else {
+        Err("signature")
     }
 }
 

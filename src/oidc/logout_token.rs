@@ -2,14 +2,9 @@
 //! it, so the JWS is checked here against the issuer's JWKS, with the same algorithm
 //! allow-list as ID tokens.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use openidconnect::core::CoreJwsSigningAlgorithm;
-use openidconnect::JsonWebKey;
 use serde_json::{Map, Value};
 
-use super::tokens::allowed_algs;
-use super::{jose, Oidc, Provider};
+use super::{jose, Oidc};
 use crate::clock::unix_now;
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -39,13 +34,7 @@ fn reject(reason: &'static str) -> LogoutTokenRejected {
 }
 
 fn decode_json(part: &str) -> Result<Map<String, Value>, LogoutTokenRejected> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| reject("malformed"))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(reject("malformed")),
-    }
+    jose::decode_part(part).ok_or(reject("malformed"))
 }
 
 impl Oidc {
@@ -62,47 +51,14 @@ impl Oidc {
             .provider_for_kid(jose::kid(&header))
             .await
             .map_err(|e| reject(e.reason()))?;
-        self.verify_signature(&provider, &header, header_b64, payload_b64, signature_b64)?;
+        jose::verify_signature(
+            provider.jwks(),
+            &header,
+            [header_b64, payload_b64, signature_b64],
+        )
+        .map_err(reject)?;
         let claims = decode_json(payload_b64)?;
         self.check_claims(&claims)
-    }
-
-    fn verify_signature(
-        &self,
-        provider: &Provider,
-        header: &Map<String, Value>,
-        header_b64: &str,
-        payload_b64: &str,
-        signature_b64: &str,
-    ) -> Result<(), LogoutTokenRejected> {
-        let alg: CoreJwsSigningAlgorithm =
-            serde_json::from_value(header.get("alg").cloned().unwrap_or(Value::Null))
-                .map_err(|_| reject("alg"))?;
-        if !allowed_algs().contains(&alg) {
-            return Err(reject("alg"));
-        }
-        let kid = header.get("kid").and_then(Value::as_str);
-        let keys = provider.jwks().keys();
-        let candidates: Vec<_> = match kid {
-            Some(kid) => keys
-                .iter()
-                .filter(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
-                .collect(),
-            None => keys.iter().collect(),
-        };
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(|_| reject("signature"))?;
-        let message = format!("{header_b64}.{payload_b64}");
-        let verified = candidates.iter().any(|k| {
-            k.verify_signature(&alg, message.as_bytes(), &signature)
-                .is_ok()
-        });
-        if verified {
-            Ok(())
-        } else {
-            Err(reject("signature"))
-        }
     }
 
     fn check_claims(

@@ -2,6 +2,7 @@
 //! ID-token validation, refresh, and the RP-initiated logout URL. It knows nothing of Pingora;
 //! the `/bff/*` endpoints in `proxy::bff` call it.
 
+pub mod access_token;
 mod client_key;
 pub mod client_tls;
 pub mod dpop;
@@ -56,6 +57,8 @@ pub struct ExtraMetadata {
     pub code_challenge_methods_supported: Vec<String>,
     pub end_session_endpoint: Option<Url>,
     pub revocation_endpoint: Option<Url>,
+    /// RFC 7662: where opaque machine-client tokens are checked (`routes[].machine_clients`).
+    pub introspection_endpoint: Option<Url>,
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
     pub pushed_authorization_request_endpoint: Option<Url>,
@@ -150,6 +153,8 @@ pub struct Oidc {
     /// Why the last discovery found the OP unfit for the configuration (a feature it
     /// dropped); `/readyz` reports it while the previous discovery stays in use.
     incompatible: ArcSwapOption<String>,
+    /// The key sets of `routes[].machine_clients.issuers`, discovered when first needed.
+    extra_issuers: access_token::ExtraIssuers,
 }
 
 /// The settings in force, the HTTP client built from them, and the provider discovered with
@@ -202,6 +207,7 @@ impl Oidc {
             op_duration,
             dpop_nonce: Arc::default(),
             incompatible: ArcSwapOption::empty(),
+            extra_issuers: access_token::ExtraIssuers::default(),
         })
     }
 

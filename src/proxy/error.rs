@@ -58,6 +58,13 @@ pub enum ProxyError {
     RateLimited(&'static str),
     #[error("logout token rejected: {0}")]
     LogoutTokenRejected(&'static str),
+    /// A machine client's bearer token was refused (`routes[].machine_clients`): a 401.
+    #[error("machine client token rejected: {0}")]
+    MachineTokenRejected(&'static str),
+    /// A request with both a session cookie and its own bearer token: which one speaks for
+    /// it would be a guess, so neither does.
+    #[error("both a session cookie and a bearer token")]
+    MixedCredentials,
     #[error("token refresh is temporarily unavailable")]
     RefreshUnavailable,
     #[error("internal error: {0}")]
@@ -110,7 +117,8 @@ impl ProxyError {
             ProxyError::BadRequest(r) | ProxyError::Forbidden(r) | ProxyError::LoginFailed(r) => r,
             ProxyError::StaleCookie(r) | ProxyError::AccessDenied(r) => r,
             ProxyError::LoginRejected(e) => e.reason(),
-            ProxyError::LogoutTokenRejected(r) => r,
+            ProxyError::LogoutTokenRejected(r) | ProxyError::MachineTokenRejected(r) => r,
+            ProxyError::MixedCredentials => "mixed_credentials",
             ProxyError::AmbiguousPath(r)
             | ProxyError::HeadersTooLarge(r)
             | ProxyError::RateLimited(r) => r,

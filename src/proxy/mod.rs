@@ -20,6 +20,7 @@ mod identity;
 mod ingress;
 mod inject;
 mod live;
+mod machine;
 mod policy;
 mod rate_limit;
 mod refresh;
@@ -52,18 +53,19 @@ use route::Route;
 pub use route::RouteTable;
 
 use crate::assertion::IdentityAssertions;
-use crate::config::{Config, RouteConfig, RouteTarget};
+use crate::config::{Config, MachineClientsConfig, RouteConfig, RouteTarget, StaticSite};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
 use crate::random::random_token;
 use crate::session::cache::HotSession;
-use crate::session::cookie::CookiePolicy;
+use crate::session::cookie::{CookiePolicy, Presented};
 use crate::session::Sessions;
 use crate::shutdown::{InFlight, InFlightGuard};
 use crate::telemetry::audit;
 use crate::telemetry::propagation::{RequestTrace, TraceContext};
 use bff::Endpoint;
+use machine::{Bearer, MachineAuth, Offered};
 use rate_limit::RateLimiter;
 use respond::{Format, SecurityHeaders, Severity};
 use tracing::Instrument;
@@ -121,11 +123,12 @@ pub struct Portcullis {
     /// `ingress_auth.listen`'s port: requests arriving there are auth requests, nothing else.
     auth_port: Option<u16>,
     assertions: Option<Arc<IdentityAssertions>>,
+    machine: Arc<MachineAuth>,
 }
 
 /// What every proxy thread shares (see `server`): the reloadable configuration, the session
-/// store, the OP client, metrics, the drain counter, and the rate limits, which are per
-/// process, not per thread.
+/// store, the OP client, metrics, the drain counter, and the rate limits and machine-client
+/// token verdicts, which are per process, not per thread.
 #[derive(Clone)]
 pub struct Shared {
     live: LiveConfig,
@@ -135,6 +138,7 @@ pub struct Shared {
     in_flight: InFlight,
     rate_limiter: Arc<RateLimiter>,
     assertions: Option<Arc<IdentityAssertions>>,
+    machine: Arc<MachineAuth>,
 }
 
 impl Shared {
@@ -151,6 +155,10 @@ impl Shared {
             live: Live::shared(cfg),
             sessions,
             oidc,
+            machine: Arc::new(MachineAuth::new(
+                metrics.machine_auth.clone(),
+                &metrics.machine_token_cache,
+            )),
             metrics,
             in_flight,
             rate_limiter: Arc::new(RateLimiter::new(
@@ -184,6 +192,7 @@ impl Portcullis {
             in_flight,
             rate_limiter,
             assertions,
+            machine,
         } = shared;
         Portcullis {
             live,
@@ -206,13 +215,15 @@ impl Portcullis {
             traces: TraceContext::new(&cfg.telemetry),
             auth_port: cfg.ingress_auth.as_ref().map(|a| a.listen.port()),
             assertions,
+            machine,
         }
     }
 
     /// What to do with a request, in steps: an auth request on the auth port is answered
     /// whole; otherwise screen it (host, method), route it, answer `/bff/*` endpoints, pass the
-    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks;
-    /// a static route then answers with its file instead of forwarding.
+    /// route's gate (preflight, methods, upgrades, CSRF) and authenticate as its policy asks
+    /// (a machine client's request on its own bearer token); a static route then answers with
+    /// its file instead of forwarding.
     async fn decide(
         &self,
         session: &mut Session,
@@ -239,15 +250,61 @@ impl Portcullis {
         let route = route.ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(route.index);
         ctx.label = route.policy.kind.as_str();
-        if let Some(reply) = gate(req, &host, route, &live, ctx)? {
+        if let Some(decision) = self.machine_client(req, &host, route, &live, ctx).await? {
+            return Ok(decision);
+        }
+        if let Some(reply) = gate(req, &host, route, &live, ctx, Credential::Cookie)? {
             return Ok(Decision::Reply(reply));
         }
-        let RouteTarget::Static(site) = &route.config.target else {
-            return self.authenticate_for(req, &host, route, &live, ctx).await;
+        match &route.config.target {
+            RouteTarget::Upstream(_) => self.authenticate_for(req, &host, route, &live, ctx).await,
+            RouteTarget::Static(site) => {
+                self.serve_static(req, &host, route, site, &live, ctx).await
+            }
+        }
+    }
+
+    /// A request carrying its own bearer token (and no session cookie) on a route that admits
+    /// machine clients: the route's gate for a bearer credential, then the token. `None`: not
+    /// such a request, and the session decides.
+    async fn machine_client(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        route: &Route,
+        live: &Live,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Decision>, ProxyError> {
+        let Some(machine) = &route.config.machine_clients else {
+            return Ok(None);
         };
+        let Offered::Bearer(bearer) =
+            machine::offered(req).inspect_err(|e| self.count_machine(e))?
+        else {
+            return Ok(None);
+        };
+        if let Some(reply) = gate(req, host, route, live, ctx, Credential::Bearer)? {
+            return Ok(Some(Decision::Reply(reply)));
+        }
+        self.admit_machine(req, route, machine, bearer, ctx)
+            .await
+            .inspect_err(|e| self.count_machine(e))
+            .map(Some)
+    }
+
+    /// A static route's file, once the route's session policy admits the request.
+    async fn serve_static(
+        &self,
+        req: &RequestHeader,
+        host: &str,
+        route: &Route,
+        site: &Arc<StaticSite>,
+        live: &Live,
+        ctx: &mut RequestCtx,
+    ) -> Result<Decision, ProxyError> {
         let private = route.policy.session.is_some();
         let ask = static_files::Ask::from_request(req, &route.config.prefix, private)?;
-        match self.authenticate_for(req, &host, route, &live, ctx).await? {
+        match self.authenticate_for(req, host, route, live, ctx).await? {
             Decision::Forward => static_files::locate_blocking(site.clone(), ask)
                 .await
                 .map(Decision::File),
@@ -282,6 +339,43 @@ impl Portcullis {
             static_files::write_body(session, served).await?;
         }
         Ok(())
+    }
+
+    /// A machine client's request: never with a session cookie beside the token; the token
+    /// verified (or its cached verdict reused), then held to the route's issuers, audiences and
+    /// claim rules, and forwarded as it came.
+    async fn admit_machine(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        cfg: &MachineClientsConfig,
+        bearer: Bearer<'_>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Decision, ProxyError> {
+        if !matches!(self.cookies.session(&req.headers), Presented::Absent) {
+            return Err(ProxyError::MixedCredentials);
+        }
+        let verified = self.machine.verify(&self.oidc, bearer.token, cfg).await?;
+        machine::check_route(&verified, cfg, &self.oidc.config().issuer)?;
+        if let Some(rules) = &route.config.access {
+            access::check_access(rules, &verified.claims).inspect_err(|denied| {
+                let claims = &verified.claims;
+                let who = ["client_id", "sub"]
+                    .iter()
+                    .find_map(|c| claims.get(*c).and_then(Value::as_str));
+                audit("machine_access", "failure", denied.reason(), who);
+            })?;
+        }
+        if !route.config.identity_headers.is_empty() {
+            ctx.claims = Some(Arc::new(verified.claims.clone()));
+        }
+        self.machine.count_admitted();
+        ctx.bearer = Some(bearer.header.clone());
+        Ok(Decision::Forward)
+    }
+
+    fn count_machine(&self, e: &ProxyError) {
+        self.machine.count_refused(e);
     }
 
     /// Looks the session up as the route's policy asks and holds it to the route's claim
@@ -404,6 +498,15 @@ fn find_route<'l>(
     Ok(route)
 }
 
+/// What a request authenticates with, as far as the gate is concerned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    /// The session cookie, if any: the browser attaches it to any request to the site.
+    Cookie,
+    /// The request's own bearer token (a machine client's).
+    Bearer,
+}
+
 /// The route's checks before any session is looked up: a CORS preflight is answered, the
 /// method and any upgrade must be allowed, and the CSRF rules hold (a forged request learns
 /// nothing, not even whether a session exists).
@@ -413,6 +516,7 @@ fn gate(
     route: &Route,
     live: &Live,
     ctx: &mut RequestCtx,
+    credential: Credential,
 ) -> Result<Option<Reply>, ProxyError> {
     let policy = &route.policy;
     if policy.cors && browser_checks::is_preflight(req) {
@@ -432,7 +536,10 @@ fn gate(
     if ctx.websocket {
         // A handshake cannot carry X-CSRF; a trusted Origin stands in for it.
         live.origins.check_upgrade_origin(req, host)?;
-    } else if policy.csrf {
+    } else if policy.csrf && credential == Credential::Cookie {
+        // CSRF rides on ambient credentials, which a browser adds to a forged request by
+        // itself. A bearer token never is: whoever sends one holds it, and a request with it
+        // and a session cookie both is refused (`admit_machine`).
         bff::require_csrf_header(req)?;
         live.origins.check_request_origin(req, host)?;
     }

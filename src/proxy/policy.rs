@@ -154,6 +154,7 @@ mod tests {
             identity_headers: Vec::new(),
             dpop: false,
             identity_assertion: false,
+            machine_clients: None,
         };
         let user = Some(SessionPolicy::User);
         let resolved = |kind, session| RoutePolicy::resolve(&route(kind, session)).session;

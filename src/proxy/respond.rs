@@ -170,6 +170,8 @@ pub fn classify(e: &ProxyError) -> Class {
         ProxyError::Unauthenticated | ProxyError::StaleCookie(_) => {
             (401, "unauthorized", "Unauthorized\n", Info)
         }
+        ProxyError::MachineTokenRejected(_) => (401, "invalid_token", "Unauthorized\n", Info),
+        ProxyError::MixedCredentials => (400, "mixed_credentials", "Bad request\n", Info),
         ProxyError::BadRequest(_) | ProxyError::AmbiguousPath(_) => {
             (400, "bad_request", "Bad request\n", Info)
         }
@@ -228,6 +230,8 @@ pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
             ProxyError::Unauthenticated
                 | ProxyError::StaleCookie(_)
                 | ProxyError::LogoutTokenRejected(_)
+                | ProxyError::MachineTokenRejected(_)
+                | ProxyError::MixedCredentials
         );
     let mut reply = if json {
         Reply::json(status, format!("{{\"error\":\"{code}\"}}"))
@@ -239,6 +243,10 @@ pub fn error_reply(e: &ProxyError, format: Format) -> Reply {
     }
     if matches!(e, ProxyError::OnlyGetAndHead) {
         reply = reply.header("allow", "GET, HEAD");
+    }
+    if matches!(e, ProxyError::MachineTokenRejected(_)) {
+        // RFC 6750 §3.1; the reason stays in portcullis's log, not in the answer.
+        reply = reply.header("www-authenticate", "Bearer error=\"invalid_token\"");
     }
     reply
 }

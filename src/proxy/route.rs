@@ -107,6 +107,7 @@ mod tests {
             identity_headers: Vec::new(),
             dpop: false,
             identity_assertion: false,
+            machine_clients: None,
         }
     }
 

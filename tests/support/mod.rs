@@ -126,6 +126,8 @@ pub struct WorldOptions {
     /// More host names portcullis answers on (with its port): the OP accepts their
     /// `/bff/callback` too.
     pub other_hosts: Vec<&'static str>,
+    /// More of the OP fixture's env options (`op::OpOptions::env`).
+    pub op_env: Vec<(&'static str, String)>,
 }
 
 impl Default for WorldOptions {
@@ -141,6 +143,7 @@ impl Default for WorldOptions {
             extra_config: String::new(),
             rust_log: "info",
             other_hosts: Vec::new(),
+            op_env: Vec::new(),
         }
     }
 }
@@ -163,7 +166,7 @@ impl World {
             refresh_delay_ms: opts.refresh_delay_ms,
             revocation_delay_ms: opts.revocation_delay_ms,
             backchannel: opts.backchannel,
-            env: Vec::new(),
+            env: opts.op_env.clone(),
         });
         let store = match (&opts.store_url, &redis) {
             (Some(url), _) => portcullis::Store::Redis(url.clone()),

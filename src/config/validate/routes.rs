@@ -1,7 +1,7 @@
 //! `routes`: path prefixes, upstream URLs, kinds and per-route methods.
 
 use super::{is_loopback_host, Checker};
-use crate::config::raw::RawRoute;
+use crate::config::raw::{RawMachineClients, RawRoute};
 use crate::config::types::*;
 
 impl Checker<'_> {
@@ -100,12 +100,27 @@ impl Checker<'_> {
             .methods
             .as_ref()
             .map(|m| self.methods(&key("methods"), m));
-        // A static route's dpop and identity_assertion were refused above; not reported twice.
+        // A static route's dpop, identity_assertion and machine_clients were refused above;
+        // not reported twice.
         let is_static = matches!(target, Some(RouteTarget::Static(_)));
-        let (dpop, identity_assertion) = (
-            raw.dpop && !is_static,
-            raw.identity_assertion && !is_static,
-        );
+        let (dpop, identity_assertion) =
+            (raw.dpop && !is_static, raw.identity_assertion && !is_static);
+        let machine_clients = raw
+            .machine_clients
+            .filter(|_| !is_static)
+            .map(|m| self.machine_clients(&key("machine_clients"), m));
+        if machine_clients.is_some() {
+            let needs_session = match session {
+                Some(policy) => policy != SessionPolicy::None,
+                None => kind.is_some_and(|k| k != RouteKind::Public),
+            };
+            if !needs_session {
+                self.problem(
+                    key("machine_clients"),
+                    "has no effect on a route that needs no session (kind public or policy none): such a route already admits everyone",
+                );
+            }
+        }
         Some(RouteConfig {
             host,
             prefix: prefix?,
@@ -120,7 +135,54 @@ impl Checker<'_> {
             identity_headers,
             dpop,
             identity_assertion,
+            machine_clients,
         })
+    }
+
+    /// `routes[].machine_clients`: an audience is required, since a token for any API of the
+    /// OP's would otherwise do; extra issuers are URLs like `oidc.issuer`.
+    fn machine_clients(&mut self, key: &str, raw: RawMachineClients) -> MachineClientsConfig {
+        let audiences = raw.audiences.unwrap_or_default();
+        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+            self.problem(
+                format!("{key}.audiences"),
+                "must list at least one non-empty audience (the `aud` the issuer gives tokens for this API, e.g. \"https://api.example.com\")",
+            );
+        }
+        let issuers = raw.issuers.unwrap_or_default();
+        for (i, issuer) in issuers.iter().enumerate() {
+            self.url(&format!("{key}.issuers[{i}]"), issuer);
+        }
+        let cache_ttl = self.duration(&format!("{key}.cache_ttl"), raw.cache_ttl.as_deref(), "30s");
+        if cache_ttl > MACHINE_CACHE_TTL_MAX {
+            self.problem(
+                format!("{key}.cache_ttl"),
+                "must be at most 10m: a revoked token stays admitted this long",
+            );
+        }
+        MachineClientsConfig {
+            audiences,
+            issuers,
+            introspection: raw.introspection,
+            cache_ttl,
+        }
+    }
+
+    /// A machine-client audience that is portcullis's own client id would admit the ID tokens
+    /// the OP issues to portcullis at every login.
+    pub(super) fn machine_client_audiences(&mut self, routes: &[RouteConfig], client_id: &str) {
+        for (i, route) in routes.iter().enumerate() {
+            let own = route
+                .machine_clients
+                .as_ref()
+                .is_some_and(|m| m.audiences.iter().any(|a| a == client_id));
+            if own {
+                self.problem(
+                    format!("routes[{i}].machine_clients.audiences"),
+                    format!("{client_id:?} is oidc.client_id: the ID tokens portcullis receives carry that audience (name the API's own audience instead)"),
+                );
+            }
+        }
     }
 
     /// `api`, `public` or `page`, for proxied routes and ingress-auth paths alike; `static`
@@ -270,6 +332,7 @@ impl Checker<'_> {
             ("identity_headers", raw.identity_headers.is_some()),
             ("dpop", raw.dpop),
             ("identity_assertion", raw.identity_assertion),
+            ("machine_clients", raw.machine_clients.is_some()),
         ];
         for (name, _) in present.iter().filter(|(_, set)| *set) {
             self.problem(
