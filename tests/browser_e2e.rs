@@ -7,6 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use support::chromium::run_scenario;
 use support::{repo_root, World, WorldOptions};
 
 /// The demo SPA (`deploy/demo/upstream.mjs`), which the scenario clicks through.
@@ -58,38 +59,21 @@ async fn chromium_logs_in_uses_the_api_refreshes_silently_and_logs_out() {
     .await;
     let out_dir = repo_root().join("target/e2e");
     std::fs::create_dir_all(&out_dir).expect("output dir");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let e2e = repo_root().join("tests/e2e");
+    let run = run_scenario(
+        "login.mjs",
+        vec![
+            ("APP_URL", w.proxy.origin()),
+            ("OUT_DIR", out_dir.display().to_string()),
+            ("LOGIN", "alice".to_string()),
+            ("AT_TTL", ACCESS_TOKEN_TTL.to_string()),
+        ],
+    )
+    .await;
     assert!(
-        e2e.join("node_modules").exists(),
-        "tests/e2e/node_modules is missing: run `make test`"
+        run.passed,
+        "browser scenario failed:\n{}\n{}",
+        run.stdout, run.stderr
     );
-
-    let origin = w.proxy.origin();
-    let out = tokio::task::spawn_blocking({
-        let out_dir = out_dir.clone();
-        let profile = profile.path().to_path_buf();
-        move || {
-            Command::new("node")
-                .arg(e2e.join("login.mjs"))
-                .env("APP_URL", origin)
-                .env("OUT_DIR", out_dir)
-                .env("USER_DATA_DIR", profile)
-                .env("LOGIN", "alice")
-                .env("AT_TTL", ACCESS_TOKEN_TTL.to_string())
-                .output()
-                .expect("node runs the browser scenario")
-        }
-    })
-    .await
-    .expect("scenario thread");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser scenario failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(
         out_dir.join("logged-in.png").exists(),
         "the screenshot was saved"

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::chromium::run_scenario;
 use support::{eventually, metric, repo_root, status_of, World, WorldOptions};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'";
@@ -146,33 +147,22 @@ fn file(spa: &Spa, name: &str) -> Vec<u8> {
 async fn chromium_loads_deep_links_reloads_and_caches_a_built_spa() {
     let spa = build_spa();
     let world = serve(&spa).await;
-    let profile = tempfile::tempdir().expect("profile dir");
-    let e2e = repo_root().join("tests/e2e");
-    let origin = world.proxy.origin();
-    let script = spa.script.clone();
-    let out = tokio::task::spawn_blocking({
-        let profile = profile.path().to_path_buf();
-        move || {
-            Command::new("node")
-                .arg(e2e.join("spa.mjs"))
-                .env("APP_URL", origin)
-                .env("BASE", "/app/")
-                .env("CSP", CSP)
-                .env("SCRIPT", script)
-                .env("USER_DATA_DIR", profile)
-                .output()
-                .expect("node runs the browser scenario")
-        }
-    })
-    .await
-    .expect("scenario thread");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = run_scenario(
+        "spa.mjs",
+        vec![
+            ("APP_URL", world.proxy.origin()),
+            ("BASE", "/app/".to_string()),
+            ("CSP", CSP.to_string()),
+            ("SCRIPT", spa.script.clone()),
+        ],
+    )
+    .await;
     assert!(
-        out.status.success(),
-        "browser scenario failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.passed,
+        "browser scenario failed:\n{}\n{}",
+        run.stdout, run.stderr
     );
-    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let stdout = run.stdout;
     println!("{stdout}");
     assert_eq!(
         world.upstream.count(),

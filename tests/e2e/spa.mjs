@@ -20,7 +20,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { withTimeout } from './common.mjs';
+import { CHROMIUM_ARGS, withTimeout } from './common.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 const WATCHDOG_MS = 50_000;
@@ -75,17 +75,7 @@ async function main() {
       executablePath: '/usr/bin/chromium',
       headless: true,
       timeout: STEP_TIMEOUT_MS,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-        '--disable-dev-shm-usage',
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*',
-      ],
+      args: CHROMIUM_ARGS,
     }),
     STEP_TIMEOUT_MS + 2_000,
     'launch Chromium',

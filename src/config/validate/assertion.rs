@@ -4,7 +4,6 @@
 use super::Checker;
 use crate::config::raw::RawIdentityAssertion;
 use crate::config::types::*;
-use crate::oidc::ClientKey;
 
 const DEFAULT_HEADER: &str = "x-portcullis-assertion";
 /// Long enough to outlive a slow upstream call, short enough that a leaked one soon expires.
@@ -66,14 +65,7 @@ impl Checker<'_> {
             );
             return None;
         };
-        let (text, full) = self.read_named_file(KEY, path)?;
-        let key = match ClientKey::parse(&text) {
-            Ok(key) => key,
-            Err(e) => {
-                self.problem(KEY, format!("{}: {e}", full.display()));
-                return None;
-            }
-        };
+        let (key, full) = self.signing_key(KEY, path)?;
         let alg = match raw.alg.as_deref() {
             None => key.default_alg(),
             Some(name) => match SigningAlg::from_name(name) {

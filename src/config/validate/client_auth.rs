@@ -2,6 +2,8 @@
 //! (`token_endpoint_auth_method`, a shared secret or `client_key_file`), and whether the
 //! authorization request is pushed (`pushed_authorization_requests`).
 
+use std::path::PathBuf;
+
 use super::Checker;
 use crate::config::raw::RawOidc;
 use crate::config::types::*;
@@ -176,14 +178,7 @@ impl Checker<'_> {
             return None;
         };
         let configured_alg = self.client_key_alg(raw.client_key_alg.as_deref());
-        let (text, full) = self.read_named_file(KEY, path)?;
-        let key = match ClientKey::parse(&text) {
-            Ok(key) => key,
-            Err(e) => {
-                self.problem(KEY, format!("{}: {e}", full.display()));
-                return None;
-            }
-        };
+        let (key, full) = self.signing_key(KEY, path)?;
         let alg = configured_alg?.unwrap_or_else(|| key.default_alg());
         if let Err(e) = key.check_alg(alg) {
             self.problem("oidc.client_key_alg", format!("{}: {e}", full.display()));
@@ -205,6 +200,18 @@ impl Checker<'_> {
             alg,
             kid,
         })
+    }
+
+    /// A private key file `key` names, read so `check` reports an unusable one before `serve`.
+    pub(super) fn signing_key(&mut self, key: &str, path: &str) -> Option<(ClientKey, PathBuf)> {
+        let (text, full) = self.read_named_file(key, path)?;
+        match ClientKey::parse(&text) {
+            Ok(parsed) => Some((parsed, full)),
+            Err(e) => {
+                self.problem(key, format!("{}: {e}", full.display()));
+                None
+            }
+        }
     }
 
     /// `Some(None)`: not set (the key's type decides); `None`: set to something unusable.
