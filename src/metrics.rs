@@ -79,7 +79,7 @@ pub const OP_CALLS: [&str; 6] = [
 pub const RELOAD_OUTCOMES: [&str; 3] = ["success", "failure", "restart_required"];
 /// How a machine client's request on a `routes[].machine_clients` route ended: admitted, or
 /// the reason it was refused (`proxy::machine`, `oidc::access_token`).
-pub const MACHINE_AUTH_OUTCOMES: [&str; 17] = [
+pub const MACHINE_AUTH_OUTCOMES: [&str; 18] = [
     "admitted",
     "malformed",
     "bad_header",
@@ -97,6 +97,7 @@ pub const MACHINE_AUTH_OUTCOMES: [&str; 17] = [
     "access_denied",
     "unavailable",
     "authorization_duplicated",
+    "bound_token",
 ];
 pub const FAIL_CLOSED_REASONS: [&str; 3] =
     ["store_unavailable", "oidc_not_ready", "refresh_unavailable"];

@@ -64,6 +64,19 @@ async fn with_bearer(client: &mut Browser, path: &str, token: &str) -> Response 
         .await
 }
 
+/// The `/extra/` route with `token`, and a client's own copy of the identity header.
+async fn with_forged_identity(client: &mut Browser, token: &str) -> Response {
+    client
+        .get(
+            "/extra/x",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-client", "forged"),
+            ],
+        )
+        .await
+}
+
 async fn metrics(world: &World) -> String {
     world.proxy.admin_get("/metrics").await.1
 }
@@ -143,21 +156,19 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
         Some("Bearer error=\"invalid_token\"")
     );
     assert_eq!(forwarded(), before, "nothing forwarded");
-    let extra = service
-        .get(
-            "/extra/x",
-            &[
-                ("authorization", &format!("Bearer {foreign}")),
-                ("x-client", "forged"),
-            ],
-        )
-        .await;
-    assert_eq!(extra.status, 200, "{}", extra.body);
-    assert_eq!(forwarded(), before + 1);
+    let own = with_forged_identity(&mut service, &token).await;
+    assert_eq!(own.status, 200, "{}", own.body);
     assert_eq!(
         world.upstream.last().all("x-client"),
         [MACHINE_ID],
-        "identity headers from the token's claims"
+        "identity headers from the OP's token's claims, the forged copy replaced"
+    );
+    let extra = with_forged_identity(&mut service, &foreign).await;
+    assert_eq!(extra.status, 200, "{}", extra.body);
+    assert_eq!(forwarded(), before + 2);
+    assert!(
+        world.upstream.last().header("x-client").is_none(),
+        "an extra issuer's client_id is not the OP's: no identity headers, the forged one removed"
     );
 
     // Another audience, an expired token and a token of another type are refused; the same

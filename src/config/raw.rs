@@ -210,6 +210,7 @@ pub struct RawRoute {
     pub fallback: Option<bool>,
     pub immutable_hashed: Option<bool>,
     pub immutable_paths: Option<Vec<String>>,
+    pub serve_source_maps: Option<bool>,
     pub machine_clients: Option<RawMachineClients>,
 }
 

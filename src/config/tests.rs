@@ -882,6 +882,10 @@ fn machine_clients_take_defaults_and_each_bad_key_is_named() {
             "routes[0].machine_clients.issuers[0]: \"ftp://x\" must be an http(s) URL",
         ),
         (
+            "    machine_clients:\n      audiences: [api]\n      issuers: [\"http://idp.corp.example\"]",
+            "routes[0].machine_clients.issuers[0]: \"http://idp.corp.example\": plain http is accepted only for loopback hosts",
+        ),
+        (
             "    machine_clients:\n      audiences: [api]\n      cache_ttl: 1h",
             "routes[0].machine_clients.cache_ttl: must be at most 10m",
         ),
@@ -902,4 +906,26 @@ fn machine_clients_take_defaults_and_each_bad_key_is_named() {
             "for {block:?}: {got:?}"
         );
     }
+}
+
+#[test]
+fn claim_rules_on_a_route_that_looks_no_session_up_are_refused() {
+    for (kind, policy) in [("public", ""), ("api", "\n    policy: none")] {
+        let text = MINIMAL.replacen(
+            "kind: api",
+            &format!("kind: {kind}{policy}\n    access: {{ groups: [admins] }}"),
+            1,
+        );
+        assert_eq!(
+            messages(&text),
+            ["/etc/portcullis/config.yaml: routes[0].access: is never checked on a route that looks no session up (kind public or static, or policy none): give the route policy user (or optional), or remove the rules"],
+            "{kind}{policy}"
+        );
+    }
+    let optional = MINIMAL.replacen(
+        "kind: api",
+        "kind: public\n    policy: optional\n    access: { groups: [admins] }",
+        1,
+    );
+    assert!(messages(&optional).is_empty());
 }

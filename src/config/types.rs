@@ -254,6 +254,15 @@ impl RouteKind {
             RouteKind::Static => "static",
         }
     }
+
+    /// Whether requests on a route of this kind look a session up, as `routes[].policy` (if
+    /// set) decides: what validation needs of the proxy's resolved policy, which agrees.
+    pub fn looks_up_session(self, policy: Option<SessionPolicy>) -> bool {
+        match policy {
+            Some(policy) => policy != SessionPolicy::None,
+            None => matches!(self, RouteKind::Api | RouteKind::Page),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +315,31 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// A route under `prefix` to 127.0.0.1:1 with every option off, for unit tests.
+    #[cfg(test)]
+    pub fn for_test(prefix: &str, kind: RouteKind, session: Option<SessionPolicy>) -> RouteConfig {
+        RouteConfig {
+            host: None,
+            prefix: prefix.into(),
+            target: RouteTarget::Upstream(Upstream {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            }),
+            kind,
+            methods: None,
+            websocket: false,
+            allow_ambiguous_paths: false,
+            allow_chunked_requests: false,
+            session,
+            access: None,
+            identity_headers: Vec::new(),
+            dpop: false,
+            identity_assertion: false,
+            machine_clients: None,
+        }
+    }
+
     /// The upstream a proxied route forwards to; `None` for a static route.
     pub fn upstream(&self) -> Option<&Upstream> {
         match &self.target {
@@ -335,6 +369,8 @@ pub struct StaticSite {
     pub immutable_hashed: bool,
     /// Paths under the route (e.g. `/assets/`) whose files are all cached as immutable.
     pub immutable_paths: Vec<String>,
+    /// `.map` files are served; by default they are not, since they carry the app's source.
+    pub serve_source_maps: bool,
 }
 
 /// The longest `routes[].machine_clients.cache_ttl`: a revoked token is admitted until its

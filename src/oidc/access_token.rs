@@ -105,6 +105,16 @@ fn check_times(
     Ok(exp)
 }
 
+/// A token bound to a key (`cnf`: DPoP, RFC 9449; mutual TLS, RFC 8705) is only good with the
+/// proof of that key, which portcullis does not check: forwarded as a plain bearer token, a
+/// stolen one would work without its proof.
+fn refuse_bound(claims: &Map<String, Value>) -> Result<(), AccessTokenError> {
+    match claims.contains_key("cnf") {
+        true => Err(rejected("bound_token")),
+        false => Ok(()),
+    }
+}
+
 /// The claims of an introspection answer, if it says the token is active, and is a bearer
 /// access token within its times. An answer without `iss` speaks for the OP that gave it.
 fn introspected(
@@ -120,6 +130,7 @@ fn introspected(
     if token_type.is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
         return Err(rejected("bad_type"));
     }
+    refuse_bound(&claims)?;
     let exp = check_times(&claims, now, skew, false).map_err(rejected)?;
     claims
         .entry("iss")
@@ -173,6 +184,7 @@ impl Oidc {
         if claims.contains_key("nonce") {
             return Err(rejected("bad_type"));
         }
+        refuse_bound(&claims)?;
         let exp =
             check_times(&claims, unix_now(), cfg.clock_skew.as_secs(), true).map_err(rejected)?;
         Ok(VerifiedToken {
@@ -229,20 +241,26 @@ impl Oidc {
         let recent = state
             .fetched
             .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL);
+        // Keys an issuer has withdrawn must stop verifying: the set (and the discovery that
+        // names it) is renewed as often as the OP's own discovery.
+        let stale = state
+            .fetched
+            .is_none_or(|t| t.elapsed() >= self.config().discovery_refresh);
         if let Some(keys) = &state.keys {
             let has_kid = kid.is_none_or(|kid| {
                 keys.keys()
                     .iter()
                     .any(|k| openidconnect::JsonWebKey::key_id(k).is_some_and(|id| **id == kid))
             });
-            if has_kid || recent {
+            if (has_kid && !stale) || recent {
                 return Ok(keys.clone());
             }
         } else if recent {
             return Err(OidcError::Discovery(format!("{issuer}: not reachable")).into());
         }
         state.fetched = Some(Instant::now());
-        match self.fetch_issuer_keys(issuer, state.jwks_uri.clone()).await {
+        let known_jwks_uri = state.jwks_uri.clone().filter(|_| !stale);
+        match self.fetch_issuer_keys(issuer, known_jwks_uri).await {
             Ok((jwks_uri, keys)) => {
                 tracing::info!(
                     issuer,
@@ -398,5 +416,7 @@ mod tests {
             reason(answer(json!({"active": true, "exp": now - 1}))),
             "expired"
         );
+        let bound = json!({"active": true, "token_type": "Bearer", "cnf": {"jkt": "abc"}});
+        assert_eq!(reason(answer(bound)), "bound_token");
     }
 }

@@ -196,8 +196,12 @@ impl MachineAuth {
                 self.store(key, Verdict::Admitted(verified.clone()), expires);
                 Ok(verified)
             }
-            // Whose issuers a route accepts differs by route: not a verdict on the token.
-            Err(AccessTokenError::Rejected("bad_issuer")) => Err(refused("bad_issuer")),
+            // Whose issuers a route accepts differs by route: not a verdict on the token. A
+            // token refused on its looks alone costs less to judge again than to remember, and
+            // remembering it would let junk tokens crowd out good verdicts.
+            Err(AccessTokenError::Rejected(
+                reason @ ("bad_issuer" | "malformed" | "bad_header" | "bad_type"),
+            )) => Err(refused(reason)),
             Err(AccessTokenError::Rejected(reason)) => {
                 self.store(key, Verdict::Refused(reason), None);
                 Err(refused(reason))
@@ -235,11 +239,15 @@ impl MachineAuth {
     }
 }
 
-/// Drops the verdicts that are stale for any route (past the longest TTL, or expired), and
-/// if none is, an arbitrary one.
+/// Drops the verdicts that are stale for any route (past the longest TTL, or expired), then
+/// the refusals (cheap to judge again, and what a flood of bad tokens fills the cache with),
+/// and if none of those is, an arbitrary one.
 fn make_room(verdicts: &mut HashMap<[u8; 32], Entry>) {
     let (now, unix) = (Instant::now(), unix_now());
     verdicts.retain(|_, e| e.fresh(MACHINE_CACHE_TTL_MAX, now, unix));
+    if verdicts.len() >= MAX_ENTRIES {
+        verdicts.retain(|_, e| matches!(e.verdict, Verdict::Admitted(_)));
+    }
     if verdicts.len() >= MAX_ENTRIES {
         if let Some(k) = verdicts.keys().next().copied() {
             verdicts.remove(&k);
@@ -407,6 +415,7 @@ mod tests {
             "inactive",
             "not_a_jwt",
             "dpop_scheme",
+            "bound_token",
         ];
         let mut refusals: Vec<ProxyError> = token_reasons.into_iter().map(refused).collect();
         refusals.extend([
@@ -424,14 +433,27 @@ mod tests {
     fn the_cache_is_bounded_and_keyed_by_a_hash() {
         let counters = || IntCounterVec::new(prometheus::Opts::new("t", "t"), &["l"]).unwrap();
         let auth = MachineAuth::new(counters(), &counters());
-        for i in 0..MAX_ENTRIES + 5 {
-            auth.store(
-                fingerprint(&format!("token-{i}")),
-                Verdict::Refused("x"),
-                None,
-            );
+        let admitted = Verdict::Admitted(Arc::new(VerifiedToken {
+            claims: serde_json::Map::new(),
+            exp: None,
+            introspected: false,
+        }));
+        for i in 0..MAX_ENTRIES - 1 {
+            auth.store(fingerprint(&format!("good-{i}")), admitted.clone(), None);
         }
+        auth.store(fingerprint("bad"), Verdict::Refused("bad_signature"), None);
         assert_eq!(auth.len(), MAX_ENTRIES);
+        // Full: the refusal makes room first, every admitted verdict stays.
+        auth.store(fingerprint("good-new"), admitted.clone(), None);
+        assert_eq!(auth.len(), MAX_ENTRIES);
+        let kept = |t: &str| auth.with_verdicts(|v| v.contains_key(&fingerprint(t)));
+        assert!(!kept("bad") && kept("good-new") && kept("good-0"));
+        auth.store(fingerprint("one-more"), admitted, None);
+        assert_eq!(
+            auth.len(),
+            MAX_ENTRIES,
+            "bounded even when all are admitted"
+        );
         assert_ne!(fingerprint("a"), fingerprint("b"));
     }
 }

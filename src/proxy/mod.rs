@@ -83,6 +83,8 @@ pub struct RequestCtx {
     claims: Option<Arc<Map<String, Value>>>,
     /// The signed identity assertion, on routes that send one.
     assertion: Option<HeaderValue>,
+    /// `X-Forwarded-Host` for a request on a host other than `public_url`'s.
+    forwarded_host: Option<HeaderValue>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
     cors_origin: Option<String>,
@@ -115,6 +117,7 @@ pub struct Portcullis {
     security: SecurityHeaders,
     /// The `X-Forwarded-Proto` value, built once.
     public_proto: HeaderValue,
+    forwarded_hosts: ForwardedHosts,
     /// `public_url`'s origin, for redirects portcullis builds itself.
     public_origin: String,
     in_flight: InFlight,
@@ -198,6 +201,7 @@ impl Portcullis {
             live,
             cookies: CookiePolicy::new(&cfg.session),
             security: SecurityHeaders::new(cfg.public_is_https),
+            forwarded_hosts: ForwardedHosts::new(&cfg.public_origin),
             public_proto: HeaderValue::from_static(if cfg.public_is_https {
                 "https"
             } else {
@@ -249,6 +253,7 @@ impl Portcullis {
         }
         let route = route.ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(route.index);
+        ctx.forwarded_host = self.forwarded_hosts.for_other_host(&host);
         ctx.label = route.policy.kind.as_str();
         if let Some(decision) = self.machine_client(req, &host, route, &live, ctx).await? {
             return Ok(decision);
@@ -356,7 +361,8 @@ impl Portcullis {
             return Err(ProxyError::MixedCredentials);
         }
         let verified = self.machine.verify(&self.oidc, bearer.token, cfg).await?;
-        machine::check_route(&verified, cfg, &self.oidc.config().issuer)?;
+        let op_issuer = &self.oidc.config().issuer;
+        machine::check_route(&verified, cfg, op_issuer)?;
         if let Some(rules) = &route.config.access {
             access::check_access(rules, &verified.claims).inspect_err(|denied| {
                 let claims = &verified.claims;
@@ -366,7 +372,10 @@ impl Portcullis {
                 audit("machine_access", "failure", denied.reason(), who);
             })?;
         }
-        if !route.config.identity_headers.is_empty() {
+        // Identity only from the OP's own tokens: an extra issuer's `sub: alice` is not the
+        // OP's alice, and the upstream could not tell them apart (its headers stay removed).
+        let from_op = verified.claims.get("iss").and_then(Value::as_str) == Some(op_issuer);
+        if !route.config.identity_headers.is_empty() && from_op {
             ctx.claims = Some(Arc::new(verified.claims.clone()));
         }
         self.machine.count_admitted();
@@ -602,13 +611,40 @@ fn errors_format(ctx: &RequestCtx) -> Format {
         .map_or(Format::Text, |p| p.errors)
 }
 
-/// The host the browser addressed, read as `request_host` reads it (the target's authority, else
-/// `Host`) and so one `screen` admitted as portcullis's: with several hosts, the upstream learns
-/// which one its page was asked on.
-fn addressed_host(req: &RequestHeader) -> Option<HeaderValue> {
-    match req.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers.get(http::header::HOST).cloned(),
+/// `X-Forwarded-Host` values: `public_url`'s authority, built once, and for a request on another
+/// of portcullis's hosts that host (as screened: lower case, never the client's spelling or
+/// port) with `public_url`'s port, since every host is served behind the same front door.
+struct ForwardedHosts {
+    public: Option<HeaderValue>,
+    public_name: String,
+    port_suffix: String,
+}
+
+impl ForwardedHosts {
+    fn new(public_origin: &str) -> ForwardedHosts {
+        let url = url::Url::parse(public_origin).ok();
+        let public_name = url
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let port_suffix = url
+            .as_ref()
+            .and_then(url::Url::port)
+            .map_or_else(String::new, |p| format!(":{p}"));
+        ForwardedHosts {
+            public: HeaderValue::from_str(&format!("{public_name}{port_suffix}")).ok(),
+            public_name,
+            port_suffix,
+        }
+    }
+
+    /// `None`: the request named `public_url`'s host, whose value is `public`.
+    fn for_other_host(&self, host: &str) -> Option<HeaderValue> {
+        if host == self.public_name {
+            return None;
+        }
+        HeaderValue::from_str(&format!("{host}{}", self.port_suffix)).ok()
     }
 }
 
@@ -629,6 +665,7 @@ impl ProxyHttp for Portcullis {
             dpop: None,
             claims: None,
             assertion: None,
+            forwarded_host: None,
             websocket: false,
             cors_origin: None,
             request_id: RequestId::default(),
@@ -714,7 +751,10 @@ impl ProxyHttp for Portcullis {
             bearer: ctx.bearer.as_ref(),
             client_ip,
             public_proto: &self.public_proto,
-            forwarded_host: addressed_host(session.req_header()),
+            forwarded_host: ctx
+                .forwarded_host
+                .take()
+                .or_else(|| self.forwarded_hosts.public.clone()),
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
@@ -927,6 +967,23 @@ mod tests {
         } else {
             Error::new_up(etype)
         }
+    }
+
+    #[test]
+    fn forwarded_host_is_the_screened_host_with_the_public_port() {
+        let hosts = ForwardedHosts::new("http://127.0.0.1:4480");
+        assert_eq!(hosts.public.as_ref().unwrap(), "127.0.0.1:4480");
+        assert_eq!(hosts.for_other_host("127.0.0.1"), None);
+        assert_eq!(
+            hosts.for_other_host("docs.localhost").unwrap(),
+            "docs.localhost:4480"
+        );
+        let https = ForwardedHosts::new("https://App.Example.com");
+        assert_eq!(https.public.as_ref().unwrap(), "app.example.com");
+        assert_eq!(
+            https.for_other_host("shop.example.com").unwrap(),
+            "shop.example.com"
+        );
     }
 
     #[test]

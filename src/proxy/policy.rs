@@ -134,28 +134,38 @@ mod tests {
         assert!(!spa.csrf && !spa.cors && spa.page_csp);
     }
 
+    fn route(kind: RouteKind, session: Option<SessionPolicy>) -> RouteConfig {
+        RouteConfig::for_test("/", kind, session)
+    }
+
+    #[test]
+    fn validation_agrees_with_the_resolved_policy_on_session_lookups() {
+        let kinds = [
+            RouteKind::Api,
+            RouteKind::Page,
+            RouteKind::Public,
+            RouteKind::Static,
+        ];
+        let policies = [
+            None,
+            Some(SessionPolicy::None),
+            Some(SessionPolicy::User),
+            Some(SessionPolicy::Optional),
+        ];
+        for kind in kinds {
+            for policy in policies {
+                let resolved = RoutePolicy::resolve(&route(kind, policy)).session.is_some();
+                assert_eq!(
+                    kind.looks_up_session(policy),
+                    resolved,
+                    "{kind:?} {policy:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_required_session_on_a_static_route_sends_page_loads_to_the_login() {
-        let route = |kind, session| RouteConfig {
-            host: None,
-            prefix: "/".into(),
-            target: crate::config::RouteTarget::Upstream(crate::config::Upstream {
-                host: "127.0.0.1".into(),
-                port: 1,
-                tls: false,
-            }),
-            kind,
-            methods: None,
-            websocket: false,
-            allow_ambiguous_paths: false,
-            allow_chunked_requests: false,
-            session,
-            access: None,
-            identity_headers: Vec::new(),
-            dpop: false,
-            identity_assertion: false,
-            machine_clients: None,
-        };
         let user = Some(SessionPolicy::User);
         let resolved = |kind, session| RoutePolicy::resolve(&route(kind, session)).session;
         assert_eq!(

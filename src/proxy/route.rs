@@ -86,29 +86,10 @@ pub(super) fn matches_at_boundary(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RouteKind, RouteTarget, Upstream};
+    use crate::config::RouteKind;
 
     fn route(prefix: &str, kind: RouteKind) -> RouteConfig {
-        RouteConfig {
-            host: None,
-            prefix: prefix.into(),
-            target: RouteTarget::Upstream(Upstream {
-                host: "127.0.0.1".into(),
-                port: 1,
-                tls: false,
-            }),
-            kind,
-            methods: None,
-            websocket: false,
-            allow_ambiguous_paths: false,
-            allow_chunked_requests: false,
-            session: None,
-            access: None,
-            identity_headers: Vec::new(),
-            dpop: false,
-            identity_assertion: false,
-            machine_clients: None,
-        }
+        RouteConfig::for_test(prefix, kind, None)
     }
 
     #[test]

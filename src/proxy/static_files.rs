@@ -116,6 +116,11 @@ pub fn locate(site: &StaticSite, ask: &Ask) -> Result<Served, ProxyError> {
         }
         None => return Err(ProxyError::NotFound("static_not_found")),
     };
+    let is_map = |name: &Path| name.extension().is_some_and(|e| e == "map");
+    if !site.serve_source_maps && (is_map(Path::new(last)) || is_map(&path)) {
+        // A source map publishes the app's original source, comments and all.
+        return Err(ProxyError::NotFound("static_source_map"));
+    }
     let content_type = content_type(&path);
     let immutable = !is_index && is_immutable(site, &ask.rest, &path);
     let variants = precompressed(&site.root, &path)?;
@@ -171,6 +176,8 @@ fn regular_file_inside(
     let real = match std::fs::canonicalize(wanted) {
         Ok(real) => real,
         Err(e) if is_missing(&e) => return Ok(None),
+        // A name no file can have, or a symlink loop: the client's path, not a broken disk.
+        Err(e) if is_unnameable(&e) => return Err(ProxyError::NotFound("static_bad_name")),
         Err(_) => return Err(ProxyError::Internal("static_unreadable")),
     };
     if !real.starts_with(root) {
@@ -182,6 +189,13 @@ fn regular_file_inside(
         Err(e) if is_missing(&e) => Ok(None),
         Err(_) => Err(ProxyError::Internal("static_unreadable")),
     }
+}
+
+/// ELOOP: too many levels of symbolic links (Linux's errno 40; std has no stable kind for it).
+const ELOOP: i32 = 40;
+
+fn is_unnameable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidFilename || e.raw_os_error() == Some(ELOOP)
 }
 
 fn is_missing(e: &std::io::Error) -> bool {
@@ -444,6 +458,7 @@ mod tests {
             fallback: true,
             immutable_hashed: true,
             immutable_paths: vec!["/media/".into()],
+            serve_source_maps: false,
         }
     }
 
@@ -546,6 +561,21 @@ mod tests {
         assert_eq!(reason("a%5cb"), "static_bad_name");
         assert_eq!(reason("a%00b"), "static_bad_name");
         assert_eq!(reason("%ff.js"), "static_bad_name");
+        // Names the file system refuses are the client's doing: 404, not a 500 to repeat.
+        assert_eq!(
+            reason(&format!("{}.js", "a".repeat(300))),
+            "static_bad_name"
+        );
+        std::os::unix::fs::symlink(root.path().join("loop.js"), root.path().join("loop.js"))
+            .unwrap();
+        assert_eq!(reason("loop.js"), "static_bad_name");
+        std::fs::write(root.path().join("assets/app-5KQHQWPF.js.map"), "{}").unwrap();
+        assert_eq!(reason("assets/app-5KQHQWPF.js.map"), "static_source_map");
+        let with_maps = StaticSite {
+            serve_source_maps: true,
+            ..site.clone()
+        };
+        assert!(locate(&with_maps, &ask("assets/app-5KQHQWPF.js.map")).is_ok());
     }
 
     #[test]

@@ -131,9 +131,7 @@ impl Checker<'_> {
                     "needs the identity_assertion section (its key_file signs the assertion)",
                 );
             }
-            let without_session = route.session == Some(SessionPolicy::None)
-                || (route.session.is_none() && route.kind == RouteKind::Public);
-            if without_session {
+            if !route.kind.looks_up_session(route.session) {
                 self.problem(
                     format!("routes[{i}].identity_assertion"),
                     "is sent only with a session (this route never looks one up: give it policy user or optional)",
@@ -151,6 +149,12 @@ fn is_reserved(name: &str) -> bool {
         "content-length",
         "transfer-encoding",
         "connection",
+        // Headers portcullis itself strips or sets on every forwarded request.
+        "x-csrf",
+        "dpop",
+        "traceparent",
+        "tracestate",
+        "x-request-id",
     ]
     .contains(&name)
         || name.starts_with("x-forwarded-")

@@ -109,17 +109,20 @@ impl Checker<'_> {
             .machine_clients
             .filter(|_| !is_static)
             .map(|m| self.machine_clients(&key("machine_clients"), m));
-        if machine_clients.is_some() {
-            let needs_session = match session {
-                Some(policy) => policy != SessionPolicy::None,
-                None => kind.is_some_and(|k| k != RouteKind::Public),
-            };
-            if !needs_session {
-                self.problem(
-                    key("machine_clients"),
-                    "has no effect on a route that needs no session (kind public or policy none): such a route already admits everyone",
-                );
-            }
+        let looks_up_session = kind.is_some_and(|k| k.looks_up_session(session));
+        if machine_clients.is_some() && !looks_up_session {
+            self.problem(
+                key("machine_clients"),
+                "has no effect on a route that needs no session (kind public or policy none): such a route already admits everyone",
+            );
+        }
+        // Claim rules judge a session's claims: on a route that looks none up they would never
+        // be checked, and the route would admit everyone.
+        if access.is_some() && !looks_up_session && kind.is_some() {
+            self.problem(
+                key("access"),
+                "is never checked on a route that looks no session up (kind public or static, or policy none): give the route policy user (or optional), or remove the rules",
+            );
         }
         Some(RouteConfig {
             host,
@@ -151,7 +154,17 @@ impl Checker<'_> {
         }
         let issuers = raw.issuers.unwrap_or_default();
         for (i, issuer) in issuers.iter().enumerate() {
-            self.url(&format!("{key}.issuers[{i}]"), issuer);
+            let key = format!("{key}.issuers[{i}]");
+            // Its discovery document and keys decide which tokens are admitted: fetched in the
+            // clear, anyone on the path could add a key of their own.
+            if let Some(url) = self.url(&key, issuer) {
+                if url.scheme() == "http" && !is_loopback_host(&url) {
+                    self.problem(
+                        key,
+                        format!("{issuer:?}: plain http is accepted only for loopback hosts (its keys decide which tokens pass: use https)"),
+                    );
+                }
+            }
         }
         let cache_ttl = self.duration(&format!("{key}.cache_ttl"), raw.cache_ttl.as_deref(), "30s");
         if cache_ttl > MACHINE_CACHE_TTL_MAX {
@@ -267,6 +280,7 @@ impl Checker<'_> {
             fallback: raw.fallback.unwrap_or(true),
             immutable_hashed: raw.immutable_hashed.unwrap_or(true),
             immutable_paths,
+            serve_source_maps: raw.serve_source_maps.unwrap_or(false),
         })
     }
 
@@ -349,6 +363,7 @@ impl Checker<'_> {
             ("fallback", raw.fallback.is_some()),
             ("immutable_hashed", raw.immutable_hashed.is_some()),
             ("immutable_paths", raw.immutable_paths.is_some()),
+            ("serve_source_maps", raw.serve_source_maps.is_some()),
         ];
         for (name, _) in present.iter().filter(|(_, set)| *set) {
             self.problem(
