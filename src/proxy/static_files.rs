@@ -7,7 +7,9 @@
 //!
 //! Files are streamed from disk in bounded chunks, never held whole: the kernel's page cache
 //! already keeps a hot build in memory, and a second cache here would only add a size limit to
-//! tune. Lookups and reads are blocking file-system calls, so they run on Tokio's blocking pool.
+//! tune. Lookups and reads are blocking file-system calls, so they run on Tokio's blocking pool,
+//! a few at a time (each concurrent one is a thread with its own allocator heap); a file of one
+//! chunk or less is read in the lookup's own trip there, so a typical asset costs one.
 
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -26,6 +28,9 @@ use crate::config::StaticSite;
 
 /// How much of a file is read into memory at once.
 const CHUNK: usize = 64 * 1024;
+/// File-system work in flight at once on the blocking pool, for all static routes.
+const FILE_IO_TASKS: usize = 4;
+static FILE_IO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(FILE_IO_TASKS);
 /// A year: what "immutable" means to caches that ignore the directive.
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
@@ -46,6 +51,8 @@ pub struct Served {
     pub not_modified: bool,
     /// A HEAD: headers only.
     pub head: bool,
+    /// The whole body, read with the lookup when it fits in one chunk.
+    pub body: Option<Bytes>,
 }
 
 impl Served {
@@ -144,7 +151,20 @@ pub fn locate(site: &StaticSite, ask: &Ask) -> Result<Served, ProxyError> {
         last_modified,
         cache_control: cache_control(immutable, ask.private),
         head: ask.head,
+        body: None,
     })
+}
+
+/// A body of one chunk or less, read now; `len` becomes what was read, so `Content-Length`
+/// matches even if the file changed since its size was taken.
+fn read_small_body(served: &mut Served) -> std::io::Result<()> {
+    if served.head || served.not_modified || served.len > CHUNK as u64 {
+        return Ok(());
+    }
+    let body = std::fs::read(&served.path)?;
+    served.len = body.len() as u64;
+    served.body = Some(Bytes::from(body));
+    Ok(())
 }
 
 /// The path's segments, decoded. Canonical-path checks have already refused `.`/`..`,
@@ -390,6 +410,9 @@ pub fn response_header(served: &Served) -> pingora::Result<ResponseHeader> {
 /// Sends the file's body in chunks of at most `CHUNK` bytes; exactly `len` bytes, as
 /// `Content-Length` promised (a file that shrank mid-way ends the connection instead).
 pub async fn write_body(session: &mut Session, served: &Served) -> pingora::Result<()> {
+    if let Some(body) = &served.body {
+        return session.write_response_body(Some(body.clone()), true).await;
+    }
     let path = served.path.clone();
     let mut file = blocking(move || File::open(path)).await?;
     let mut left = served.len;
@@ -420,6 +443,9 @@ pub async fn write_body(session: &mut Session, served: &Served) -> pingora::Resu
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> pingora::Result<T> {
+    let _permit = FILE_IO.acquire().await.map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InternalError, "static file task", e)
+    })?;
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(pingora::Error::because(
@@ -435,11 +461,19 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// `locate` on the blocking pool.
+/// `locate` on the blocking pool, with a small body read in the same trip.
 pub async fn locate_blocking(site: Arc<StaticSite>, ask: Ask) -> Result<Served, ProxyError> {
-    tokio::task::spawn_blocking(move || locate(&site, &ask))
+    let _permit = FILE_IO
+        .acquire()
         .await
-        .map_err(|_| ProxyError::Internal("static_lookup_failed"))?
+        .map_err(|_| ProxyError::Internal("static_lookup_failed"))?;
+    tokio::task::spawn_blocking(move || {
+        let mut served = locate(&site, &ask)?;
+        read_small_body(&mut served).map_err(|_| ProxyError::Internal("static_unreadable"))?;
+        Ok(served)
+    })
+    .await
+    .map_err(|_| ProxyError::Internal("static_lookup_failed"))?
 }
 
 /// The page CSP goes on HTML only: scripts, styles and images carry no policy of their own.
