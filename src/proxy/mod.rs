@@ -1,8 +1,9 @@
 //! The `ProxyHttp` implementation: what portcullis decides in each Pingora phase.
 //!
 //! `request_filter` routes the request, answers `/bff/*` and static routes' files itself, and
-//! for proxied routes authenticates (refreshing the token if needed) and checks CSRF; `upstream_peer` picks the
-//! route's upstream; `upstream_request_filter` strips and injects headers; `response_filter`
+//! for proxied routes authenticates (a session, refreshed if needed, or a machine client's own
+//! token) and checks CSRF; `upstream_peer` picks the route's upstream;
+//! `upstream_request_filter` strips and injects headers (identity, assertion); `response_filter`
 //! adds the request id, CORS and CSP headers and drops upstream attempts to set portcullis's
 //! cookies; `fail_to_proxy` turns upstream failures into generic 502/504; `logging` records
 //! metrics.
