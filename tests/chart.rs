@@ -778,6 +778,27 @@ fn every_controller_copies_the_identity_assertion_when_the_answer_carries_one() 
 }
 
 #[test]
+fn envoy_sends_the_authorization_header_when_a_host_admits_machine_clients() {
+    let to_ext_auth = |docs: &[Value]| -> Vec<String> {
+        let policy = docs
+            .iter()
+            .find(|d| d["kind"] == "SecurityPolicy")
+            .expect("a SecurityPolicy");
+        strs(&policy["spec"]["extAuth"]["headersToExtAuth"])
+    };
+    let plain = render_with("values-ingress-envoy-gateway.yaml", &[]);
+    assert!(!to_ext_auth(&plain).contains(&"Authorization".to_string()));
+    let machine = render_with(
+        "values-ingress-envoy-gateway.yaml",
+        &[
+            "--set-json",
+            r#"gateway.config.ingress_auth.hosts=[{"host":"shop.example.com","machine_clients":{"audiences":["https://shop.example.com/api"]},"paths":[{"path":"/api/","kind":"api"},{"path":"/","kind":"page"}]}]"#,
+        ],
+    );
+    assert!(to_ext_auth(&machine).contains(&"Authorization".to_string()));
+}
+
+#[test]
 fn apps_verifying_identity_assertions_may_reach_the_admin_port() {
     let docs = render(
         None,

@@ -359,3 +359,63 @@ async fn machine_clients_are_admitted_on_their_own_token_and_refused_otherwise()
         }
     }
 }
+
+/// In ingress auth mode a host with `machine_clients` answers an auth request that carries a
+/// service's own bearer token (no cookie, no CSRF header) with that same `Authorization`, for
+/// the ingress to pass on; another audience is a 401 the ingress hands back, and a token beside
+/// a session cookie is a 403 (an ingress-nginx auth answer other than 2xx, 401 or 403 would
+/// become a 500).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ingress_auth_answer_admits_a_machine_client_on_its_own_token() {
+    let auth_port = support::free_port();
+    let world = World::start(WorldOptions {
+        redis: false,
+        op_env: machine_op_env(),
+        extra_config: format!(
+            "ingress_auth:\n  enabled: true\n  listen: \"127.0.0.1:{auth_port}\"\n  controller: nginx\n  \
+             trusted_ingress: [\"127.0.0.1\"]\n  identity_headers: {{ X-Auth-Request-User: client_id }}\n  hosts:\n    \
+             - host: api.localhost\n      machine_clients: {{ audiences: [\"{API}\"] }}\n      \
+             access: {{ claims: [{{ claim: scope, contains: read }}] }}\n      paths:\n        \
+             - {{ path: /, kind: api }}\n"
+        ),
+        ..WorldOptions::default()
+    })
+    .await;
+    let ask = |token: String, extra: &'static [(&'static str, &'static str)]| {
+        let mut req = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{auth_port}/bff/auth"))
+            .header("x-original-url", "http://api.localhost/orders")
+            .header("x-original-method", "POST")
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let token = client_token(&world.op.issuer, API, "read").await;
+    let admitted = ask(token.clone(), &[]).await.expect("answer");
+    assert_eq!(admitted.status(), 200);
+    let header = |name: &str| {
+        admitted
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(header("authorization"), Some(format!("Bearer {token}")));
+    assert_eq!(header("x-auth-request-user").as_deref(), Some(MACHINE_ID));
+
+    let write_only = client_token(&world.op.issuer, API, "write").await;
+    let denied = ask(write_only, &[]).await.expect("answer");
+    assert_eq!(denied.status(), 403, "the host's claim rule");
+    let other = client_token(&world.op.issuer, "https://other-api.test", "read").await;
+    let refused = ask(other, &[]).await.expect("answer");
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("authorization").is_none());
+    let mixed = ask(token.clone(), &[("cookie", "__Host-portcullis=x")])
+        .await
+        .expect("answer");
+    assert_eq!(mixed.status(), 403);
+    let logs = world.proxy.logs();
+    assert!(!logs.contains(&token), "no token in the logs");
+}

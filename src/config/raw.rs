@@ -21,7 +21,9 @@ impl KnownKeys for RawConfig {
             "access.claims" | "ingress_auth.hosts.access.claims" | "routes.access.claims" => {
                 fields::<RawClaimRule>()
             }
-            "routes.machine_clients" => fields::<RawMachineClients>(),
+            "routes.machine_clients" | "ingress_auth.hosts.machine_clients" => {
+                fields::<RawMachineClients>()
+            }
             "telemetry" => fields::<RawTelemetry>(),
             "ingress_auth" => fields::<RawIngressAuth>(),
             "ingress_auth.hosts" => fields::<RawIngressHost>(),
@@ -83,6 +85,7 @@ pub struct RawIdentityAssertion {
 pub struct RawIngressHost {
     pub host: Option<String>,
     pub access: Option<RawAccess>,
+    pub machine_clients: Option<RawMachineClients>,
     #[serde(default)]
     pub paths: Vec<RawIngressPath>,
 }

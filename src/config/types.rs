@@ -439,6 +439,8 @@ pub struct IngressHost {
     pub host: HostPattern,
     /// Who may pass on this host besides holding a session; `None` admits every session.
     pub access: Option<AccessConfig>,
+    /// Requests carrying their own bearer token (and no session cookie) are admitted on it.
+    pub machine_clients: Option<MachineClientsConfig>,
     pub paths: Vec<PathRule>,
 }
 

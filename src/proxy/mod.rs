@@ -54,7 +54,9 @@ use route::Route;
 pub use route::RouteTable;
 
 use crate::assertion::IdentityAssertions;
-use crate::config::{Config, MachineClientsConfig, RouteConfig, RouteTarget, StaticSite};
+use crate::config::{
+    AccessConfig, Config, MachineClientsConfig, RouteConfig, RouteTarget, StaticSite,
+};
 use crate::metrics::{Metrics, RequestSeries};
 use crate::oidc::dpop::UpstreamDpop;
 use crate::oidc::Oidc;
@@ -358,13 +360,35 @@ impl Portcullis {
         bearer: Bearer<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
-        if !matches!(self.cookies.session(&req.headers), Presented::Absent) {
+        let access = route.config.access.as_ref();
+        let identity = self
+            .judge_machine(&req.headers, cfg, access, bearer.token)
+            .await?;
+        if !route.config.identity_headers.is_empty() {
+            ctx.claims = identity;
+        }
+        ctx.bearer = Some(bearer.header.clone());
+        Ok(Decision::Forward)
+    }
+
+    /// A machine client's token held to `cfg` and the `access` rules, never beside a session
+    /// cookie; counted. `Ok` carries the claims identity headers may be filled from: only an
+    /// OP's token's, since an extra issuer's `sub: alice` is not the OP's alice and an upstream
+    /// could not tell them apart (its identity headers stay removed).
+    async fn judge_machine(
+        &self,
+        headers: &http::HeaderMap,
+        cfg: &MachineClientsConfig,
+        access: Option<&AccessConfig>,
+        token: &str,
+    ) -> Result<Option<Arc<Map<String, Value>>>, ProxyError> {
+        if !matches!(self.cookies.session(headers), Presented::Absent) {
             return Err(ProxyError::MixedCredentials);
         }
-        let verified = self.machine.verify(&self.oidc, bearer.token, cfg).await?;
+        let verified = self.machine.verify(&self.oidc, token, cfg).await?;
         let op_issuer = &self.oidc.config().issuer;
         machine::check_route(&verified, cfg, op_issuer)?;
-        if let Some(rules) = &route.config.access {
+        if let Some(rules) = access {
             access::check_access(rules, &verified.claims).inspect_err(|denied| {
                 let claims = &verified.claims;
                 let who = ["client_id", "sub"]
@@ -373,15 +397,9 @@ impl Portcullis {
                 audit("machine_access", "failure", denied.reason(), who);
             })?;
         }
-        // Identity only from the OP's own tokens: an extra issuer's `sub: alice` is not the
-        // OP's alice, and the upstream could not tell them apart (its headers stay removed).
-        let from_op = verified.claims.get("iss").and_then(Value::as_str) == Some(op_issuer);
-        if !route.config.identity_headers.is_empty() && from_op {
-            ctx.claims = Some(Arc::new(verified.claims.clone()));
-        }
         self.machine.count_admitted();
-        ctx.bearer = Some(bearer.header.clone());
-        Ok(Decision::Forward)
+        let from_op = verified.claims.get("iss").and_then(Value::as_str) == Some(op_issuer);
+        Ok(from_op.then(|| Arc::new(verified.claims.clone())))
     }
 
     fn count_machine(&self, e: &ProxyError) {

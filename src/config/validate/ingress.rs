@@ -212,11 +212,15 @@ impl Checker<'_> {
             let access = raw_host
                 .access
                 .map(|a| self.access_rules(&key("access"), a, &global_access.groups_claim));
+            let machine_clients = raw_host
+                .machine_clients
+                .map(|m| self.machine_clients(&key("machine_clients"), m));
             let paths = self.ingress_paths(&key("paths"), raw_host.paths);
             if let Some(host) = pattern {
                 hosts.push(IngressHost {
                     host,
                     access,
+                    machine_clients,
                     paths,
                 });
             }

@@ -85,7 +85,7 @@ pub fn validate(
         c.dpop_routes(routes, oidc.as_ref().is_some_and(|o| o.dpop));
         c.assertion_users(routes, ingress_auth.as_ref(), assertion_written);
         if let Some(oidc) = &oidc {
-            c.machine_client_audiences(routes, &oidc.client_id);
+            c.machine_client_audiences(routes, ingress_auth.as_ref(), &oidc.client_id);
         }
     }
     if let (Some(session), Some(public), Some(routes)) = (&session, &public, &routes) {

@@ -144,7 +144,11 @@ impl Checker<'_> {
 
     /// `routes[].machine_clients`: an audience is required, since a token for any API of the
     /// OP's would otherwise do; extra issuers are URLs like `oidc.issuer`.
-    fn machine_clients(&mut self, key: &str, raw: RawMachineClients) -> MachineClientsConfig {
+    pub(super) fn machine_clients(
+        &mut self,
+        key: &str,
+        raw: RawMachineClients,
+    ) -> MachineClientsConfig {
         let audiences = raw.audiences.unwrap_or_default();
         if audiences.is_empty() || audiences.iter().any(String::is_empty) {
             self.problem(
@@ -183,15 +187,30 @@ impl Checker<'_> {
 
     /// A machine-client audience that is portcullis's own client id would admit the ID tokens
     /// the OP issues to portcullis at every login.
-    pub(super) fn machine_client_audiences(&mut self, routes: &[RouteConfig], client_id: &str) {
-        for (i, route) in routes.iter().enumerate() {
-            let own = route
-                .machine_clients
-                .as_ref()
-                .is_some_and(|m| m.audiences.iter().any(|a| a == client_id));
-            if own {
+    pub(super) fn machine_client_audiences(
+        &mut self,
+        routes: &[RouteConfig],
+        ingress: Option<&IngressAuthConfig>,
+        client_id: &str,
+    ) {
+        let on_routes = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("routes[{i}]"), r.machine_clients.as_ref()));
+        let on_hosts = ingress
+            .map_or(&[][..], |a| &a.hosts)
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                (
+                    format!("ingress_auth.hosts[{i}]"),
+                    h.machine_clients.as_ref(),
+                )
+            });
+        for (at, machine) in on_routes.chain(on_hosts) {
+            if machine.is_some_and(|m| m.audiences.iter().any(|a| a == client_id)) {
                 self.problem(
-                    format!("routes[{i}].machine_clients.audiences"),
+                    format!("{at}.machine_clients.audiences"),
                     format!("{client_id:?} is oidc.client_id: the ID tokens portcullis receives carry that audience (name the API's own audience instead)"),
                 );
             }

@@ -11,6 +11,7 @@
 pub mod original;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::HeaderValue;
 use http::HeaderMap;
@@ -26,13 +27,14 @@ use super::canonical;
 use super::error::ProxyError;
 use super::identity::claim_value;
 use super::live::Live;
+use super::machine::{self, Offered};
 use super::policy::{is_navigation, RoutePolicy, WithoutSession};
 use super::respond::{error_reply, Format, Reply};
 use super::route::matches_at_boundary;
 use super::Portcullis;
 use crate::config::{
     AccessConfig, HostPattern, IdentityHeader, IngressAuthConfig, IngressController, IpNetwork,
-    PathRule, RouteKind,
+    MachineClientsConfig, PathRule, RouteKind,
 };
 use crate::session::cache::HotSession;
 
@@ -50,6 +52,7 @@ pub struct IngressPolicy {
 struct HostPolicy {
     host: HostPattern,
     access: Option<AccessConfig>,
+    machine_clients: Option<MachineClientsConfig>,
     /// Longest prefix first, so the first match is the longest.
     paths: Vec<PathRule>,
 }
@@ -72,6 +75,7 @@ impl IngressPolicy {
                 HostPolicy {
                     host: h.host.clone(),
                     access: h.access.clone(),
+                    machine_clients: h.machine_clients.clone(),
                     paths,
                 }
             })
@@ -117,6 +121,9 @@ enum Verdict {
     Public,
     /// The session's `Authorization` value and claims, and the host the request was for.
     Allow(HeaderValue, HotSession, String),
+    /// A machine client's own `Authorization`, passed on as it came, and the claims identity
+    /// headers are filled from (none for an extra issuer's token).
+    Machine(HeaderValue, Option<Arc<Map<String, Value>>>),
     /// No session; `login` is where a navigation is sent when the controller returns the
     /// answer to the browser (Traefik, Envoy), rather than redirecting on a 401 itself.
     Unauthenticated {
@@ -136,7 +143,7 @@ impl Verdict {
     fn label(&self) -> &'static str {
         match self {
             Verdict::Public => "public",
-            Verdict::Allow(..) => "allow",
+            Verdict::Allow(..) | Verdict::Machine(..) => "allow",
             Verdict::Unauthenticated { login: Some(_), .. } => "redirect",
             Verdict::Unauthenticated { login: None, .. } => "unauthenticated",
             Verdict::Denied { .. } => "denied",
@@ -193,6 +200,12 @@ impl Portcullis {
                     Err(e) => error_reply(&e, Format::Json),
                 }
             }
+            Verdict::Machine(bearer, claims) => {
+                let reply =
+                    answer_headers(Reply::new(200), Some(bearer), policy, claims.as_deref());
+                self.with_assertion(reply, policy, None)
+                    .header_value(http::header::COOKIE, self.forwardable_cookies(&req.headers))
+            }
             Verdict::Unauthenticated {
                 login: Some(to), ..
             } => Reply::redirect(to),
@@ -248,6 +261,36 @@ impl Portcullis {
         let Some(without_session) = rules.session else {
             return Ok(Verdict::Public);
         };
+        if let Some(cfg) = &host.machine_clients {
+            // Before the CSRF rules, which guard the session cookie a browser adds by itself; a
+            // bearer token is only ever sent by whoever holds it.
+            match machine::offered(req) {
+                Ok(Offered::Bearer(bearer)) => {
+                    let header = bearer.header.clone();
+                    let judged = self
+                        .judge_machine(&req.headers, cfg, host.access.as_ref(), bearer.token)
+                        .await;
+                    let error = match judged {
+                        Ok(claims) => return Ok(Verdict::Machine(header, claims)),
+                        Err(error) => error,
+                    };
+                    self.count_machine(&error);
+                    return match error {
+                        // ingress-nginx turns any answer but 2xx, 401 and 403 into a 500.
+                        ProxyError::MixedCredentials => {
+                            denied(Some(kind), ProxyError::Forbidden("mixed_credentials"))
+                        }
+                        e if e.fails_closed() || matches!(e, ProxyError::Oidc(_)) => Err(e),
+                        e => denied(Some(kind), e),
+                    };
+                }
+                Ok(Offered::Nothing) => {}
+                Err(error) => {
+                    self.count_machine(&error);
+                    return denied(Some(kind), error);
+                }
+            }
+        }
         if rules.csrf {
             // CSRF first: a forged request learns nothing, not even whether a session exists.
             if let Err(e) = require_csrf_header(req) {
@@ -369,6 +412,7 @@ mod tests {
                         None => HostPattern::Exact(h.to_string()),
                     },
                     access: None,
+                    machine_clients: None,
                     paths: paths
                         .iter()
                         .map(|(p, k)| PathRule {
