@@ -1,4 +1,6 @@
-// Helpers both Chromium scenarios (login.mjs, ingress.mjs) use.
+// Helpers every Chromium scenario (login.mjs, ingress.mjs, spa.mjs, routes.mjs) uses.
+
+import { chromium } from 'playwright-core';
 
 export function withTimeout(promise, ms, what) {
   let timer;
@@ -93,4 +95,22 @@ export async function signInAtOp(page, login, { isBack, timeoutMs }) {
   }, { timeoutMs });
   if (next === 'consent') await page.locator('form [type="submit"]').first().click();
   return next;
+}
+
+/** Debian's Chromium on the fresh profile `userDataDir`, every wait bounded by `timeoutMs`. */
+export async function launchChromium(userDataDir, timeoutMs, options = {}) {
+  const context = await withTimeout(
+    chromium.launchPersistentContext(userDataDir, {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      timeout: timeoutMs,
+      args: CHROMIUM_ARGS,
+      ...options,
+    }),
+    timeoutMs + 2_000,
+    'launch Chromium',
+  );
+  context.setDefaultTimeout(timeoutMs);
+  context.setDefaultNavigationTimeout(timeoutMs);
+  return context;
 }

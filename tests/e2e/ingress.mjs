@@ -24,9 +24,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_ARGS, loopbackOnly, parseJson, pollUntil as poll, redactUrl, signInAtOp, withTimeout,
+  launchChromium, loopbackOnly, parseJson, pollUntil as poll, redactUrl, signInAtOp, withTimeout,
 } from './common.mjs';
 
 const STARTED = Date.now();
@@ -280,20 +279,8 @@ const opLogin = (page) => signInAtOp(page, LOGIN, { isBack: isApp, timeoutMs: ST
 
 async function main() {
   info(`APP_URL=${APP_ORIGIN} OTHER_URL=${OTHER_ORIGIN} SHARED=${SHARED} SESSION_COOKIE=${SESSION_COOKIE}`);
-  const context = await withTimeout(
-    chromium.launchPersistentContext(USER_DATA_DIR, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout: STEP_TIMEOUT_MS,
-      viewport: { width: 1000, height: 800 },
-      args: CHROMIUM_ARGS,
-    }),
-    STEP_TIMEOUT_MS + 2_000,
-    'launch Chromium',
-  );
+  const context = await launchChromium(USER_DATA_DIR, STEP_TIMEOUT_MS, { viewport: { width: 1000, height: 800 } });
   contextRef = context;
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
 
   await loopbackOnly(context, blocked);
   context.on('response', (response) => {

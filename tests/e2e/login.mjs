@@ -32,9 +32,8 @@
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_ARGS, loopbackOnly, parseJson, pollUntil as poll, redactUrl, withTimeout,
+  launchChromium, loopbackOnly, parseJson, pollUntil as poll, redactUrl, withTimeout,
 } from './common.mjs';
 
 const STARTED = Date.now();
@@ -246,22 +245,10 @@ async function statusText(page) {
 
 async function main() {
   info(`APP_URL=${APP_ORIGIN} LOGIN=${LOGIN} AT_TTL=${AT_TTL} OUT_DIR=${OUT_DIR}`);
-  const context = await withTimeout(
-    chromium.launchPersistentContext(USER_DATA_DIR, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout: STEP_TIMEOUT_MS,
-      viewport: { width: 1000, height: 800 },
-      args: CHROMIUM_ARGS,
-    }),
-    STEP_TIMEOUT_MS + 2_000,
-    'launch Chromium',
-  );
+  const context = await launchChromium(USER_DATA_DIR, STEP_TIMEOUT_MS, { viewport: { width: 1000, height: 800 } });
   contextRef = context;
   let page = null;
   let loginAt = null;
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
 
   await loopbackOnly(context, blocked);
 

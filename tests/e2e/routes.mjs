@@ -21,9 +21,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_ARGS, loopbackOnly, parseJson, pollUntil, signInAtOp, withTimeout,
+  launchChromium, loopbackOnly, parseJson, pollUntil, signInAtOp, withTimeout,
 } from './common.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
@@ -92,18 +91,7 @@ async function pageFetch(page, path, headers) {
 }
 
 async function main() {
-  const context = await withTimeout(
-    chromium.launchPersistentContext(USER_DATA_DIR, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout: STEP_TIMEOUT_MS,
-      args: CHROMIUM_ARGS,
-    }),
-    STEP_TIMEOUT_MS + 2_000,
-    'launch Chromium',
-  );
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  const context = await launchChromium(USER_DATA_DIR, STEP_TIMEOUT_MS);
   const blocked = [];
   await loopbackOnly(context, blocked);
   context.on('response', (response) => {

@@ -19,8 +19,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, withTimeout } from './common.mjs';
+import { launchChromium, withTimeout } from './common.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 const WATCHDOG_MS = 50_000;
@@ -70,18 +69,7 @@ async function rendered(page, text) {
 }
 
 async function main() {
-  context = await withTimeout(
-    chromium.launchPersistentContext(USER_DATA_DIR, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      timeout: STEP_TIMEOUT_MS,
-      args: CHROMIUM_ARGS,
-    }),
-    STEP_TIMEOUT_MS + 2_000,
-    'launch Chromium',
-  );
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  context = await launchChromium(USER_DATA_DIR, STEP_TIMEOUT_MS);
   const violations = [];
   context.on('response', async (response) => {
     if (!response.url().startsWith(ORIGIN)) return;
