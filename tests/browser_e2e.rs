@@ -4,56 +4,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use support::chromium::run_scenario;
 use support::{repo_root, World, WorldOptions};
-
-/// The demo SPA (`deploy/demo/upstream.mjs`), which the scenario clicks through.
-struct DemoUpstream {
-    child: Child,
-    port: u16,
-}
-
-impl DemoUpstream {
-    fn start() -> DemoUpstream {
-        let mut child = Command::new("node")
-            .arg(repo_root().join("deploy/demo/upstream.mjs"))
-            .env("PORT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs the demo upstream");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let port = line
-            .trim()
-            .strip_prefix("UPSTREAM_READY ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected demo upstream output {line:?}"));
-        DemoUpstream { child, port }
-    }
-}
-
-impl Drop for DemoUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const ACCESS_TOKEN_TTL: u64 = 4;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_logs_in_uses_the_api_refreshes_silently_and_logs_out() {
-    let demo = DemoUpstream::start();
+    let demo = support::node::demo_upstream();
     let w = World::start(WorldOptions {
         access_token_ttl: ACCESS_TOKEN_TTL,
-        page_upstream: Some(format!("http://127.0.0.1:{}", demo.port)),
+        page_upstream: Some(demo.url()),
         ..Default::default()
     })
     .await;

@@ -13,7 +13,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use support::assertion_upstream::AssertionUpstream;
+use support::assertion_upstream;
 use support::{World, WorldOptions};
 
 const HEADER: &str = "x-portcullis-assertion";
@@ -51,7 +51,7 @@ async fn upstreams_verify_the_assertion_and_a_refresh_changes_what_it_says() {
         .set_claims("alice", json!({ "groups": ["admins", "staff"] }))
         .await;
     let origin = world.proxy.origin();
-    let app = AssertionUpstream::start(&world.proxy.admin_url("/.well-known/jwks.json"), &origin);
+    let app = assertion_upstream::start(&world.proxy.admin_url("/.well-known/jwks.json"), &origin);
     let plain = world.upstream.url();
     let routes = format!(
         "routes:\n  - {{ path: \"/verified/\", upstream: \"{app}\", kind: api, identity_assertion: true }}\n  \
@@ -159,7 +159,7 @@ async fn the_ingress_auth_answer_carries_an_assertion_for_the_original_host() {
         ..WorldOptions::default()
     })
     .await;
-    let app = AssertionUpstream::start(
+    let app = assertion_upstream::start(
         &world.proxy.admin_url("/.well-known/jwks.json"),
         &world.proxy.origin(),
     );

@@ -13,7 +13,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::chromium::run_scenario;
@@ -29,43 +28,7 @@ use support::{free_port, repo_root};
 
 // ------------------------------------------------------------------ world ----
 
-/// The demo SPA + API (`deploy/demo/upstream.mjs`), which the browser clicks through.
-struct DemoUpstream {
-    child: Child,
-    port: u16,
-}
-
-impl DemoUpstream {
-    fn start() -> DemoUpstream {
-        use std::io::BufRead;
-        let mut child = Command::new("node")
-            .arg(repo_root().join("deploy/demo/upstream.mjs"))
-            .env("PORT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs the demo upstream");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let port = line
-            .trim()
-            .strip_prefix("UPSTREAM_READY ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected demo upstream output {line:?}"));
-        DemoUpstream { child, port }
-    }
-}
-
-impl Drop for DemoUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+#[derive(Default)]
 struct Options {
     /// `session.cookie_domain: example.localhost` (one session for both hosts).
     shared: bool,
@@ -86,7 +49,7 @@ struct IngressWorld {
     upstream: Upstream,
     /// The recording upstream behind other's (unless `demo`): another application.
     other_upstream: Upstream,
-    demo: Option<DemoUpstream>,
+    demo: Option<support::node::NodeServer>,
     proxy: Portcullis,
     auth_port: u16,
     nginx: IngressNginx,
@@ -99,7 +62,7 @@ impl IngressWorld {
         let redis = opts.redis.then(RedisServer::start);
         let upstream = Upstream::start();
         let other_upstream = Upstream::start();
-        let demo = opts.demo.then(DemoUpstream::start);
+        let demo = opts.demo.then(support::node::demo_upstream);
         let nginx = IngressNginx::reserve();
         let proxy = Portcullis::reserve();
         let auth_port = free_port();
@@ -476,8 +439,7 @@ async fn chromium_through_nginx_with_a_session_shared_across_hosts() {
         shared: true,
         redis: true,
         demo: true,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let (stdout, seen) = run_browser(&w, "ingress-shared").await;
@@ -495,11 +457,8 @@ async fn chromium_through_nginx_with_a_session_shared_across_hosts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_through_nginx_with_host_only_sessions() {
     let w = IngressWorld::start(Options {
-        shared: false,
-        redis: false,
         demo: true,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let (stdout, seen) = run_browser(&w, "ingress-host-only").await;
@@ -520,11 +479,8 @@ async fn chromium_through_nginx_with_host_only_sessions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
     let w = IngressWorld::start(Options {
-        shared: false,
         redis: true,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -619,11 +575,8 @@ async fn upstream_gets_the_bearer_and_identity_never_the_session_cookie() {
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() {
     let w = IngressWorld::start(Options {
-        shared: false,
         redis: true,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -737,10 +690,7 @@ async fn auth_port_trusts_only_the_ingress_and_is_not_on_the_browser_listener() 
 async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
     let w = IngressWorld::start(Options {
         shared: true,
-        redis: false,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let client = w.client();
@@ -881,11 +831,7 @@ async fn login_rd_refuses_hosts_off_the_list_and_open_redirect_spellings() {
 #[tokio::test(flavor = "multi_thread")]
 async fn paths_nginx_normalises_differently_never_reach_the_application() {
     let w = IngressWorld::start(Options {
-        shared: false,
-        redis: false,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let port = w.nginx.port;
@@ -956,10 +902,7 @@ async fn paths_nginx_normalises_differently_never_reach_the_application() {
 async fn public_on_one_host_is_not_public_on_the_other() {
     let w = IngressWorld::start(Options {
         shared: true,
-        redis: false,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let client = w.client();
@@ -1105,10 +1048,7 @@ async fn public_on_one_host_is_not_public_on_the_other() {
 async fn api_rules_and_host_access_policies_apply_with_a_session() {
     let w = IngressWorld::start(Options {
         shared: true,
-        redis: false,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;
@@ -1173,11 +1113,7 @@ async fn api_rules_and_host_access_policies_apply_with_a_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_error_bodies_are_the_specified_json() {
     let w = IngressWorld::start(Options {
-        shared: false,
-        redis: false,
-        demo: false,
-        host_check: false,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let api = format!("{}/api/orders", w.origin(APP_HOST));
@@ -1218,11 +1154,8 @@ async fn auth_error_bodies_are_the_specified_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_check_snippet_closes_the_absolute_form_gap() {
     let w = IngressWorld::start(Options {
-        shared: false,
-        redis: false,
-        demo: false,
         host_check: true,
-        access_token_ttl: 0,
+        ..Options::default()
     })
     .await;
     let port = w.nginx.port;
@@ -1263,11 +1196,9 @@ async fn a_host_check_snippet_closes_the_absolute_form_gap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_answers_refresh_a_due_token_once_for_concurrent_requests() {
     let w = IngressWorld::start(Options {
-        shared: false,
         redis: true,
-        demo: false,
-        host_check: false,
         access_token_ttl: 4,
+        ..Options::default()
     })
     .await;
     let jar = w.login(APP_HOST, "alice").await;

@@ -114,3 +114,41 @@ export async function launchChromium(userDataDir, timeoutMs, options = {}) {
   context.setDefaultNavigationTimeout(timeoutMs);
   return context;
 }
+
+/** A URL's origin, or '' for text that is not a URL. */
+export function originOf(raw) {
+  try {
+    return new URL(raw).origin;
+  } catch {
+    return '';
+  }
+}
+
+/** A URL's path, or '' for text that is not a URL. */
+export function pathOf(raw) {
+  try {
+    return new URL(raw).pathname;
+  } catch {
+    return '';
+  }
+}
+
+/** What script on the page can see: the origin, `document.cookie`, and both web storages. */
+export async function appState(page) {
+  return page.evaluate(() => {
+    const dump = (s) => {
+      const out = {};
+      for (let i = 0; i < s.length; i += 1) {
+        const k = s.key(i);
+        out[k] = s.getItem(k);
+      }
+      return out;
+    };
+    return {
+      origin: location.origin,
+      document_cookie: document.cookie,
+      local_storage: dump(localStorage),
+      session_storage: dump(sessionStorage),
+    };
+  });
+}

@@ -25,7 +25,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  launchChromium, loopbackOnly, parseJson, pollUntil as poll, redactUrl, signInAtOp, withTimeout,
+  appState, launchChromium, loopbackOnly, originOf, parseJson, pathOf, pollUntil as poll, redactUrl, signInAtOp, withTimeout,
 } from './common.mjs';
 
 const STARTED = Date.now();
@@ -81,20 +81,6 @@ function info(message) {
 const pollUntil = (fn, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 100 } = {}) =>
   poll(fn, { timeoutMs, intervalMs });
 
-const originOf = (raw) => {
-  try {
-    return new URL(raw).origin;
-  } catch {
-    return '';
-  }
-};
-const pathOf = (raw) => {
-  try {
-    return new URL(raw).pathname;
-  } catch {
-    return '';
-  }
-};
 const isApp = (raw) => originOf(raw) === APP_ORIGIN || originOf(raw) === OTHER_ORIGIN;
 
 // ------------------------------------------------------- observation ----
@@ -179,22 +165,6 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 // ----------------------------------------------------------- helpers ----
-
-async function appState(page) {
-  return page.evaluate(() => {
-    const dump = (s) => {
-      const out = {};
-      for (let i = 0; i < s.length; i += 1) out[s.key(i)] = s.getItem(s.key(i));
-      return out;
-    };
-    return {
-      origin: location.origin,
-      document_cookie: document.cookie,
-      local_storage: dump(localStorage),
-      session_storage: dump(sessionStorage),
-    };
-  });
-}
 
 async function pageFetch(page, path, headers = {}, method = 'GET') {
   return withTimeout(

@@ -33,7 +33,7 @@ import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  launchChromium, loopbackOnly, parseJson, pollUntil as poll, redactUrl, withTimeout,
+  appState, launchChromium, loopbackOnly, parseJson, pathOf, pollUntil as poll, redactUrl, withTimeout,
 } from './common.mjs';
 
 const STARTED = Date.now();
@@ -99,13 +99,6 @@ const sameOrigin = (raw) => {
   }
 };
 
-const pathOf = (raw) => {
-  try {
-    return new URL(raw).pathname;
-  } catch {
-    return '';
-  }
-};
 
 // ------------------------------------------------------- observation ----
 
@@ -201,25 +194,6 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 // ----------------------------------------------------------- helpers ----
-
-async function appState(page) {
-  return page.evaluate(() => {
-    const dump = (s) => {
-      const out = {};
-      for (let i = 0; i < s.length; i += 1) {
-        const k = s.key(i);
-        out[k] = s.getItem(k);
-      }
-      return out;
-    };
-    return {
-      origin: location.origin,
-      document_cookie: document.cookie,
-      local_storage: dump(localStorage),
-      session_storage: dump(sessionStorage),
-    };
-  });
-}
 
 /** fetch() from inside the page (same origin, browser cookies), returning status and body. */
 async function pageFetch(page, path, headers = {}) {

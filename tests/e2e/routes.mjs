@@ -22,7 +22,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  launchChromium, loopbackOnly, parseJson, pollUntil, signInAtOp, withTimeout,
+  launchChromium, loopbackOnly, originOf, parseJson, pollUntil, signInAtOp, withTimeout,
 } from './common.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
@@ -50,13 +50,6 @@ function record(name, ok, detail = '') {
   return ok;
 }
 
-const originOf = (raw) => {
-  try {
-    return new URL(raw).origin;
-  } catch {
-    return '';
-  }
-};
 
 async function visit(page, url) {
   const response = await page.goto(url, { waitUntil: 'load' });

@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod ingress_nginx;
 pub mod jaeger;
 pub mod mtls;
+pub mod node;
 pub mod op;
 pub mod portcullis;
 mod ports;
