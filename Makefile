@@ -153,8 +153,8 @@ fmt:
 
 ## Throughput and latency of an authenticated GET through portcullis against the same upstream
 ## direct; records numbers, asserts nothing.
-bench: build-deps tests/fixtures/op/node_modules
-	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH) linux-perf)
+bench: build-deps tests/fixtures/op/node_modules $(TOOLS)/bin/vegeta
+	$(call apt_install,$(APT_PACKAGES_TEST) $(APT_PACKAGES_BENCH) linux-perf valgrind)
 	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
 	$(CARGO) build --release --bin portcullis --example seed_sessions --example bare_passthrough
 	./deploy/bench/run.sh
@@ -163,7 +163,7 @@ bench: build-deps tests/fixtures/op/node_modules
 ## static busybox, deploy/bench/pack-run.sh) for a lent multi-core box with only bash and coreutils.
 bench-pack: build-deps
 	$(call apt_install,redis-server $(APT_PACKAGES_BENCH) busybox-static)
-	-$(MAKE) $(TOOLS)/bin/oauth2-proxy
+	-$(MAKE) $(TOOLS)/bin/oauth2-proxy $(TOOLS)/bin/vegeta
 	$(CARGO) build --release --bin portcullis --example seed_sessions --example bare_passthrough
 	./deploy/bench/pack.sh
 
@@ -174,6 +174,13 @@ profile: build-deps tests/fixtures/op/node_modules
 	$(CARGO) build --profile profiling --bin portcullis --example seed_sessions
 	BENCH_PROFILE=1 BENCH_SESSIONS=1 PORTCULLIS_BIN=target/profiling/portcullis \
 	  SEEDER_BIN=target/profiling/examples/seed_sessions ./deploy/bench/run.sh
+
+# vegeta for the benchmark's paced-latency rows: requests leave at a fixed rate whatever the
+# answers (open loop), which wrk's closed loop cannot do.
+VEGETA_VERSION := v12.12.0
+$(TOOLS)/bin/vegeta:
+	@command -v go >/dev/null || { echo "vegeta needs Go (https://go.dev/doc/install)"; exit 1; }
+	GOBIN=$(abspath $(TOOLS)/bin) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 
 # oauth2-proxy for the benchmark's comparison row (the benchmark skips the row without it).
 # The Go module proxy serves this release but not the module's version list, which

@@ -329,10 +329,13 @@ measure() {
   say "$name: $rps req/s, p99 $p99, $cpu µs CPU/req"
 }
 : >"$work/paced"
-# paced name url script|- [header...]: p50/p99 at paced_rate, each connection waiting between requests.
+# paced name url script|-: p50/p99 at paced_rate. With the pack's vegeta, open loop: each
+# request leaves at its scheduled time whatever the answers before it (the first session of the
+# script's file); without it, each wrk connection waits between its requests.
 paced() {
   local name=$1 url=$2 script=$3
   shift 3
+  if [ -e "$pack/bin/vegeta" ]; then paced_open "$name" "$url" "$script"; return; fi
   local interval args=() h
   interval=$(awk -v c="$connections" -v r="$paced_rate" 'BEGIN {printf "%d", c * 1000 / r + 0.5}')
   for h in "$@"; do args+=(-H "$h"); done
@@ -344,6 +347,21 @@ paced() {
   p99=$(awk '$1 == "99%" {print $2}' "$work/paced.wrk")
   printf '| %-42s | %9s | %8s | %8s |\n' "$name" "${rps:-failed}" "${p50:--}" "${p99:--}" >>"$work/paced"
   say "$name paced: $rps req/s, p99 $p99"
+}
+
+paced_open() { # name url script|-
+  local name=$1 url=$2 script=$3 headers=() rps p50 p99
+  [ "$script" = - ] || headers=(-header "Cookie: $(head -1 "$script")" -header "X-CSRF: 1")
+  cmdline "$wrk_cpus" vegeta
+  echo "GET $url" | timeout $(($(secs "$duration") + 30)) "${CMD[@]}" attack -rate="$paced_rate/1s" \
+    -duration="$duration" -http2=false "${headers[@]}" >"$work/paced.bin" 2>"$work/paced.err"
+  "${CMD[@]}" report -type=json <"$work/paced.bin" >"$work/paced.json" 2>>"$work/paced.err"
+  json_number() { awk -v k="\"$1\":" 'match($0, k "[0-9.e+]+") {print substr($0, RSTART + length(k), RLENGTH - length(k))}' "$work/paced.json"; }
+  rps=$(awk -v n="$(json_number throughput)" 'BEGIN {if (n != "") printf "%.0f", n}')
+  p50=$(awk -v n="$(json_number 50th)" 'BEGIN {if (n != "") printf "%.0fus", n / 1000}')
+  p99=$(awk -v n="$(json_number 99th)" 'BEGIN {if (n != "") printf "%.0fus", n / 1000}')
+  printf '| %-42s | %9s | %8s | %8s |\n' "$name (open loop)" "${rps:-failed}" "${p50:--}" "${p99:--}" >>"$work/paced"
+  say "$name paced (vegeta): $rps req/s, p99 $p99"
 }
 
 # --- Rows -----------------------------------------------------------------------------------

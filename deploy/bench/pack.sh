@@ -9,7 +9,7 @@
 # Needs the release binaries (`cargo build --release --bin portcullis --example seed_sessions
 # --example bare_passthrough`) and nginx, wrk, redis-server and openssl on this machine.
 # Overrides: PORTCULLIS_BIN, SEEDER_BIN, BARE_BIN, OAUTH2_PROXY (default .tools/bin/oauth2-proxy,
-# bundled when present), NGINX_BIN, WRK_BIN, REDIS_BIN, OPENSSL_BIN.
+# bundled when present), VEGETA (default .tools/bin/vegeta, bundled when present), NGINX_BIN, WRK_BIN, REDIS_BIN, OPENSSL_BIN.
 # Writes target/bench/pack/ (usable as it is) and target/bench/pack.tar (at most 64 MiB).
 # On the box: `tar xf pack.tar && bash pack/pack-run.sh` (results in pack/results.md).
 set -euo pipefail
@@ -18,6 +18,7 @@ portcullis=${PORTCULLIS_BIN:-$root/target/release/portcullis}
 seeder=${SEEDER_BIN:-$root/target/release/examples/seed_sessions}
 bare=${BARE_BIN:-$root/target/release/examples/bare_passthrough}
 oauth2_proxy=${OAUTH2_PROXY:-$root/.tools/bin/oauth2-proxy}
+vegeta=${VEGETA:-$root/.tools/bin/vegeta}
 out_dir=$root/target/bench
 pack=$out_dir/pack
 tarball=$out_dir/pack.tar
@@ -71,6 +72,11 @@ add_binary nginx "$nginx"
 add_binary wrk "$wrk"
 add_binary redis-server "$redis" # Redis picks its mode from argv[0]: the copy keeps this name
 add_binary openssl "$openssl"    # signs oauth2-proxy's ID token for the box's issuer URL
+if [ -x "$vegeta" ]; then
+  add_binary vegeta "$vegeta" # the paced rows' open-loop load
+else
+  echo "vegeta not bundled ($vegeta missing; make .tools/bin/vegeta): the paced rows fall back to wrk" >&2
+fi
 if [ -x "$oauth2_proxy" ]; then
   add_binary oauth2-proxy "$oauth2_proxy"
 else
@@ -103,6 +109,7 @@ chmod 755 "$pack/pack-run.sh"
   echo "wrk: $("$wrk" -v 2>&1 | head -1)"
   echo "openssl: $("$openssl" version)"
   [ ! -x "$oauth2_proxy" ] || echo "oauth2-proxy: $("$oauth2_proxy" --version 2>&1 | head -1)"
+  [ ! -x "$vegeta" ] || echo "vegeta: $("$vegeta" -version 2>&1 | head -1)"
   [ -z "$busybox" ] || echo "busybox: $("$busybox" 2>&1 | head -1)"
 } >"$pack/MANIFEST"
 

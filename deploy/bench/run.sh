@@ -12,17 +12,22 @@
 # BENCH_PACED_RATE (the fixed rate whose p99 is compared with direct's, 5000 req/s), BENCH_PROFILE=1 (perf record the
 # portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
 # (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present),
-# BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row).
+# BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row), BENCH_ONLY=paced
+# (only the paced-latency rows), VEGETA (path to vegeta; default .tools/bin/vegeta).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
 seeder=${SEEDER_BIN:-$root/target/release/examples/seed_sessions}
 bare=${BARE_BIN:-$root/target/release/examples/bare_passthrough}
 oauth2_proxy=${OAUTH2_PROXY:-$root/.tools/bin/oauth2-proxy}
+vegeta=${VEGETA:-$root/.tools/bin/vegeta}
 duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-32}
 session_counts=${BENCH_SESSIONS:-1 1000 10000 100000}
 paced_rate=${BENCH_PACED_RATE:-5000}
+paced_rounds=${BENCH_PACED_ROUNDS:-5}
+paced_duration=${BENCH_PACED_DURATION:-5s}
+instructions_duration=${BENCH_INSTRUCTIONS_DURATION:-5s}
 out_dir=$root/target/bench
 mkdir -p "$out_dir"
 work=$(mktemp -d)
@@ -215,19 +220,114 @@ run_wrk() { # name pid url cookie-file|- [header...]
 rps_of() { cat "$work/$(tr ' /()' '____' <<<"$1").rps"; }
 cpu_of() { cat "$work/$(tr ' /()' '____' <<<"$1").cpu"; }
 
-# Latency at a fixed rate: each of wrk's connections waits `interval` ms between requests.
-cat >"$work/paced.lua" <<'LUA'
-local interval = 0
-init = function(args) interval = tonumber(args[1]) end
-delay = function() return interval end
-LUA
-paced_p99() { # url rate [header...]
+# Latency at a fixed rate, open loop: vegeta sends each request at its scheduled time (every
+# 1/rate s), whatever the answers before it, so a slow answer shows in the percentiles instead of
+# pausing the sender (wrk's closed loop would send less while the server is slow, and its
+# connections drift into bursts). Prints "p50 p99 achieved-rate".
+paced_latency() { # url rate [header...]
   local url=$1 rate=$2; shift 2
-  local args=() interval
+  local args=()
+  for h in "$@"; do args+=(-header "$h"); done
+  echo "GET $url" | "$vegeta" attack -rate="$rate/1s" -duration="$paced_duration" -http2=false "${args[@]}" \
+    | "$vegeta" report -type=json >"$work/paced.json"
+  python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+codes = r.get("status_codes") or {}
+bad = sum(n for c, n in codes.items() if not c.startswith("2"))
+l = r["latencies"]
+print("%.0fus %.0fus %d%s" % (l["50th"] / 1e3, l["99th"] / 1e3, r["throughput"], " (%d non-2xx)" % bad if bad else ""))' "$work/paced.json"
+}
+paced_row() { # label url [header...]
+  local label=$1; shift
+  local p50 p99 achieved rest
+  read -r p50 p99 achieved rest < <(paced_latency "$1" "$paced_rate" "${@:2}")
+  echo "$p50 $p99" >>"$work/paced-$(tr ' /(),' '_____' <<<"$label")"
+  echo "paced $label: p50 $p50, p99 $p99, $achieved req/s${rest:+ $rest}" >&2
+}
+# The tail of a 2-core machine shared by the load generator, the proxy and the upstream moves by a
+# millisecond from one run to the next, so each target is measured in BENCH_PACED_ROUNDS rounds,
+# interleaved with the others (a disturbance hits all of them alike), and the median counts:
+# the upstream direct, one nginx proxy_pass hop, one bare Pingora hop, and portcullis (Redis
+# store, 1 session, cache hits).
+paced_targets=(direct "nginx proxy_pass" "bare Pingora passthrough" "portcullis api, redis, 1 session")
+paced_rows() {
+  local bare_port bare_paced cookie round
+  bare_port=$(free_port)
+  "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 2>"$work/bare-paced.log" &
+  bare_paced=$!
+  pids+=($bare_paced)
+  wait_http "http://127.0.0.1:$bare_port/api/bench"
+  start_portcullis 1 "  store: redis
+  redis_url: \"redis://127.0.0.1:$redis_port\""
+  redis-cli -p "$redis_port" flushall >/dev/null
+  "$seeder" "$work/portcullis-1.yaml" 1 >"$work/paced.cookies"
+  wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/paced.cookies" >/dev/null
+  cookie=$(head -1 "$work/paced.cookies")
+  for round in $(seq 1 "$paced_rounds"); do
+    paced_row direct "http://127.0.0.1:$nginx_port/api/bench"
+    paced_row "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench"
+    paced_row "bare Pingora passthrough" "http://127.0.0.1:$bare_port/api/bench"
+    paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "Cookie: $cookie" "X-CSRF: 1"
+  done
+  stop_portcullis
+  kill -9 "$bare_paced"; wait "$bare_paced" 2>/dev/null || true
+}
+# User-space instructions per request, counted by callgrind: unlike CPU time on a small machine
+# shared with the load generator and the upstream, the count barely moves from one run to the
+# next, so it shows what a change to the request path costs or saves. Kernel time (the
+# syscalls, the same for both: two reads and two writes per proxied request) is not counted.
+instructions_of() { # pid url cookie-file|- [header...]
+  local pid=$1 url=$2 cookies=$3; shift 3
+  local args=(-t1 -c8) script_args=() reqs before
   for h in "$@"; do args+=(-H "$h"); done
-  interval=$(awk -v c="$connections" -v r="$rate" 'BEGIN {printf "%d", c * 1000 / r + 0.5}')
-  wrk -t1 -c"$connections" -d"$duration" --latency -s "$work/paced.lua" "${args[@]}" "$url" -- "$interval" >"$work/paced.wrk"
-  echo "$(awk '$1=="99%" {print $2}' "$work/paced.wrk") at $(awk '/^Requests\/sec/ {printf "%d", $2}' "$work/paced.wrk") req/s"
+  [ "$cookies" = - ] || { args+=(-s "$work/cookies.lua"); script_args=(-- "$cookies"); }
+  wrk "${args[@]}" -d2s "$url" "${script_args[@]}" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  before=$(ls "$work"/callgrind.* 2>/dev/null | wc -l)
+  reqs=$(wrk "${args[@]}" -d"$instructions_duration" "$url" "${script_args[@]}" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  for _ in $(seq 1 100); do [ "$(ls "$work"/callgrind.* | wc -l)" -gt "$before" ] && break; sleep 0.1; done
+  awk -v r="$reqs" '/^summary:/ {printf "%d", $2 / r}' "$(ls -t "$work"/callgrind.* | head -1)"
+}
+instructions_rows() {
+  local callgrind=(valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$work/callgrind.%p")
+  local port pid bare_ir public_ir api_ir
+  port=$(free_port)
+  "${callgrind[@]}" "$bare" "127.0.0.1:$port" "127.0.0.1:$nginx_port" 1 1024 2>"$work/bare-callgrind.log" &
+  pid=$!
+  pids+=($pid)
+  wait_http "http://127.0.0.1:$port/api/bench"
+  bare_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" -)
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+  bench_wrapper="${callgrind[*]}" start_portcullis 1 "  store: redis
+  redis_url: \"redis://127.0.0.1:$redis_port\""
+  redis-cli -p "$redis_port" flushall >/dev/null
+  "$seeder" "$work/portcullis-1.yaml" 1 >"$work/instructions.cookies"
+  public_ir=$(instructions_of "$ppid" "$origin/public/bench" -)
+  api_ir=$(instructions_of "$ppid" "$origin/api/bench" "$work/instructions.cookies")
+  stop_portcullis
+  {
+    echo "| user-space instructions per request (callgrind) | instructions | / bare Pingora |"
+    echo "|------------------------------------------------|-------------:|---------------:|"
+    printf '| %-46s | %12s | %14s |\n' "bare Pingora passthrough" "$bare_ir" "1.00"
+    printf '| %-46s | %12s | %14s |\n' "portcullis public" "$public_ir" "$(awk -v a="$public_ir" -v b="$bare_ir" 'BEGIN {printf "%.2f", a / b}')"
+    printf '| %-46s | %12s | %14s |\n' "portcullis api, redis, 1 session" "$api_ir" "$(awk -v a="$api_ir" -v b="$bare_ir" 'BEGIN {printf "%.2f", a / b}')"
+  } >"$work/instructions"
+}
+# Median over the rounds of one column (1: p50, 2: p99), in µs.
+paced_median() { # label column
+  tr -d 'us' <"$work/paced-$(tr ' /(),' '_____' <<<"$1")" | awk -v c="$2" '{print $c}' | sort -n \
+    | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+paced_table() {
+  local t direct_p99
+  direct_p99=$(paced_median direct 2)
+  echo "| at a paced $paced_rate req/s (vegeta, open loop; median of $paced_rounds) | p50 µs | p99 µs | p99 − direct's |"
+  echo "|------------------------------------------------|-------:|-------:|---------------:|"
+  for t in "${paced_targets[@]}"; do
+    printf '| %-46s | %6s | %6s | %14s |\n' "$t" "$(paced_median "$t" 1)" "$(paced_median "$t" 2)" \
+      "$(awk -v a="$(paced_median "$t" 2)" -v b="$direct_p99" 'BEGIN {printf "%+d µs", a - b}')"
+  done
 }
 
 start_portcullis() { # index store-yaml [threads]
@@ -264,7 +364,7 @@ ingress_auth:
 log:
   level: warn
 YAML
-  "$bin" serve --config "$work/portcullis-$i.yaml" 2>"$work/portcullis-$i.log" &
+  ${bench_wrapper:-} "$bin" serve --config "$work/portcullis-$i.yaml" 2>"$work/portcullis-$i.log" &
   ppid=$!
   padmin=$admin
   pids+=($ppid)
@@ -312,6 +412,20 @@ if [ "${BENCH_ONLY:-}" = machine ]; then
     echo "|------------------------------------------------|----------:|---------:|---------:|-----------:|--------:|---------------:|-----------:|--------:|"
     cat "$work/table"
   } | tee "$out_dir/results-machine.md"
+  exit 0
+fi
+
+if [ "${BENCH_ONLY:-}" = instructions ]; then
+  instructions_rows
+  { echo "# portcullis instructions per request ($(date -u +%Y-%m-%dT%H:%MZ), wrk -t1 -c8 -d$instructions_duration under callgrind)"
+    echo; cat "$work/instructions"; } | tee "$out_dir/results-instructions.md"
+  exit 0
+fi
+if [ "${BENCH_ONLY:-}" = paced ]; then
+  wait_http "http://127.0.0.1:$nginx_proxy_port/"
+  paced_rows
+  { echo "# portcullis paced latency ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $paced_duration per round, portcullis threads ${BENCH_THREADS:-1})"
+    echo; paced_table; } | tee "$out_dir/results-paced.md"
   exit 0
 fi
 
@@ -481,11 +595,6 @@ bench_store() { # index label store-yaml
     if [ "$label" = redis ] && [ "$n" = 1 ]; then
       ingress_row
     fi
-    if [ "$row" = "$profile_row" ]; then
-      # The same request at a paced rate (issue #14's 5 000 req/s), through portcullis and direct.
-      paced_proxy=$(paced_p99 "$origin/api/bench" "$paced_rate" "Cookie: $(head -1 "$work/seeded.cookies")" "X-CSRF: 1")
-      paced_direct=$(paced_p99 "http://127.0.0.1:$nginx_port/api/bench" "$paced_rate")
-    fi
     [ "$n" = 10000 ] && rss_10k=$(rss_mib "$ppid")
   done
   stop_portcullis
@@ -521,6 +630,8 @@ for t in 1 "$scale_threads"; do
   stop_portcullis
 done
 
+[ -x "$vegeta" ] && [ -x "$bare" ] && paced_rows
+command -v valgrind >/dev/null && [ -x "$bare" ] && instructions_rows
 api_rps=$(rps_of "portcullis api, redis, 1 session")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
@@ -529,6 +640,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "| target                                         |     req/s |      p50 |      p99 | CPU µs/req | RSS MiB | upstream conns | cache hits | non-2xx |"
   echo "|------------------------------------------------|----------:|---------:|---------:|-----------:|--------:|---------------:|-----------:|--------:|"
   cat "$work/table"
+  echo
+  if [ -x "$vegeta" ] && [ -x "$bare" ]; then paced_table; else echo "(paced latency: needs vegeta ($vegeta) and the bare passthrough)"; fi
+  echo
+  if [ -s "$work/instructions" ]; then cat "$work/instructions"; else echo "(instructions per request: needs valgrind and the bare passthrough)"; fi
   echo
   echo "- authenticated api (redis, 1 session) / public route: **$(ratio "$api_rps" "$(rps_of "portcullis public")")**"
   echo "- authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$api_rps" "$(rps_of "nginx proxy_pass")")**"
@@ -544,7 +659,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- CPU per request, optional route / api route (memory store, same session): anonymous **$(ratio "$(cpu_of "portcullis optional, anonymous")" "$(cpu_of "portcullis api, memory store, policy session")")**, with the session **$(ratio "$(cpu_of "portcullis optional, 1 session")" "$(cpu_of "portcullis api, memory store, policy session")")**"
   echo "- identity assertion per request (memoised ES256 JWT): **$(awk -v a="$(cpu_of "portcullis api + identity assertion")" -v b="$(cpu_of "portcullis api, memory store, policy session")" 'BEGIN {printf "%.1f", a - b}') µs CPU** (assertion route minus plain api route, same session)"
   echo "- nginx auth_request + portcullis: nginx asks portcullis once per request; its row's CPU is portcullis's share"
-  echo "- p99 at a paced $paced_rate req/s (redis api, 1 session): portcullis $paced_proxy, direct $paced_direct"
   echo "- idle RSS (memory store, before any request): ${idle_rss} MiB; redis store with 10 000 sessions cached: ${rss_10k:-n/a} MiB"
   echo "- login round trip inside portcullis (/bff/login + /bff/callback minus the token call), mean of $logins: ${login_ms} ms (the OP's token endpoint: ${op_ms} ms)"
   echo "- CPU µs/req: the serving process's user + system time per request (for direct, the upstream nginx's own)"

@@ -144,16 +144,13 @@ impl HeadScanner {
         if self.header_bytes > limits.max_header_bytes {
             return Err(Refusal::HeadersTooLarge("headers_too_large"));
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(Refusal::BadRequest("header_line"))?;
+        let colon = memchr::memchr(b':', line).ok_or(Refusal::BadRequest("header_line"))?;
         let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
         // Also refuses obs-fold (a line starting with whitespace) and "Name :" (RFC 9112 §5.1).
         if name.is_empty() || !name.iter().copied().all(is_token_byte) {
             return Err(Refusal::BadRequest("header_line"));
         }
-        if value.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        if has_control_byte(value) {
             return Err(Refusal::BadRequest("header_value"));
         }
         self.note_field(name, value, limits)
@@ -228,7 +225,15 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Refusal> {
 }
 
 pub(super) fn memchr_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
+}
+
+/// Whether a field value holds a control byte other than HTAB. No early exit: a loop without
+/// one is vectorised, and values (cookies above all) are the bulk of a head.
+fn has_control_byte(value: &[u8]) -> bool {
+    value.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    })
 }
 
 /// A line without its CRLF; a bare LF or a CR anywhere else is refused (RFC 9112 §2.2 lets a
@@ -255,8 +260,36 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
 
 /// RFC 9110 §5.6.2 `tchar`.
 pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TOKEN_BYTES[usize::from(b)]
 }
+
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -411,5 +444,16 @@ mod tests {
             scan_all(cookies.as_bytes()),
             Err(Refusal::HeadersTooLarge("cookies_too_large"))
         );
+    }
+
+    #[test]
+    fn token_and_control_bytes_follow_the_rfc_for_every_byte() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token_byte(b), tchar, "byte {b:#04x}");
+            let control = b < 0x20 && b != b'\t' || b == 0x7f;
+            assert_eq!(has_control_byte(&[b'a', b, b'z']), control, "byte {b:#04x}");
+        }
+        assert!(!has_control_byte(b"text/html,\tq=0.9"));
     }
 }

@@ -16,6 +16,8 @@
 pub mod chunked;
 pub mod head;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use pingora::time::fast_timeout::fast_timeout;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 use crate::metrics::{Metrics, CONNECTION_CLOSE_REASONS};
 use crate::proxy::{host_of, EdgeSettings, Live, LiveConfig, Portcullis, MAX_LOCAL_BODY};
@@ -136,8 +139,8 @@ impl Edge {
         &self,
         live: &Live,
         stream: &mut Stream,
+        waits: &mut Waits,
         first: bool,
-        shutdown: &ShutdownWatch,
     ) -> Result<BytesMut, End> {
         let settings = &live.edge;
         let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
@@ -149,15 +152,15 @@ impl Edge {
             (settings.keepalive_timeout, "keepalive_timeout")
         };
         let begun = Instant::now();
-        match read_until(stream, &mut buf, begun + idle, Some(shutdown)).await {
+        match waits.read(stream, &mut buf, begun + idle, true).await {
             Read::Bytes => {}
             Read::TimedOut => return Err(End::Idle(idle_reason)),
             Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
         }
         let head_deadline = if first { begun } else { Instant::now() } + settings.header_timeout;
-        let head = Self::read_head(settings, stream, &mut buf, head_deadline).await?;
+        let head = Self::read_head(settings, stream, waits, &mut buf, head_deadline).await?;
         if head.framing != Framing::NoBody {
-            Self::check_body(live, stream, &mut buf, &head).await?;
+            Self::check_body(live, stream, waits, &mut buf, &head).await?;
         }
         Ok(buf)
     }
@@ -168,6 +171,7 @@ impl Edge {
     async fn check_body(
         live: &Live,
         stream: &mut Stream,
+        waits: &mut Waits,
         buf: &mut BytesMut,
         head: &Head,
     ) -> Result<(), End> {
@@ -192,7 +196,7 @@ impl Edge {
                 // Browsers never send chunked request bodies; only routes that opted in take one.
                 Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")))
             }
-            Framing::Chunked => Self::read_chunked_body(&live.edge, stream, buf, head).await,
+            Framing::Chunked => Self::read_chunked_body(&live.edge, stream, waits, buf, head).await,
             Framing::Length(_) | Framing::NoBody => Ok(()),
         }
     }
@@ -200,6 +204,7 @@ impl Edge {
     async fn read_head(
         settings: &EdgeSettings,
         stream: &mut Stream,
+        waits: &mut Waits,
         buf: &mut BytesMut,
         deadline: Instant,
     ) -> Result<Head, End> {
@@ -208,7 +213,7 @@ impl Edge {
             if let Some(head) = scanner.scan(buf, &settings.limits).map_err(End::Refused)? {
                 return Ok(head);
             }
-            match read_until(stream, buf, deadline, None).await {
+            match waits.read(stream, buf, deadline, false).await {
                 Read::Bytes => {}
                 Read::TimedOut => return Err(End::TooSlow("header_timeout")),
                 Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
@@ -220,6 +225,7 @@ impl Edge {
     async fn read_chunked_body(
         settings: &EdgeSettings,
         stream: &mut Stream,
+        waits: &mut Waits,
         buf: &mut BytesMut,
         head: &Head,
     ) -> Result<(), End> {
@@ -236,7 +242,10 @@ impl Edge {
             if let Some(end) = reader.feed(buf).map_err(End::Refused)? {
                 break end;
             }
-            match read_until(stream, buf, Instant::now() + settings.body_timeout, None).await {
+            match waits
+                .read(stream, buf, Instant::now() + settings.body_timeout, false)
+                .await
+            {
                 Read::Bytes => {}
                 Read::TimedOut => return Err(End::TooSlow("body_timeout")),
                 Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
@@ -299,10 +308,14 @@ impl ServerApp for Edge {
         self.open.inc();
         let _open = DecOnDrop(&self.open);
         let mut stream = stream;
+        let mut waits = Waits::new(shutdown);
         let mut first = true;
         loop {
             let live = self.live.load_full();
-            let prefix = match self.next_request(&live, &mut stream, first, shutdown).await {
+            let prefix = match self
+                .next_request(&live, &mut stream, &mut waits, first)
+                .await
+            {
                 Ok(prefix) => prefix,
                 Err(end) => {
                     self.close(stream, end).await;
@@ -326,44 +339,60 @@ impl ServerApp for Edge {
     }
 }
 
-/// Reads what is available into `buf`, waiting until `deadline` at most (and, when given,
-/// until shutdown begins). Pingora's fast timeout arms no timer when the bytes are already
-/// there, which is the common case for every read but the wait for a kept-alive request.
-async fn read_until(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    deadline: Instant,
-    shutdown: Option<&ShutdownWatch>,
-) -> Read {
-    let mut shutdown = shutdown.cloned();
-    if shutdown.as_ref().is_some_and(|s| *s.borrow()) {
-        return Read::ShuttingDown;
+/// A connection's waits for bytes: one timer and one shutdown subscription for the
+/// connection's life. Arming a new timer and subscribing to shutdown anew for each request head
+/// cost a kept-alive request more than parsing its head (callgrind, `make bench`'s public
+/// row); moving a timer's deadline later is a store, since the timer wheel re-files an entry
+/// only when it comes due.
+struct Waits {
+    timer: Pin<Box<Sleep>>,
+    watch: ShutdownWatch,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Waits {
+    fn new(shutdown: &ShutdownWatch) -> Waits {
+        let mut changes = shutdown.clone();
+        Waits {
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            watch: shutdown.clone(),
+            // Resolves when shutdown begins (or the server is gone); never polled again after.
+            shutdown: Box::pin(async move {
+                let _ = changes.changed().await;
+            }),
+        }
     }
-    if buf.capacity() == buf.len() {
-        buf.reserve(HEAD_BUFFER);
+
+    fn shutting_down(&self) -> bool {
+        *self.watch.borrow()
     }
-    let read_or_shutdown = async {
-        let shutting_down = async {
-            match shutdown.as_mut() {
-                Some(s) => {
-                    let _ = s.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+
+    /// Reads what is available into `buf`, waiting until `deadline` at most (and, with
+    /// `until_shutdown`, until shutdown begins).
+    async fn read(
+        &mut self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        deadline: Instant,
+        until_shutdown: bool,
+    ) -> Read {
+        if until_shutdown && self.shutting_down() {
+            return Read::ShuttingDown;
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(HEAD_BUFFER);
+        }
+        self.timer.as_mut().reset(deadline.into());
         tokio::select! {
             biased;
             read = stream.read_buf(buf) => match read {
                 Ok(0) | Err(_) => Read::Closed,
                 Ok(_) => Read::Bytes,
             },
-            _ = shutting_down => Read::ShuttingDown,
+            () = self.shutdown.as_mut(), if until_shutdown => Read::ShuttingDown,
+            () = self.timer.as_mut() => Read::TimedOut,
         }
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    fast_timeout(left, read_or_shutdown)
-        .await
-        .unwrap_or(Read::TimedOut)
+    }
 }
 
 /// Writes a fixed response that closes the connection, then closes it gently (see

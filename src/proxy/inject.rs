@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
-use super::hop_by_hop::{is_hop_by_hop, nominated_by_connection};
+use super::hop_by_hop::{is_hop_by_hop, Nominated};
 use crate::session::cookie::CookiePolicy;
 
 /// Credentials and identity/forwarding claims only portcullis may set. Matched after
@@ -70,27 +70,31 @@ pub fn prepare_upstream_request(
 }
 
 fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
+    let nominated = Nominated::by_connection(&req.headers);
     let mut strip = Vec::new();
     for name in req.headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.
-        let normalized: Cow<'_, str> = if name.as_str().contains('_') {
+        let normalized: Cow<'_, str> = if name.as_str().as_bytes().contains(&b'_') {
             Cow::Owned(name.as_str().replace('_', "-"))
         } else {
             Cow::Borrowed(name.as_str())
         };
         let normalized = normalized.as_ref();
         let keep_for_upgrade = websocket && (normalized == "upgrade" || normalized == "connection");
-        let hop = (is_hop_by_hop(normalized) || nominated_by_connection(&req.headers, normalized))
-            && !keep_for_upgrade;
-        let forbidden = CLIENT_FORBIDDEN.contains(&normalized)
-            || CLIENT_FORBIDDEN_PREFIXES
-                .iter()
-                .any(|p| normalized.starts_with(p));
-        if hop || forbidden {
+        let hop =
+            (is_hop_by_hop(normalized) || nominated.contains(normalized)) && !keep_for_upgrade;
+        if hop || is_client_forbidden(normalized) {
             strip.push(name.clone());
         }
     }
     strip
+}
+
+fn is_client_forbidden(name: &str) -> bool {
+    CLIENT_FORBIDDEN.contains(&name)
+        || CLIENT_FORBIDDEN_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 /// A client address as an `X-Forwarded-For` value. IPv4 is written by hand: `Display` goes

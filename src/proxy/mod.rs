@@ -953,11 +953,25 @@ impl RequestIds {
 
     fn mint(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // The prefix is base64url and the counter hex: always a valid header value.
-        let id = bytes::Bytes::from(format!("{}-{n:x}", self.prefix));
+        // The prefix is base64url and the counter hex: always a valid header value. Written by
+        // hand: `format!` was a measurable share of a proxied request.
+        let mut id = Vec::with_capacity(self.prefix.len() + 17);
+        id.extend_from_slice(self.prefix.as_bytes());
+        id.push(b'-');
+        push_hex(&mut id, n);
+        let id = bytes::Bytes::from(id);
         RequestId(
             HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-")),
         )
+    }
+}
+
+/// Appends `n` in lower-case hex, without leading zeros.
+fn push_hex(out: &mut Vec<u8>, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(DIGITS[((n >> (shift * 4)) & 0xf) as usize]);
     }
 }
 
@@ -989,6 +1003,18 @@ mod tests {
         } else {
             Error::new_up(etype)
         }
+    }
+
+    #[test]
+    fn request_id_counters_are_lower_case_hex_without_leading_zeros() {
+        for (n, hex) in [(0, "0"), (9, "9"), (10, "a"), (255, "ff"), (256, "100")] {
+            let mut out = Vec::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, hex.as_bytes());
+        }
+        let mut out = Vec::new();
+        push_hex(&mut out, u64::MAX);
+        assert_eq!(out, format!("{:x}", u64::MAX).as_bytes());
     }
 
     #[test]
