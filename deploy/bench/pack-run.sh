@@ -514,7 +514,11 @@ fi
   echo "|--------------------------------------------|----------|----------:|---------:|---------:|-----------:|--------:|---------------:|-----------:|-----------:|"
   cat "$work/table"
   echo
-  echo "Paced at $paced_rate req/s ($connections connections, each waiting between requests):"
+  if [ -e "$pack/bin/vegeta" ]; then
+    echo "Paced at $paced_rate req/s (vegeta, open loop: each request leaves at its scheduled time):"
+  else
+    echo "Paced at $paced_rate req/s ($connections connections, each waiting between requests):"
+  fi
   echo
   echo "| target                                     |     req/s |      p50 |      p99 |"
   echo "|--------------------------------------------|----------:|---------:|---------:|"

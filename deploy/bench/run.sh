@@ -13,7 +13,9 @@
 # portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
 # (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present),
 # BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row), BENCH_ONLY=paced
-# (only the paced-latency rows), VEGETA (path to vegeta; default .tools/bin/vegeta).
+# (only the interleaved rounds: paced latency and the CPU ratio to bare Pingora; BENCH_PACED_ROUNDS
+# of BENCH_PACED_DURATION, 5 of 5s), BENCH_ONLY=instructions (only the callgrind rows,
+# BENCH_INSTRUCTIONS_DURATION, 5s), VEGETA (path to vegeta; default .tools/bin/vegeta).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PORTCULLIS_BIN:-$root/target/release/portcullis}
@@ -244,13 +246,28 @@ paced_row() { # label url [header...]
   echo "$p50 $p99" >>"$work/paced-$(tr ' /(),' '_____' <<<"$label")"
   echo "paced $label: p50 $p50, p99 $p99, $achieved req/s${rest:+ $rest}" >&2
 }
-# The tail of a 2-core machine shared by the load generator, the proxy and the upstream moves by a
-# millisecond from one run to the next, so each target is measured in BENCH_PACED_ROUNDS rounds,
-# interleaved with the others (a disturbance hits all of them alike), and the median counts:
-# the upstream direct, one nginx proxy_pass hop, one bare Pingora hop, and portcullis (Redis
-# store, 1 session, cache hits).
+# CPU µs per request of one wrk run (BENCH_PACED_DURATION) against `pid`, appended to `file`.
+cpu_round() { # file pid url cookie-file|-
+  local file=$1 pid=$2 url=$3 cookies=$4 args=(-t1 -c"$connections") before reqs
+  [ "$cookies" = - ] || args+=(-s "$work/cookies.lua")
+  before=$(cpu_ticks "$pid")
+  if [ "$cookies" = - ]; then
+    reqs=$(wrk "${args[@]}" -d"$paced_duration" "$url" | awk '/requests in/ {print $1}')
+  else
+    reqs=$(wrk "${args[@]}" -d"$paced_duration" "$url" -- "$cookies" | awk '/requests in/ {print $1}')
+  fi
+  awk -v t=$(($(cpu_ticks "$pid") - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "%.1f\n", t / hz * 1e6 / n}' >>"$file"
+}
+median_of() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# On a 2-core machine shared by the load generator, the proxy and the upstream, the tail moves by a
+# millisecond and CPU per request by ±10 % from one run to the next, so these are measured in
+# BENCH_PACED_ROUNDS rounds, the targets interleaved within each (a disturbance hits all alike),
+# and the median counts. Paced latency: the upstream direct, one nginx proxy_pass hop, one bare
+# Pingora hop, and portcullis (Redis store, 1 session, cache hits); CPU per request at full load:
+# the same bare Pingora and portcullis, their ratio taken round by round.
 paced_targets=(direct "nginx proxy_pass" "bare Pingora passthrough" "portcullis api, redis, 1 session")
-paced_rows() {
+interleaved_rows() {
   local bare_port bare_paced cookie round
   bare_port=$(free_port)
   "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 2>"$work/bare-paced.log" &
@@ -268,6 +285,13 @@ paced_rows() {
     paced_row "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench"
     paced_row "bare Pingora passthrough" "http://127.0.0.1:$bare_port/api/bench"
     paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "Cookie: $cookie" "X-CSRF: 1"
+  done
+  : >"$work/floor-ratios"
+  for round in $(seq 1 "$paced_rounds"); do
+    : >"$work/floor-round"
+    cpu_round "$work/floor-round" "$bare_paced" "http://127.0.0.1:$bare_port/api/bench" -
+    cpu_round "$work/floor-round" "$ppid" "$origin/api/bench" "$work/paced.cookies"
+    awk 'NR == 1 {b = $1} NR == 2 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
   done
   stop_portcullis
   kill -9 "$bare_paced"; wait "$bare_paced" 2>/dev/null || true
@@ -318,6 +342,9 @@ instructions_rows() {
 paced_median() { # label column
   tr -d 'us' <"$work/paced-$(tr ' /(),' '_____' <<<"$1")" | awk -v c="$2" '{print $c}' | sort -n \
     | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+floor_line() {
+  echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, median of $paced_rounds interleaved rounds: **$(median_of "$work/floor-ratios")** (rounds: $(tr '\n' ' ' <"$work/floor-ratios"| sed 's/ $//'))"
 }
 paced_table() {
   local t direct_p99
@@ -423,9 +450,9 @@ if [ "${BENCH_ONLY:-}" = instructions ]; then
 fi
 if [ "${BENCH_ONLY:-}" = paced ]; then
   wait_http "http://127.0.0.1:$nginx_proxy_port/"
-  paced_rows
+  interleaved_rows
   { echo "# portcullis paced latency ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $paced_duration per round, portcullis threads ${BENCH_THREADS:-1})"
-    echo; paced_table; } | tee "$out_dir/results-paced.md"
+    echo; paced_table; echo; floor_line; } | tee "$out_dir/results-paced.md"
   exit 0
 fi
 
@@ -630,7 +657,7 @@ for t in 1 "$scale_threads"; do
   stop_portcullis
 done
 
-[ -x "$vegeta" ] && [ -x "$bare" ] && paced_rows
+[ -x "$vegeta" ] && [ -x "$bare" ] && interleaved_rows
 command -v valgrind >/dev/null && [ -x "$bare" ] && instructions_rows
 api_rps=$(rps_of "portcullis api, redis, 1 session")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -649,8 +676,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
   echo "- authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$api_rps" "$(rps_of "nginx proxy_pass")")**"
   echo "- authenticated api (redis, 1 session) / direct upstream: $(ratio "$api_rps" "$(rps_of direct)")"
   if [ -n "${bare_pid:-}" ]; then
-    echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "bare Pingora passthrough")")**"
+    echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, the rows above: $(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "bare Pingora passthrough")")"
   fi
+  [ ! -s "$work/floor-ratios" ] || floor_line
   echo "- CPU per request, threads $scale_threads / threads 1: portcullis api **$(ratio "$(cpu_of "portcullis api, redis, threads $scale_threads")" "$(cpu_of "portcullis api, redis, threads 1")")**, bare Pingora per-thread $(ratio "$(cpu_of "bare Pingora, per-thread, threads $scale_threads")" "$(cpu_of "bare Pingora, per-thread, threads 1")"), bare Pingora work-stealing $(ratio "$(cpu_of "bare Pingora, work-stealing, threads $scale_threads")" "$(cpu_of "bare Pingora, work-stealing, threads 1")")"
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass: **$(ratio "$(cpu_of "portcullis api, redis, 1 session")" "$(cpu_of "nginx proxy_pass")")**"
   echo "- CPU per request, auth request / proxied api request (redis, 1 session): **$(ratio "$(cpu_of "portcullis auth request, redis, 1 session")" "$(cpu_of "portcullis api, redis, 1 session")")**; the auth request's store round trips per request: see cache hits (a hit is none)"
