@@ -489,7 +489,10 @@ if [ -e "$pack/bin/oauth2-proxy" ]; then
     callback=$(http_get "$op_port" "/${authorize#*://*/}" | header location)
     if [ -n "$callback" ]; then
       o2p_cookie=$(http_get "$o2p_port" "/${callback#*://*/}" "Cookie: $csrf" | tr -d '\r' |
-        awk 'tolower($1) == "set-cookie:" && $2 !~ /csrf/ && $2 !~ /=;/ {sub(/;.*/, "", $2); printf "%s%s", sep, $2; sep = "; "}')
+        awk 'tolower($1) == "set-cookie:" && $2 !~ /csrf/ {
+          # A cleared cookie has nothing after its =, and a session cookie may end in = (base64).
+          sub(/;.*/, "", $2); i = index($2, "="); if (i > 0 && i < length($2)) {printf "%s%s", sep, $2; sep = "; "}
+        }')
     fi
   fi
   if [ -n "$o2p_cookie" ] && http_200 "$o2p_port" /api/bench "Cookie: $o2p_cookie"; then
