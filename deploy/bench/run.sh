@@ -259,7 +259,7 @@ cpu_round() { # file pid url cookie-file|-
   awk -v t=$(($(cpu_ticks "$pid") - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
     'BEGIN {printf "%.1f\n", t / hz * 1e6 / n}' >>"$file"
 }
-median_of() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+median_of() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; } # the numbers on stdin
 # On a 2-core machine shared by the load generator, the proxy and the upstream, the tail moves by a
 # millisecond and CPU per request by ±10 % from one run to the next, so these are measured in
 # BENCH_PACED_ROUNDS rounds, the targets interleaved within each (a disturbance hits all alike),
@@ -340,11 +340,10 @@ instructions_rows() {
 }
 # Median over the rounds of one column (1: p50, 2: p99), in µs.
 paced_median() { # label column
-  tr -d 'us' <"$work/paced-$(tr ' /(),' '_____' <<<"$1")" | awk -v c="$2" '{print $c}' | sort -n \
-    | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+  tr -d 'us' <"$work/paced-$(tr ' /(),' '_____' <<<"$1")" | awk -v c="$2" '{print $c}' | median_of
 }
 floor_line() {
-  echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, median of $paced_rounds interleaved rounds: **$(median_of "$work/floor-ratios")** (rounds: $(tr '\n' ' ' <"$work/floor-ratios"| sed 's/ $//'))"
+  echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, median of $paced_rounds interleaved rounds: **$(median_of <"$work/floor-ratios")** (rounds: $(paste -sd ' ' "$work/floor-ratios"))"
 }
 paced_table() {
   local t direct_p99
