@@ -13,7 +13,7 @@
 # portcullis process during the Redis api row into target/bench/perf.data), OAUTH2_PROXY
 # (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present),
 # BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row), BENCH_ONLY=paced
-# (only the interleaved rounds: paced latency and the CPU ratio to bare Pingora; BENCH_PACED_ROUNDS
+# (only the interleaved rounds: paced latency and the CPU ratios to bare Pingora and nginx proxy_pass; BENCH_PACED_ROUNDS
 # of BENCH_PACED_DURATION, 5 of 5s), BENCH_ONLY=instructions (only the callgrind rows,
 # BENCH_INSTRUCTIONS_DURATION, 5s), VEGETA (path to vegeta; default .tools/bin/vegeta).
 set -euo pipefail
@@ -265,7 +265,8 @@ median_of() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; } #
 # BENCH_PACED_ROUNDS rounds, the targets interleaved within each (a disturbance hits all alike),
 # and the median counts. Paced latency: the upstream direct, one nginx proxy_pass hop, one bare
 # Pingora hop, and portcullis (Redis store, 1 session, cache hits); CPU per request at full load:
-# the same bare Pingora and portcullis, their ratio taken round by round.
+# nginx proxy_pass, the same bare Pingora and portcullis, portcullis's ratios to each taken round
+# by round.
 paced_targets=(direct "nginx proxy_pass" "bare Pingora passthrough" "portcullis api, redis, 1 session")
 interleaved_rows() {
   local bare_port bare_paced cookie round
@@ -287,11 +288,14 @@ interleaved_rows() {
     paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "Cookie: $cookie" "X-CSRF: 1"
   done
   : >"$work/floor-ratios"
+  : >"$work/nginx-ratios"
   for round in $(seq 1 "$paced_rounds"); do
     : >"$work/floor-round"
+    cpu_round "$work/floor-round" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
     cpu_round "$work/floor-round" "$bare_paced" "http://127.0.0.1:$bare_port/api/bench" -
     cpu_round "$work/floor-round" "$ppid" "$origin/api/bench" "$work/paced.cookies"
-    awk 'NR == 1 {b = $1} NR == 2 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
+    awk 'NR == 2 {b = $1} NR == 3 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
+    awk 'NR == 1 {n = $1} NR == 3 {printf "%.2f\n", $1 / n}' "$work/floor-round" >>"$work/nginx-ratios"
   done
   stop_portcullis
   kill -9 "$bare_paced"; wait "$bare_paced" 2>/dev/null || true
@@ -344,6 +348,7 @@ paced_median() { # label column
 }
 floor_line() {
   echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, median of $paced_rounds interleaved rounds: **$(median_of <"$work/floor-ratios")** (rounds: $(paste -sd ' ' "$work/floor-ratios"))"
+  echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass, median of the same rounds: **$(median_of <"$work/nginx-ratios")** (rounds: $(paste -sd ' ' "$work/nginx-ratios"))"
 }
 paced_table() {
   local t direct_p99

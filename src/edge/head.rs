@@ -6,6 +6,8 @@
 //! The scan is incremental: bytes are fed as they arrive and each complete line is looked at
 //! once, so a client sending one byte at a time costs no more than one sending them together.
 
+use std::ops::Range;
+
 use super::Refusal;
 
 /// Longest method portcullis accepts (room for extension methods); with the version and
@@ -35,18 +37,35 @@ pub struct Head {
     /// Bytes of the head, up to and including the empty line.
     pub len: usize,
     pub framing: Framing,
-    /// The request target as sent (origin-, absolute-, authority- or asterisk-form).
-    pub target: String,
-    /// The `Host` field's value, when there is one (and only one).
-    pub host: Option<String>,
+    /// Where the head's buffer holds the request target as sent (origin-, absolute-,
+    /// authority- or asterisk-form; UTF-8). Ranges, not copies: only a request with a body
+    /// reads them.
+    target: Range<usize>,
+    /// Where it holds the `Host` field's value, when there is one (and only one).
+    host: Option<Range<usize>>,
     pub expects_continue: bool,
+}
+
+impl Head {
+    /// The request target, from the buffer the head was scanned in.
+    pub fn target<'a>(&self, buf: &'a [u8]) -> &'a str {
+        buf.get(self.target.clone())
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default()
+    }
+
+    /// The `Host` value, from the buffer the head was scanned in, if it is UTF-8.
+    pub fn host<'a>(&self, buf: &'a [u8]) -> Option<&'a str> {
+        let range = self.host.clone()?;
+        buf.get(range).and_then(|h| std::str::from_utf8(h).ok())
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct HeadScanner {
     /// Start of the first line not yet looked at.
     line_start: usize,
-    target: Option<String>,
+    target: Option<Range<usize>>,
     http10: bool,
     header_count: usize,
     header_bytes: usize,
@@ -54,7 +73,7 @@ pub struct HeadScanner {
     content_length: Option<u64>,
     chunked: bool,
     hosts: usize,
-    host: Option<String>,
+    host: Option<Range<usize>>,
     expects_continue: bool,
 }
 
@@ -63,19 +82,19 @@ impl HeadScanner {
     /// the head is not complete yet, and nothing received so far breaks a rule.
     pub fn scan(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, Refusal> {
         while let Some(offset) = memchr_lf(&buf[self.line_start..]) {
-            let end = self.line_start + offset + 1;
-            let line = &buf[self.line_start..end];
+            let (start, end) = (self.line_start, self.line_start + offset + 1);
+            let line = &buf[start..end];
             self.line_start = end;
             let content = strip_crlf(line)?;
             if self.target.is_none() {
                 if end > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
                     return Err(Refusal::UriTooLong);
                 }
-                self.request_line(content, limits)?;
+                self.request_line(content, start, limits)?;
             } else if content.is_empty() {
                 return self.finish(end).map(Some);
             } else {
-                self.header_line(content, line.len(), limits)?;
+                self.header_line(content, start, line.len(), limits)?;
             }
         }
         self.check_partial_line(buf.len(), limits)?;
@@ -96,43 +115,56 @@ impl HeadScanner {
         Ok(())
     }
 
-    fn request_line(&mut self, line: &[u8], limits: &HeadLimits) -> Result<(), Refusal> {
+    /// `start`: where the line begins in the buffer.
+    fn request_line(
+        &mut self,
+        line: &[u8],
+        start: usize,
+        limits: &HeadLimits,
+    ) -> Result<(), Refusal> {
         // RFC 9112 §2.2: empty lines before the request line are ignored; they still count
         // towards the request line's bound, as the partial-line check counts them.
         if line.is_empty() {
             return Ok(());
         }
-        let text = std::str::from_utf8(line).map_err(|_| Refusal::BadRequest("request_line"))?;
-        let mut parts = text.split(' ');
-        let (Some(method), Some(target), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Refusal::BadRequest("request_line"));
-        };
+        let bad = Refusal::BadRequest("request_line");
+        let first = memchr::memchr(b' ', line).ok_or(bad)?;
+        let second = first + 1 + memchr::memchr(b' ', &line[first + 1..]).ok_or(bad)?;
+        let (method, target, version) = (
+            &line[..first],
+            &line[first + 1..second],
+            &line[second + 1..],
+        );
         if target.len() > limits.max_target_bytes {
             return Err(Refusal::UriTooLong);
         }
-        let visible = |b: u8| b > 0x20 && b != 0x7f;
+        let visible = |b: &u8| *b > 0x20 && *b != 0x7f;
         if method.is_empty()
             || method.len() > MAX_METHOD
-            || !method.bytes().all(is_token_byte)
+            || !method.iter().copied().all(is_token_byte)
             || target.is_empty()
-            || !target.bytes().all(visible)
+            || !target.iter().all(visible)
+            || (!target.is_ascii() && std::str::from_utf8(target).is_err())
         {
-            return Err(Refusal::BadRequest("request_line"));
+            return Err(bad);
         }
         self.http10 = match version {
-            "HTTP/1.1" => false,
-            "HTTP/1.0" => true,
+            b"HTTP/1.1" => false,
+            b"HTTP/1.0" => true,
+            // More than two spaces: not a request line at all.
+            _ if memchr::memchr(b' ', version).is_some() => return Err(bad),
             _ => return Err(Refusal::BadRequest("http_version")),
         };
-        self.target = Some(target.to_string());
+        let target_start = start + first + 1;
+        self.target = Some(target_start..target_start + target.len());
         Ok(())
     }
 
+    /// `start`: where the line begins in the buffer.
     fn header_line(
         &mut self,
         line: &[u8],
+        start: usize,
         wire_len: usize,
         limits: &HeadLimits,
     ) -> Result<(), Refusal> {
@@ -145,7 +177,9 @@ impl HeadScanner {
             return Err(Refusal::HeadersTooLarge("headers_too_large"));
         }
         let colon = memchr::memchr(b':', line).ok_or(Refusal::BadRequest("header_line"))?;
-        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        let trimmed = without_ows(&line[colon + 1..]);
+        let value_at = start + colon + 1 + trimmed.start..start + colon + 1 + trimmed.end;
+        let (name, value) = (&line[..colon], &line[colon + 1..][trimmed]);
         // Also refuses obs-fold (a line starting with whitespace) and "Name :" (RFC 9112 §5.1).
         if name.is_empty() || !name.iter().copied().all(is_token_byte) {
             return Err(Refusal::BadRequest("header_line"));
@@ -153,7 +187,7 @@ impl HeadScanner {
         if has_control_byte(value) {
             return Err(Refusal::BadRequest("header_value"));
         }
-        self.note_field(name, value, limits)
+        self.note_field(name, value, value_at, limits)
     }
 
     /// Remembers the fields that decide framing, routing and limits.
@@ -161,6 +195,7 @@ impl HeadScanner {
         &mut self,
         name: &[u8],
         value: &[u8],
+        at: Range<usize>,
         limits: &HeadLimits,
     ) -> Result<(), Refusal> {
         if name.eq_ignore_ascii_case(b"cookie") {
@@ -182,7 +217,7 @@ impl HeadScanner {
             self.chunked = true;
         } else if name.eq_ignore_ascii_case(b"host") {
             self.hosts += 1;
-            self.host = Some(String::from_utf8_lossy(value).into_owned());
+            self.host = Some(at);
         } else if name.eq_ignore_ascii_case(b"expect") {
             self.expects_continue = value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -248,14 +283,12 @@ pub(super) fn strip_crlf(line: &[u8]) -> Result<&[u8], Refusal> {
     Ok(content)
 }
 
-fn trim_ows(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
+/// Where `v` is left once optional whitespace is trimmed from both ends.
+fn without_ows(v: &[u8]) -> Range<usize> {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !is_ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    start..end
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
@@ -323,7 +356,14 @@ mod tests {
             let head = result.unwrap().unwrap();
             assert_eq!(head.len, req.len() - 4);
             assert_eq!(head.framing, Framing::NoBody);
-            assert_eq!(head.target, "/a?b=1");
+            assert_eq!(head.target(req), "/a?b=1");
+            assert_eq!(head.host(req), Some("x"));
+        }
+        let utf8 = "GET /caf\u{e9} HTTP/1.1\r\nHost:  h\u{e9}  \r\n\r\n".as_bytes();
+        for result in [scan_all(utf8), scan_bytewise(utf8)] {
+            let head = result.unwrap().unwrap();
+            assert_eq!(head.target(utf8), "/caf\u{e9}");
+            assert_eq!(head.host(utf8), Some("h\u{e9}"));
         }
     }
 
@@ -404,6 +444,12 @@ mod tests {
     fn malformed_lines_are_refused() {
         for req in [
             &b"GET  / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1 \r\n\r\n",
+            b"GET / HTTP/1.1 x\r\n\r\n",
+            b"GET /\r\n\r\n",
+            b" GET / HTTP/1.1\r\n\r\n",
+            b"G\xc3T / HTTP/1.1\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
             b"GET / HTTP/2.0\r\n\r\n",
             b"GET / HTTP/1.1\r\n folded\r\n\r\n",
             b"GET / HTTP/1.1\r\nName : v\r\n\r\n",

@@ -175,24 +175,23 @@ impl Edge {
         buf: &mut BytesMut,
         head: &Head,
     ) -> Result<(), End> {
-        let uri = http::Uri::try_from(head.target.as_str()).ok();
-        let path = uri
-            .as_ref()
-            .map(|u| u.path().to_string())
-            .unwrap_or_default();
+        let uri = http::Uri::try_from(head.target(buf)).ok();
+        let path = uri.as_ref().map_or("", |u| u.path());
         // The route is chosen as the proxy will choose it: by the target's authority when it
         // has one, else by Host.
         let host = uri
             .as_ref()
             .and_then(|u| u.host().map(str::to_string))
-            .or_else(|| head.host.as_deref().and_then(host_of))
+            .or_else(|| head.host(buf).and_then(host_of))
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
+        let chunked_refused = head.framing == Framing::Chunked
+            && (local || !Self::accepts_chunked(live, &host, path));
         match head.framing {
             Framing::Length(n) if local && n > MAX_LOCAL_BODY as u64 => {
                 Err(End::Refused(Refusal::BodyTooLarge))
             }
-            Framing::Chunked if local || !Self::accepts_chunked(live, &host, &path) => {
+            Framing::Chunked if chunked_refused => {
                 // Browsers never send chunked request bodies; only routes that opted in take one.
                 Err(End::Refused(Refusal::BadFraming("chunked_not_accepted")))
             }

@@ -1,8 +1,8 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1): meaningful for one connection only, so they never cross
 //! portcullis, in either direction. Requests are stripped in `inject`; responses here.
 
-use http::header::{HeaderMap, HeaderName};
-use pingora::http::ResponseHeader;
+use http::header::{HeaderMap, HeaderName, HeaderValue, MaxSizeReached, CONNECTION};
+use http::StatusCode;
 
 /// The fixed hop-by-hop fields and relatives that must not cross a proxy (lower case, as
 /// `HeaderName`s are).
@@ -57,11 +57,13 @@ impl<'a> Nominated<'a> {
 /// Removes an upstream response's hop-by-hop fields before it goes to the browser. A `101`
 /// keeps `Upgrade` and a `Connection: upgrade` (the handshake needs them) and loses the rest;
 /// Pingora writes its own `Connection` on every other response.
-pub fn strip_from_response(resp: &mut ResponseHeader) {
-    let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let nominated = Nominated::by_connection(&resp.headers);
-    let doomed: Vec<HeaderName> = resp
-        .headers
+pub fn strip_from_response(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<(), MaxSizeReached> {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let nominated = Nominated::by_connection(headers);
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
@@ -71,24 +73,28 @@ pub fn strip_from_response(resp: &mut ResponseHeader) {
         .cloned()
         .collect();
     for name in &doomed {
-        resp.remove_header(name);
+        headers.remove(name);
     }
     if switching {
-        // Cannot fail: a static, valid value.
-        let _ = resp.insert_header(http::header::CONNECTION, "upgrade");
+        headers.try_insert(CONNECTION, HeaderValue::from_static("upgrade"))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn response(status: u16, fields: &[(&str, &str)]) -> ResponseHeader {
-        let mut resp = ResponseHeader::build(status, None).unwrap();
+    fn stripped(status: u16, fields: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
         for (k, v) in fields {
-            resp.append_header(k.to_string(), *v).unwrap();
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
-        resp
+        strip_from_response(StatusCode::from_u16(status).unwrap(), &mut headers).unwrap();
+        headers
     }
 
     const UPSTREAM: [(&str, &str); 10] = [
@@ -106,16 +112,15 @@ mod tests {
 
     #[test]
     fn every_hop_by_hop_field_is_removed_and_framing_stays() {
-        let mut resp = response(200, &UPSTREAM);
-        strip_from_response(&mut resp);
-        let mut names: Vec<&str> = resp.headers.keys().map(|k| k.as_str()).collect();
+        let headers = stripped(200, &UPSTREAM);
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, vec!["content-length", "x-kept"]);
     }
 
     #[test]
     fn a_switching_protocols_response_keeps_only_the_upgrade_pair() {
-        let mut resp = response(
+        let headers = stripped(
             101,
             &[
                 ("connection", "Upgrade, x-hop"),
@@ -124,15 +129,14 @@ mod tests {
                 ("keep-alive", "1"),
             ],
         );
-        strip_from_response(&mut resp);
-        assert_eq!(resp.headers.get("upgrade").unwrap(), "websocket");
-        assert_eq!(resp.headers.get("connection").unwrap(), "upgrade");
-        assert!(resp.headers.get("x-hop").is_none() && resp.headers.get("keep-alive").is_none());
+        assert_eq!(headers.get("upgrade").unwrap(), "websocket");
+        assert_eq!(headers.get("connection").unwrap(), "upgrade");
+        assert!(headers.get("x-hop").is_none() && headers.get("keep-alive").is_none());
     }
 
     #[test]
     fn every_connection_header_nominates_fields_in_any_case() {
-        let mut resp = response(
+        let headers = stripped(
             200,
             &[
                 ("connection", "Keep-Alive, X-A"),
@@ -143,8 +147,7 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        strip_from_response(&mut resp);
-        let names: Vec<&str> = resp.headers.keys().map(|k| k.as_str()).collect();
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept"]);
     }
 }

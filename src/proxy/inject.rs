@@ -5,9 +5,11 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 use pingora::http::RequestHeader;
+use pingora::{ErrorType::InvalidHTTPHeader, OrErr};
 
+use super::header_map;
 use super::hop_by_hop::{is_hop_by_hop, Nominated};
 use crate::session::cookie::CookiePolicy;
 
@@ -40,39 +42,49 @@ pub struct Injection<'a> {
     pub public_proto: &'a HeaderValue,
     /// The host the browser addressed (already screened as one of portcullis's).
     pub forwarded_host: Option<HeaderValue>,
+    pub request_id: &'a HeaderValue,
     pub websocket: bool,
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
     cookies: &CookiePolicy,
     add: Injection<'_>,
 ) -> pingora::Result<()> {
-    let forwarded_cookies = cookies.forwardable_cookies(&req.headers);
-    for name in names_to_strip(req, add.websocket) {
-        req.remove_header(&name);
-    }
-    req.remove_header(&http::header::COOKIE);
-    if let Some(c) = forwarded_cookies {
-        req.insert_header(http::header::COOKIE, c)?;
-    }
-    if let Some(bearer) = add.bearer {
-        req.insert_header(http::header::AUTHORIZATION, bearer.clone())?;
-    }
-    if let Some(ip) = add.client_ip {
-        req.insert_header("x-forwarded-for", ip)?;
-    }
-    req.insert_header("x-forwarded-proto", add.public_proto.clone())?;
-    if let Some(host) = add.forwarded_host {
-        req.insert_header("x-forwarded-host", host)?;
-    }
-    Ok(())
+    let forwarded_cookies = match cookies.forwardable_cookies(&req.headers) {
+        Some(c) => Some(HeaderValue::try_from(c).or_err(InvalidHTTPHeader, "forwarded cookies")?),
+        None => None,
+    };
+    header_map::edit_request(req, |headers| {
+        for name in names_to_strip(headers, add.websocket) {
+            headers.remove(&name);
+        }
+        headers.remove(COOKIE);
+        let added = [
+            forwarded_cookies.map(|c| (COOKIE, c)),
+            add.bearer.map(|b| (AUTHORIZATION, b.clone())),
+            add.client_ip.map(|ip| (X_FORWARDED_FOR, ip)),
+            Some((X_FORWARDED_PROTO, add.public_proto.clone())),
+            add.forwarded_host.map(|h| (X_FORWARDED_HOST, h)),
+            Some((X_REQUEST_ID, add.request_id.clone())),
+        ];
+        headers.try_reserve(added.len())?;
+        for (name, value) in added.into_iter().flatten() {
+            headers.try_insert(name, value)?;
+        }
+        Ok(())
+    })
 }
 
-fn names_to_strip(req: &RequestHeader, websocket: bool) -> Vec<HeaderName> {
-    let nominated = Nominated::by_connection(&req.headers);
+fn names_to_strip(headers: &HeaderMap, websocket: bool) -> Vec<HeaderName> {
+    let nominated = Nominated::by_connection(headers);
     let mut strip = Vec::new();
-    for name in req.headers.keys() {
+    for name in headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.
         let normalized: Cow<'_, str> = if name.as_str().as_bytes().contains(&b'_') {
             Cow::Owned(name.as_str().replace('_', "-"))
@@ -181,6 +193,7 @@ mod tests {
             client_ip: ip_header_value("192.0.2.1".parse().unwrap()),
             public_proto: &proto,
             forwarded_host: Some(host),
+            request_id: &HeaderValue::from_static("r-1"),
             websocket: false,
         };
         prepare_upstream_request(&mut req, &policy(), add).unwrap();

@@ -15,6 +15,7 @@ mod browser_checks;
 pub mod canonical;
 mod dpop;
 mod error;
+mod header_map;
 mod hop_by_hop;
 mod host;
 mod identity;
@@ -35,17 +36,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorType, ErrorType::InvalidHTTPHeader, OrErr};
 use prometheus::IntCounter;
 use serde_json::{Map, Value};
 
 pub use bff::{validate_return_to, MAX_LOCAL_BODY};
 use error::ProxyError;
+use header_map::TooManyFields;
 pub use host::host_of;
 pub use live::{EdgeSettings, Live, LiveConfig};
 use policy::{is_navigation, WithoutSession};
@@ -495,6 +497,26 @@ impl Portcullis {
             .inc();
     }
 
+    /// Removes every upstream `Set-Cookie` that would set or clear one of portcullis's cookies;
+    /// says whether there was one.
+    fn drop_own_set_cookies(&self, headers: &mut HeaderMap) -> Result<bool, TooManyFields> {
+        let own = |v: &HeaderValue| self.cookies.sets_own_cookie(v.as_bytes());
+        if !headers.get_all(header::SET_COOKIE).iter().any(own) {
+            return Ok(false);
+        }
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| !own(v))
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for v in kept {
+            headers.try_append(header::SET_COOKIE, v)?;
+        }
+        Ok(true)
+    }
+
     fn login_redirect(&self, req: &pingora::http::RequestHeader) -> Reply {
         let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let return_to = validate_return_to(target).unwrap_or("/");
@@ -777,6 +799,7 @@ impl ProxyHttp for Portcullis {
                 .forwarded_host
                 .take()
                 .or_else(|| self.forwarded_hosts.public.clone()),
+            request_id: &ctx.request_id.0,
             websocket: ctx.websocket,
         };
         inject::prepare_upstream_request(upstream_request, &self.cookies, add)?;
@@ -801,7 +824,7 @@ impl ProxyHttp for Portcullis {
             }
         }
         self.propagate_trace(session, upstream_request, ctx);
-        upstream_request.insert_header("x-request-id", ctx.request_id.0.clone())
+        Ok(())
     }
 
     /// Drop the upstream's hop-by-hop fields and any `Set-Cookie` by which it would set or
@@ -812,40 +835,39 @@ impl ProxyHttp for Portcullis {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        hop_by_hop::strip_from_response(resp);
-        resp.insert_header("x-request-id", ctx.request_id.0.clone())?;
-        if let Some(origin) = &ctx.cors_origin {
-            resp.insert_header("access-control-allow-origin", origin)?;
-            resp.insert_header("access-control-allow-credentials", "true")?;
-            resp.append_header("vary", "Origin")?;
-        }
+        let cors_origin = match &ctx.cors_origin {
+            Some(origin) => Some(
+                HeaderValue::try_from(origin.as_str()).or_err(InvalidHTTPHeader, "CORS origin")?,
+            ),
+            None => None,
+        };
         let page_csp = ctx
             .route
             .and_then(|i| ctx.live.routes.policy(i))
-            .is_some_and(|p| p.page_csp);
-        if let (Some(csp), true) = (&ctx.live.page_csp, page_csp) {
+            .is_some_and(|p| p.page_csp)
+            .then_some(ctx.live.page_csp.as_ref())
+            .flatten();
+        let status = resp.status;
+        let dropped_own_cookie = header_map::edit_response(resp, |headers| {
+            hop_by_hop::strip_from_response(status, headers)?;
+            headers.try_insert(inject::X_REQUEST_ID, ctx.request_id.0.clone())?;
+            if let Some(origin) = cors_origin {
+                headers.try_insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
+                headers.try_insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                )?;
+                headers.try_append(header::VARY, HeaderValue::from_static("Origin"))?;
+            }
             // The upstream's own policy wins; portcullis fills in when there is none.
-            if resp.headers.get("content-security-policy").is_none() {
-                resp.insert_header("content-security-policy", csp.clone())?;
+            if let Some(csp) = page_csp {
+                if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+                    headers.try_insert(header::CONTENT_SECURITY_POLICY, csp.clone())?;
+                }
             }
-        }
-        let sets_own_cookie = resp
-            .headers
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .any(|v| self.cookies.sets_own_cookie(v.as_bytes()));
-        if sets_own_cookie {
-            let kept: Vec<HeaderValue> = resp
-                .headers
-                .get_all(http::header::SET_COOKIE)
-                .iter()
-                .filter(|v| !self.cookies.sets_own_cookie(v.as_bytes()))
-                .cloned()
-                .collect();
-            resp.remove_header(&http::header::SET_COOKIE);
-            for v in kept {
-                resp.append_header(http::header::SET_COOKIE, v)?;
-            }
+            self.drop_own_set_cookies(headers)
+        })?;
+        if dropped_own_cookie {
             tracing::warn!(
                 reason = "upstream_set_own_cookie",
                 "dropped an upstream Set-Cookie for a portcullis cookie"
