@@ -41,7 +41,7 @@ use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, ErrorType::InvalidHTTPHeader, OrErr};
+use pingora::{Error, ErrorType};
 use prometheus::IntCounter;
 use serde_json::{Map, Value};
 
@@ -92,7 +92,7 @@ pub struct RequestCtx {
     forwarded_host: Option<HeaderValue>,
     websocket: bool,
     /// A configured CORS origin this `api` request came from; echoed on the response.
-    cors_origin: Option<String>,
+    cors_origin: Option<HeaderValue>,
     /// Correlates portcullis's log lines with the upstream's; sent both ways as `X-Request-Id`.
     request_id: RequestId,
     /// The request's spans while tracing is on (see `trace`).
@@ -597,7 +597,11 @@ fn gate(
         live.origins.check_request_origin(req, host)?;
     }
     if policy.cors {
-        ctx.cors_origin = live.origins.cors_origin(req).map(str::to_string);
+        // A value of the request's own `Origin` field, so always a valid header value.
+        ctx.cors_origin = live
+            .origins
+            .cors_origin(req)
+            .and_then(|o| HeaderValue::from_str(o).ok());
     }
     Ok(None)
 }
@@ -835,12 +839,6 @@ impl ProxyHttp for Portcullis {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let cors_origin = match &ctx.cors_origin {
-            Some(origin) => Some(
-                HeaderValue::try_from(origin.as_str()).or_err(InvalidHTTPHeader, "CORS origin")?,
-            ),
-            None => None,
-        };
         let page_csp = ctx
             .route
             .and_then(|i| ctx.live.routes.policy(i))
@@ -851,7 +849,7 @@ impl ProxyHttp for Portcullis {
         let dropped_own_cookie = header_map::edit_response(resp, |headers| {
             hop_by_hop::strip_from_response(status, headers)?;
             headers.try_insert(inject::X_REQUEST_ID, ctx.request_id.0.clone())?;
-            if let Some(origin) = cors_origin {
+            if let Some(origin) = ctx.cors_origin.clone() {
                 headers.try_insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
                 headers.try_insert(
                     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
