@@ -2,12 +2,14 @@
 //! else happens. Its row is the floor portcullis's own work sits on, so the benchmark shows how
 //! much of a request's cost is Pingora's and how much is portcullis's.
 //!
-//! `bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing]`, e.g.
+//! `bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing] [timeouts]`, e.g.
 //! `bare_passthrough 127.0.0.1:9000 127.0.0.1:8080 1 1024` (POOL: idle upstream connections
 //! kept, all threads together, as `server.upstream_keepalive_pool_size`). `per-thread` (the
 //! default) runs the threads as portcullis does: one single-threaded service per thread, each
 //! with its own SO_REUSEPORT listener and pool; `work-stealing` runs one Pingora service on a
-//! work-stealing runtime of THREADS threads, Pingora's default, for comparison.
+//! work-stealing runtime of THREADS threads, Pingora's default, for comparison. `timeouts` gives
+//! the upstream peer the timeouts portcullis gives each of its upstreams by default (connect 5 s,
+//! read 60 s, pooled idle 60 s), so the floor includes what Pingora spends arming them.
 
 use async_trait::async_trait;
 use pingora::listeners::TcpSocketOptions;
@@ -18,6 +20,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The allocator portcullis uses, so the floor is built the same way.
 #[global_allocator]
@@ -25,6 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Passthrough {
     upstream: String,
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -38,11 +42,13 @@ impl ProxyHttp for Passthrough {
         _session: &mut Session,
         _ctx: &mut (),
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
+        let mut peer = HttpPeer::new(self.upstream.as_str(), false, String::new());
+        if self.timeouts {
+            peer.options.connection_timeout = Some(Duration::from_secs(5));
+            peer.options.read_timeout = Some(Duration::from_secs(60));
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -71,9 +77,10 @@ impl Service for OwnListener {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (listen, upstream, threads, pool, mode) = match args.as_slice() {
-        [l, u, t, p] => (l, u, t, p, "per-thread"),
-        [l, u, t, p, m] => (l, u, t, p, m.as_str()),
+    let (listen, upstream, threads, pool, mode, timeouts) = match args.as_slice() {
+        [l, u, t, p] => (l, u, t, p, "per-thread", false),
+        [l, u, t, p, m] => (l, u, t, p, m.as_str(), false),
+        [l, u, t, p, m, x] if x == "timeouts" => (l, u, t, p, m.as_str(), true),
         _ => usage(),
     };
     let (Ok(threads), Ok(pool)) = (threads.parse::<usize>(), pool.parse::<usize>()) else {
@@ -82,6 +89,7 @@ fn main() {
     let threads = threads.max(1);
     let passthrough = || Passthrough {
         upstream: upstream.clone(),
+        timeouts,
     };
     match mode {
         "per-thread" => {
@@ -123,6 +131,8 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing]");
+    eprintln!(
+        "usage: bare_passthrough LISTEN UPSTREAM THREADS POOL [per-thread|work-stealing] [timeouts]"
+    );
     std::process::exit(2);
 }

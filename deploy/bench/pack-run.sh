@@ -8,8 +8,9 @@
 #
 # Rows (BENCH_DURATION each, after a BENCH_WARMUP): the upstream nginx direct; nginx proxy_pass
 # with 1 and 4 workers; the bare Pingora passthrough per-thread with 1 and 4 threads and
-# work-stealing with 4; portcullis `public` and authenticated `api` (Redis, BENCH_SESSIONS
-# sessions, warmed until the session cache hits) with `threads: 1` and `threads: 4`; oauth2-proxy
+# work-stealing with 4, and per-thread with portcullis's upstream timeouts; portcullis `public`
+# and authenticated `api` (Redis, BENCH_SESSIONS sessions, warmed until the session cache hits)
+# with `threads: 1` and `threads: 4`; oauth2-proxy
 # (Redis sessions, GOMAXPROCS=4) when packed. Then p99 at a paced BENCH_PACED_RATE req/s.
 # Columns: req/s, p50, p99, the proxy's CPU µs per request (utime+stime from /proc/PID/stat over
 # the row ÷ requests), RSS, new upstream connections (the upstream nginx's stub_status accepts).
@@ -391,15 +392,18 @@ for t in 1 4; do
   stop "$master"
 done
 
-for mode_threads in "per-thread 1" "per-thread 4" "work-stealing 4"; do
+# "timeouts": the same passthrough with the upstream timeouts portcullis sets (connect, read,
+# pooled idle), each of which Pingora arms a timer for.
+for mode_threads in "per-thread 1" "per-thread 4" "work-stealing 4" "per-thread 1 timeouts" "per-thread 4 timeouts"; do
   set -- $mode_threads
+  label="bare Pingora, $1, threads $2${3:+, upstream timeouts}"
   port p
-  launch "bare-$1-$2" "$(proxy_on "$2")" bare_passthrough "127.0.0.1:$p" "127.0.0.1:$up_port" "$2" 1024 "$1"
+  launch "bare-$1-$2${3:+-$3}" "$(proxy_on "$2")" bare_passthrough "127.0.0.1:$p" "127.0.0.1:$up_port" "$2" 1024 "$1" ${3:+"$3"}
   bare=$LAUNCHED
   if wait_for 10 "the bare passthrough" "$bare" http_200 "$p" /api/bench; then
-    measure "bare Pingora, $1, threads $2" "$(proxy_on "$2")" - "http://127.0.0.1:$p/api/bench" - "$bare"
+    measure "$label" "$(proxy_on "$2")" - "http://127.0.0.1:$p/api/bench" - "$bare"
   else
-    row_fail "bare Pingora, $1, threads $2" "$(proxy_on "$2")" "$(tail -3 "$work/bare-$1-$2.log")"
+    row_fail "$label" "$(proxy_on "$2")" "$(tail -3 "$work/bare-$1-$2${3:+-$3}.log")"
   fi
   sig=INT stop "$bare"
 done

@@ -265,16 +265,23 @@ median_of() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; } #
 # BENCH_PACED_ROUNDS rounds, the targets interleaved within each (a disturbance hits all alike),
 # and the median counts. Paced latency: the upstream direct, one nginx proxy_pass hop, one bare
 # Pingora hop, and portcullis (Redis store, 1 session, cache hits); CPU per request at full load:
-# nginx proxy_pass, the same bare Pingora and portcullis, portcullis's ratios to each taken round
-# by round.
+# nginx proxy_pass, the same bare Pingora, bare Pingora with the upstream timeouts portcullis sets
+# (connect, read, pooled idle: Pingora arms a timer for each, the bare floor has none) and
+# portcullis, portcullis's ratios to each taken round by round.
 paced_targets=(direct "nginx proxy_pass" "bare Pingora passthrough" "portcullis api, redis, 1 session")
 interleaved_rows() {
-  local bare_port bare_paced cookie round
+  local bare_port bare_paced timed_port bare_timed cookie round
   bare_port=$(free_port)
   "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 2>"$work/bare-paced.log" &
   bare_paced=$!
   pids+=($bare_paced)
+  timed_port=$(free_port)
+  "$bare" "127.0.0.1:$timed_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 per-thread timeouts \
+    2>"$work/bare-timed.log" &
+  bare_timed=$!
+  pids+=($bare_timed)
   wait_http "http://127.0.0.1:$bare_port/api/bench"
+  wait_http "http://127.0.0.1:$timed_port/api/bench"
   start_portcullis 1 "  store: redis
   redis_url: \"redis://127.0.0.1:$redis_port\""
   redis-cli -p "$redis_port" flushall >/dev/null
@@ -288,17 +295,20 @@ interleaved_rows() {
     paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "Cookie: $cookie" "X-CSRF: 1"
   done
   : >"$work/floor-ratios"
+  : >"$work/timed-ratios"
   : >"$work/nginx-ratios"
   for round in $(seq 1 "$paced_rounds"); do
     : >"$work/floor-round"
     cpu_round "$work/floor-round" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
     cpu_round "$work/floor-round" "$bare_paced" "http://127.0.0.1:$bare_port/api/bench" -
+    cpu_round "$work/floor-round" "$bare_timed" "http://127.0.0.1:$timed_port/api/bench" -
     cpu_round "$work/floor-round" "$ppid" "$origin/api/bench" "$work/paced.cookies"
-    awk 'NR == 2 {b = $1} NR == 3 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
-    awk 'NR == 1 {n = $1} NR == 3 {printf "%.2f\n", $1 / n}' "$work/floor-round" >>"$work/nginx-ratios"
+    awk 'NR == 2 {b = $1} NR == 4 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
+    awk 'NR == 3 {b = $1} NR == 4 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/timed-ratios"
+    awk 'NR == 1 {n = $1} NR == 4 {printf "%.2f\n", $1 / n}' "$work/floor-round" >>"$work/nginx-ratios"
   done
   stop_portcullis
-  kill -9 "$bare_paced"; wait "$bare_paced" 2>/dev/null || true
+  kill -9 "$bare_paced" "$bare_timed"; wait "$bare_paced" "$bare_timed" 2>/dev/null || true
 }
 # User-space instructions per request, counted by callgrind: unlike CPU time on a small machine
 # shared with the load generator and the upstream, the count barely moves from one run to the
@@ -319,13 +329,21 @@ instructions_of() { # pid url cookie-file|- [header...]
 }
 instructions_rows() {
   local callgrind=(valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$work/callgrind.%p")
-  local port pid bare_ir public_ir api_ir
+  local port pid bare_ir timed_ir public_ir api_ir
   port=$(free_port)
   "${callgrind[@]}" "$bare" "127.0.0.1:$port" "127.0.0.1:$nginx_port" 1 1024 2>"$work/bare-callgrind.log" &
   pid=$!
   pids+=($pid)
   wait_http "http://127.0.0.1:$port/api/bench"
   bare_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" -)
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+  port=$(free_port)
+  "${callgrind[@]}" "$bare" "127.0.0.1:$port" "127.0.0.1:$nginx_port" 1 1024 per-thread timeouts \
+    2>"$work/bare-callgrind.log" &
+  pid=$!
+  pids+=($pid)
+  wait_http "http://127.0.0.1:$port/api/bench"
+  timed_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" -)
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   bench_wrapper="${callgrind[*]}" start_portcullis 1 "  store: redis
   redis_url: \"redis://127.0.0.1:$redis_port\""
@@ -338,6 +356,7 @@ instructions_rows() {
     echo "| user-space instructions per request (callgrind) | instructions | / bare Pingora |"
     echo "|------------------------------------------------|-------------:|---------------:|"
     printf '| %-46s | %12s | %14s |\n' "bare Pingora passthrough" "$bare_ir" "1.00"
+    printf '| %-46s | %12s | %14s |\n' "bare Pingora, portcullis's upstream timeouts" "$timed_ir" "$(awk -v a="$timed_ir" -v b="$bare_ir" 'BEGIN {printf "%.2f", a / b}')"
     printf '| %-46s | %12s | %14s |\n' "portcullis public" "$public_ir" "$(awk -v a="$public_ir" -v b="$bare_ir" 'BEGIN {printf "%.2f", a / b}')"
     printf '| %-46s | %12s | %14s |\n' "portcullis api, redis, 1 session" "$api_ir" "$(awk -v a="$api_ir" -v b="$bare_ir" 'BEGIN {printf "%.2f", a / b}')"
   } >"$work/instructions"
@@ -348,6 +367,7 @@ paced_median() { # label column
 }
 floor_line() {
   echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora passthrough, median of $paced_rounds interleaved rounds: **$(median_of <"$work/floor-ratios")** (rounds: $(paste -sd ' ' "$work/floor-ratios"))"
+  echo "- CPU per request, authenticated api (redis, 1 session) / bare Pingora with portcullis's upstream timeouts, median of the same rounds: **$(median_of <"$work/timed-ratios")** (rounds: $(paste -sd ' ' "$work/timed-ratios"))"
   echo "- CPU per request, authenticated api (redis, 1 session) / nginx proxy_pass, median of the same rounds: **$(median_of <"$work/nginx-ratios")** (rounds: $(paste -sd ' ' "$work/nginx-ratios"))"
 }
 paced_table() {

@@ -16,6 +16,7 @@
 pub mod chunked;
 pub mod head;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -157,7 +158,9 @@ impl Edge {
             Read::TimedOut => return Err(End::Idle(idle_reason)),
             Read::Closed | Read::ShuttingDown => return Err(End::Quiet),
         }
-        let head_deadline = if first { begun } else { Instant::now() } + settings.header_timeout;
+        // A kept-alive request's head is timed from its first bytes; that clock is read only if
+        // the head did not arrive whole (it nearly always does).
+        let head_deadline = first.then(|| begun + settings.header_timeout);
         let head = Self::read_head(settings, stream, waits, &mut buf, head_deadline).await?;
         if head.framing != Framing::NoBody {
             Self::check_body(live, stream, waits, &mut buf, &head).await?;
@@ -182,7 +185,7 @@ impl Edge {
         let host = uri
             .as_ref()
             .and_then(|u| u.host().map(str::to_string))
-            .or_else(|| head.host(buf).and_then(host_of))
+            .or_else(|| head.host(buf).and_then(host_of).map(Cow::into_owned))
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
         let chunked_refused = head.framing == Framing::Chunked
@@ -205,13 +208,15 @@ impl Edge {
         stream: &mut Stream,
         waits: &mut Waits,
         buf: &mut BytesMut,
-        deadline: Instant,
+        mut deadline: Option<Instant>,
     ) -> Result<Head, End> {
         let mut scanner = HeadScanner::default();
         loop {
             if let Some(head) = scanner.scan(buf, &settings.limits).map_err(End::Refused)? {
                 return Ok(head);
             }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + settings.header_timeout);
             match waits.read(stream, buf, deadline, false).await {
                 Read::Bytes => {}
                 Read::TimedOut => return Err(End::TooSlow("header_timeout")),

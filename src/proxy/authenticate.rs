@@ -78,11 +78,12 @@ impl Portcullis {
         let Some(secret) = self.presented_secret(headers) else {
             return Ok(None);
         };
-        let Some(hot) = self.sessions.load_hot(&secret).await? else {
+        let now = unix_now();
+        let Some(hot) = self.sessions.load_hot(&secret, now).await? else {
             return Ok(None);
         };
         let skew = self.oidc.refresh_skew();
-        if !needs_refresh(hot.access_expires_at, hot.access_lifetime, skew, unix_now()) {
+        if !needs_refresh(hot.access_expires_at, hot.access_lifetime, skew, now) {
             return Ok(Some(hot));
         }
         Ok(self

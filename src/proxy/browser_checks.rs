@@ -2,6 +2,8 @@
 //! CORS for explicitly trusted origins only (R34), the `Host` a request may name, and the
 //! header size the forwarded request may reach (R48).
 
+use std::borrow::Cow;
+
 use http::header::HeaderName;
 use http::Method;
 use pingora::http::RequestHeader;
@@ -173,8 +175,8 @@ impl OurHosts {
     /// URI.
     pub fn redirect_uri_for(&self, req: &RequestHeader) -> Option<url::Url> {
         let host = request_host(req).ok()?;
-        let named_exactly = self.named.iter().any(|p| p.exact() == Some(host.as_str()));
-        if self.public.as_deref() == Some(host.as_str()) || !named_exactly {
+        let named_exactly = self.named.iter().any(|p| p.exact() == Some(host.as_ref()));
+        if self.public.as_deref() == Some(host.as_ref()) || !named_exactly {
             return None;
         }
         url::Url::parse(&format!("{}/bff/callback", self.origin_of(&host))).ok()
@@ -201,7 +203,7 @@ impl OurHosts {
 
 /// The lower-case host name a request names (the target's authority, else `Host`), without its
 /// port.
-pub fn request_host(req: &RequestHeader) -> Result<String, ProxyError> {
+pub fn request_host(req: &RequestHeader) -> Result<Cow<'_, str>, ProxyError> {
     let authority = match req.uri.authority() {
         Some(a) => a.as_str(),
         None => header(req, &http::header::HOST).ok_or(ProxyError::BadRequest("host_missing"))?,

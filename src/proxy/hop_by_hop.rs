@@ -3,6 +3,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, MaxSizeReached, CONNECTION};
 use http::StatusCode;
+use smallvec::SmallVec;
 
 /// The fixed hop-by-hop fields and relatives that must not cross a proxy (lower case, as
 /// `HeaderName`s are).
@@ -63,7 +64,7 @@ pub fn strip_from_response(
 ) -> Result<(), MaxSizeReached> {
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let nominated = Nominated::by_connection(headers);
-    let doomed: Vec<HeaderName> = headers
+    let doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();

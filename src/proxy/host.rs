@@ -2,12 +2,14 @@
 //! and route choice, the edge's, an ingress controller's description of a request, `rd` targets
 //! and origins.
 
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 /// `name`, `name:port`, `[v6]` or `[v6]:port` → the lower-case name (or bracketed address);
 /// `None` for anything a `Host` header cannot be: userinfo, a path, a space, an empty name, a
-/// port that is not a number.
-pub fn host_of(authority: &str) -> Option<String> {
+/// port that is not a number. Borrowed when the name is lower-case already, as it nearly always
+/// is: this runs on every request.
+pub fn host_of(authority: &str) -> Option<Cow<'_, str>> {
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
         _ => (authority, None),
@@ -24,7 +26,14 @@ pub fn host_of(authority: &str) -> Option<String> {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         }
     };
-    valid.then(|| host.to_ascii_lowercase())
+    if !valid {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 #[cfg(test)]
@@ -43,6 +52,10 @@ mod tests {
         ] {
             assert_eq!(host_of(authority).as_deref(), Some(host), "{authority}");
         }
+        assert!(
+            matches!(host_of("app.example.com:443"), Some(Cow::Borrowed(_))),
+            "a lower-case name is not copied"
+        );
         for bad in [
             "", "a@b", "a:b", "a/b", "a b", "a:123456", "a:", "[::1", "[zz]:80", "::1", "a\\b",
             "a%2eb",

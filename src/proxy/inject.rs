@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 use pingora::http::RequestHeader;
 use pingora::{ErrorType::InvalidHTTPHeader, OrErr};
+use smallvec::SmallVec;
 
 use super::header_map;
 use super::hop_by_hop::{is_hop_by_hop, Nominated};
@@ -81,9 +82,9 @@ pub fn prepare_upstream_request(
     })
 }
 
-fn names_to_strip(headers: &HeaderMap, websocket: bool) -> Vec<HeaderName> {
+fn names_to_strip(headers: &HeaderMap, websocket: bool) -> SmallVec<[HeaderName; 4]> {
     let nominated = Nominated::by_connection(headers);
-    let mut strip = Vec::new();
+    let mut strip = SmallVec::new();
     for name in headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.
         let normalized: Cow<'_, str> = if name.as_str().as_bytes().contains(&b'_') {

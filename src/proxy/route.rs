@@ -43,14 +43,17 @@ impl RouteTable {
         }
     }
 
-    /// The route serving `path` on `host` (a name without port, any case).
+    /// The route serving `path` on `host` (a name without port, any case). `host_of` gives
+    /// names in lower case already; only another caller's pays for a lower-case copy.
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
-        let host = host.to_ascii_lowercase();
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.find(&host.to_ascii_lowercase(), path);
+        }
         self.by_precedence
             .iter()
             .map(|&i| &self.routes[i])
             .find(|r| {
-                r.config.host.as_ref().is_none_or(|h| h.matches(&host))
+                r.config.host.as_ref().is_none_or(|h| h.matches(host))
                     && matches_at_boundary(&r.config.prefix, path)
             })
     }

@@ -17,7 +17,7 @@ pub struct CookiePolicy {
     txn_name: String,
     /// The session cookie's name without its `__Host-`/`__Secure-` prefix: what `is_own`
     /// recognises under either prefix.
-    base_name: String,
+    base_name: Vec<u8>,
     session_attrs: String,
     txn_attrs: String,
     session_expired_attrs: String,
@@ -46,7 +46,7 @@ impl CookiePolicy {
         CookiePolicy {
             session_name: cfg.cookie_name.clone(),
             txn_name: cfg.transaction_cookie_name(),
-            base_name: unprefixed(&cfg.cookie_name).to_string(),
+            base_name: unprefixed(cfg.cookie_name.as_bytes()).to_vec(),
             session_attrs: format!(
                 "{domain}Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
                 cfg.absolute_timeout.as_secs()
@@ -100,32 +100,27 @@ impl CookiePolicy {
     /// browser keeps the old one, with a live session behind it, until it expires.
     /// Case-insensitive on purpose: stripping more than browsers would send is harmless,
     /// letting a variant through is not.
-    pub fn is_own(&self, name: &str) -> bool {
+    pub fn is_own(&self, name: &[u8]) -> bool {
         let base = unprefixed(name);
-        let ours = self.base_name.len();
-        base.eq_ignore_ascii_case(&self.base_name)
-            || (base.len() == ours + 4
-                && base
-                    .get(..ours)
-                    .is_some_and(|b| b.eq_ignore_ascii_case(&self.base_name))
-                && base
-                    .get(ours..)
-                    .is_some_and(|t| t.eq_ignore_ascii_case("-txn")))
+        let ours = self.base_name.as_slice();
+        base.eq_ignore_ascii_case(ours)
+            || (base.len() == ours.len() + 4
+                && base[..ours.len()].eq_ignore_ascii_case(ours)
+                && base[ours.len()..].eq_ignore_ascii_case(b"-txn"))
     }
 
     /// The `Cookie` value to forward upstream: every cookie except portcullis's own, in order,
     /// merged from all `Cookie` lines. `None` when nothing is left.
-    pub fn forwardable_cookies(&self, headers: &HeaderMap) -> Option<String> {
-        let mut kept = String::new();
+    pub fn forwardable_cookies(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
+        let mut kept = Vec::new();
         for pair in cookie_pairs(headers) {
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-            if self.is_own(name) {
+            if self.is_own(split_pair(pair).0) {
                 continue;
             }
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(pair);
+            kept.extend_from_slice(pair);
         }
         (!kept.is_empty()).then_some(kept)
     }
@@ -137,13 +132,13 @@ impl CookiePolicy {
             .split_once('=')
             .map_or(text.as_ref(), |(n, _)| n)
             .trim();
-        self.is_own(name)
+        self.is_own(name.as_bytes())
     }
 }
 
 /// A cookie name without its `__Host-` or `__Secure-` prefix (any case).
-fn unprefixed(name: &str) -> &str {
-    ["__host-", "__secure-"]
+fn unprefixed(name: &[u8]) -> &[u8] {
+    [b"__host-".as_slice(), b"__secure-"]
         .iter()
         .find_map(|prefix| {
             name.get(..prefix.len())
@@ -153,29 +148,62 @@ fn unprefixed(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The `name=value` pairs of every `Cookie` line, trimmed, empty ones skipped. Read as bytes:
+/// every request to a session route comes here twice (its session, what to forward), and a line
+/// is looked at only if it is text (visible ASCII, SP, HTAB), as `HeaderValue::to_str` would
+/// have it.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|line| line.split(';'))
-        .map(str::trim)
+        .map(http::HeaderValue::as_bytes)
+        .filter(|line| is_text(line))
+        .flat_map(split_on_semicolons)
+        .map(<[u8]>::trim_ascii)
         .filter(|p| !p.is_empty())
+}
+
+/// No early exit: a loop without one is vectorised, and cookie lines are long.
+fn is_text(line: &[u8]) -> bool {
+    !line.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t')) | (b >= 0x7f)
+    })
+}
+
+fn split_on_semicolons(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let Some(end) = memchr::memchr(b';', current) else {
+            rest = None;
+            return Some(current);
+        };
+        rest = Some(&current[end + 1..]);
+        Some(&current[..end])
+    })
+}
+
+/// A pair's trimmed name and, after its first `=`, its trimmed value (`None` without one).
+fn split_pair(pair: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(b'=', pair) {
+        Some(eq) => (pair[..eq].trim_ascii(), Some(pair[eq + 1..].trim_ascii())),
+        None => (pair.trim_ascii(), None),
+    }
 }
 
 fn presented(headers: &HeaderMap, name: &str) -> Presented {
     let mut found = None;
     for pair in cookie_pairs(headers) {
-        let Some((n, v)) = pair.split_once('=') else {
+        let (n, Some(v)) = split_pair(pair) else {
             continue;
         };
-        if n.trim() != name {
+        if n != name.as_bytes() {
             continue;
         }
         if found.is_some() {
             return Presented::Duplicated;
         }
-        found = Some(v.trim());
+        found = Some(v);
     }
     match found {
         None => Presented::Absent,
@@ -262,7 +290,10 @@ mod tests {
             &format!("a=1; __Host-portcullis={s}; b=2"),
             &format!("__Host-portcullis-txn={s};c=3"),
         ]);
-        assert_eq!(p.forwardable_cookies(&h).as_deref(), Some("a=1; b=2; c=3"));
+        assert_eq!(
+            p.forwardable_cookies(&h).as_deref(),
+            Some(b"a=1; b=2; c=3".as_slice())
+        );
         let only_ours = headers(&[&format!("__HOST-PORTCULLIS={s}")]);
         assert_eq!(p.forwardable_cookies(&only_ours), None);
         let renamed = headers(&[&format!(
@@ -270,8 +301,42 @@ mod tests {
         )]);
         assert_eq!(
             p.forwardable_cookies(&renamed).as_deref(),
-            Some("d=4"),
+            Some(b"d=4".as_slice()),
             "the name under the other prefix, or none, is still portcullis's"
+        );
+    }
+
+    #[test]
+    fn a_cookie_line_that_is_not_text_is_not_read_or_forwarded() {
+        let s = CookieSecret::generate().encode();
+        let p = policy();
+        let mut h = headers(&["a=1;b=2 ;  ; c"]);
+        let binary = format!("__Host-portcullis={s}; x=caf\u{e9}");
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(
+                &binary
+                    .as_bytes()
+                    .iter()
+                    .map(|&b| if b == 0xc3 { 0x80 } else { b })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            p.session(&h),
+            Presented::Absent,
+            "the session is read only from text"
+        );
+        assert_eq!(
+            p.forwardable_cookies(&h).as_deref(),
+            Some(b"a=1; b=2; c".as_slice()),
+            "pairs are trimmed, empty ones dropped, a non-text line left out whole"
+        );
+        let tabbed = headers(&[&format!("\t__Host-portcullis = {s}\t")]);
+        assert!(
+            matches!(p.session(&tabbed), Presented::Valid(_)),
+            "SP and HTAB trimmed"
         );
     }
 

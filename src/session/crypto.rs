@@ -36,7 +36,8 @@ impl CookieSecret {
 
     /// Accepts exactly the format portcullis mints; anything else is rejected before any
     /// store lookup.
-    pub fn parse(value: &str) -> Option<CookieSecret> {
+    pub fn parse(value: impl AsRef<[u8]>) -> Option<CookieSecret> {
+        let value = value.as_ref();
         if value.len() != ENCODED_SECRET_LEN {
             return None;
         }

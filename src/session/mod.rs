@@ -205,14 +205,19 @@ impl Sessions {
 
     /// What forwarding a request needs from the session for a cookie: from the cache when it
     /// holds the session and the idle timeout was extended recently, else from the store. Its
-    /// span says which (`session.cache`: `hit`, `miss` or `bypassed`).
-    pub async fn load_hot(&self, secret: &CookieSecret) -> Result<Option<HotSession>, StoreError> {
+    /// span says which (`session.cache`: `hit`, `miss` or `bypassed`). `now`: Unix seconds, read
+    /// once by the caller, who judges the token's freshness by the same clock reading.
+    pub async fn load_hot(
+        &self,
+        secret: &CookieSecret,
+        now: u64,
+    ) -> Result<Option<HotSession>, StoreError> {
         let span = tracing::info_span!(
             target: SPAN_TARGET,
             "session_lookup",
             session.cache = tracing::field::Empty,
         );
-        self.lookup_hot(secret, &span)
+        self.lookup_hot(secret, now, &span)
             .instrument(span.clone())
             .await
     }
@@ -220,6 +225,7 @@ impl Sessions {
     async fn lookup_hot(
         &self,
         secret: &CookieSecret,
+        now: u64,
         span: &tracing::Span,
     ) -> Result<Option<HotSession>, StoreError> {
         let Some(cache) = self.serving_cache() else {
@@ -235,7 +241,7 @@ impl Sessions {
         let hit = matches!(lookup, Lookup::Hit(_));
         span.record("session.cache", if hit { "hit" } else { "miss" });
         let (epoch, touch) = match lookup {
-            Lookup::Hit(hot) if unix_now() < hot.absolute_deadline => return Ok(Some(hot)),
+            Lookup::Hit(hot) if now < hot.absolute_deadline => return Ok(Some(hot)),
             // Past its absolute deadline: the store read below ends it.
             Lookup::Hit(_) => (None, true),
             Lookup::Miss { epoch, touch } => (Some(epoch), touch),

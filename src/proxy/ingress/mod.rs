@@ -356,7 +356,7 @@ impl Portcullis {
     fn forwardable_cookies(&self, headers: &HeaderMap) -> HeaderValue {
         self.cookies
             .forwardable_cookies(headers)
-            .and_then(|c| HeaderValue::from_str(&c).ok())
+            .and_then(|c| HeaderValue::try_from(c).ok())
             .unwrap_or(EMPTY)
     }
 }

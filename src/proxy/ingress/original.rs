@@ -81,7 +81,7 @@ fn build(method: &str, authority: &str, target: &str) -> Result<Original, &'stat
     Ok(Original {
         method,
         authority: authority.to_ascii_lowercase(),
-        host,
+        host: host.into_owned(),
         target: target.to_string(),
     })
 }
