@@ -184,8 +184,8 @@ impl Edge {
         // has one, else by Host.
         let host = uri
             .as_ref()
-            .and_then(|u| u.host().map(str::to_string))
-            .or_else(|| head.host(buf).and_then(host_of).map(Cow::into_owned))
+            .and_then(|u| u.host().map(Cow::Borrowed))
+            .or_else(|| head.host(buf).and_then(host_of))
             .unwrap_or_default();
         let local = path == "/bff" || path.starts_with("/bff/");
         let chunked_refused = head.framing == Framing::Chunked
