@@ -274,6 +274,9 @@ end'
 printf '%s\ninit = function(args) load_cookies(args) end\n' "$cookie_lua" >"$work/cookies.lua"
 printf '%s\nlocal interval = 0\ninit = function(args) load_cookies(args); interval = tonumber(args[3]) end\ndelay = function() return interval end\n' "$cookie_lua" >"$work/paced-cookies.lua"
 printf 'local interval = 0\ninit = function(args) interval = tonumber(args[1]) end\ndelay = function() return interval end\n' >"$work/paced.lua"
+# The floors (nginx direct, nginx proxy_pass, bare Pingora) get the request the api rows send: a
+# cookie of the session cookie's name and length and X-CSRF, so a ratio compares the same bytes.
+printf '__Host-portcullis=%s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" >"$work/floor.cookies"
 
 wrk_run() { # out duration url [wrk args...]: wrk with the row's threads and connections, time-boxed
   local out=$1 d=$2 url=$3
@@ -367,8 +370,8 @@ paced_open() { # name url script|-
 
 # --- Rows -----------------------------------------------------------------------------------
 direct=http://127.0.0.1:$up_port/api/bench
-measure "nginx direct (the upstream, 2 workers)" "$upstream_cpus" - "$direct" - "${upstream_workers[@]}"
-paced "nginx direct" "$direct" -
+measure "nginx direct (the upstream, 2 workers)" "$upstream_cpus" - "$direct" "$work/floor.cookies" "${upstream_workers[@]}"
+paced "nginx direct" "$direct" "$work/floor.cookies"
 
 for t in 1 4; do
   port p
@@ -384,8 +387,8 @@ for t in 1 4; do
   }"
   master=$LAUNCHED
   if wait_for 10 "nginx proxy_pass" "$master" http_200 "$p" /api/bench; then
-    measure "nginx proxy_pass, $t worker$([ "$t" = 1 ] || echo s)" "$(proxy_on "$t")" - "http://127.0.0.1:$p/api/bench" - $(workers "$master")
-    [ "$t" != 1 ] || paced "nginx proxy_pass, 1 worker" "http://127.0.0.1:$p/api/bench" -
+    measure "nginx proxy_pass, $t worker$([ "$t" = 1 ] || echo s)" "$(proxy_on "$t")" - "http://127.0.0.1:$p/api/bench" "$work/floor.cookies" $(workers "$master")
+    [ "$t" != 1 ] || paced "nginx proxy_pass, 1 worker" "http://127.0.0.1:$p/api/bench" "$work/floor.cookies"
   else
     row_fail "nginx proxy_pass, $t workers" "$(proxy_on "$t")" "$(tail -3 "$work/proxy-$t/error.log" 2>/dev/null)"
   fi
@@ -401,7 +404,7 @@ for mode_threads in "per-thread 1" "per-thread 4" "work-stealing 4" "per-thread 
   launch "bare-$1-$2${3:+-$3}" "$(proxy_on "$2")" bare_passthrough "127.0.0.1:$p" "127.0.0.1:$up_port" "$2" 1024 "$1" ${3:+"$3"}
   bare=$LAUNCHED
   if wait_for 10 "the bare passthrough" "$bare" http_200 "$p" /api/bench; then
-    measure "$label" "$(proxy_on "$2")" - "http://127.0.0.1:$p/api/bench" - "$bare"
+    measure "$label" "$(proxy_on "$2")" - "http://127.0.0.1:$p/api/bench" "$work/floor.cookies" "$bare"
   else
     row_fail "$label" "$(proxy_on "$2")" "$(tail -3 "$work/bare-$1-$2${3:+-$3}.log")"
   fi

@@ -14,7 +14,7 @@
 # (path to an oauth2-proxy binary; default .tools/bin/oauth2-proxy when present),
 # BENCH_ONLY=machine (only the machine-client rows beside the memory-store session row), BENCH_ONLY=paced
 # (only the interleaved rounds: paced latency and the CPU ratios to bare Pingora and nginx proxy_pass; BENCH_PACED_ROUNDS
-# of BENCH_PACED_DURATION, 5 of 5s), BENCH_ONLY=instructions (only the callgrind rows,
+# of BENCH_PACED_DURATION, 9 of 5s), BENCH_ONLY=instructions (only the callgrind rows,
 # BENCH_INSTRUCTIONS_DURATION, 5s), VEGETA (path to vegeta; default .tools/bin/vegeta).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,7 +27,7 @@ duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-32}
 session_counts=${BENCH_SESSIONS:-1 1000 10000 100000}
 paced_rate=${BENCH_PACED_RATE:-5000}
-paced_rounds=${BENCH_PACED_ROUNDS:-5}
+paced_rounds=${BENCH_PACED_ROUNDS:-9}
 paced_duration=${BENCH_PACED_DURATION:-5s}
 instructions_duration=${BENCH_INSTRUCTIONS_DURATION:-5s}
 out_dir=$root/target/bench
@@ -178,6 +178,10 @@ request = function()
   return wrk.format(nil, nil, headers)
 end
 LUA
+# The floors (direct, nginx proxy_pass, bare Pingora) get the request the api rows send: a
+# cookie of the session cookie's name and length and `X-CSRF`, so a ratio to a floor compares
+# the same bytes in and out, not a smaller request.
+printf '__Host-portcullis=%s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" >"$work/floor.cookies"
 
 run_wrk() { # name pid url cookie-file|- [header...]
   local name=$1 pid=$2 url=$3 cookies=$4; shift 4
@@ -261,16 +265,17 @@ cpu_round() { # file pid url cookie-file|-
 }
 median_of() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; } # the numbers on stdin
 # On a 2-core machine shared by the load generator, the proxy and the upstream, the tail moves by a
-# millisecond and CPU per request by ±10 % from one run to the next, so these are measured in
+# millisecond and CPU per request by ±20 % from one round to the next, so these are measured in
 # BENCH_PACED_ROUNDS rounds, the targets interleaved within each (a disturbance hits all alike),
 # and the median counts. Paced latency: the upstream direct, one nginx proxy_pass hop, one bare
 # Pingora hop, and portcullis (Redis store, 1 session, cache hits); CPU per request at full load:
 # nginx proxy_pass, the same bare Pingora, bare Pingora with the upstream timeouts portcullis sets
 # (connect, read, pooled idle: Pingora arms a timer for each, the bare floor has none) and
-# portcullis, portcullis's ratios to each taken round by round.
+# portcullis, portcullis's ratios to each taken round by round. Every target gets the same
+# request: the session's cookie and X-CSRF.
 paced_targets=(direct "nginx proxy_pass" "bare Pingora passthrough" "portcullis api, redis, 1 session")
 interleaved_rows() {
-  local bare_port bare_paced timed_port bare_timed cookie round
+  local bare_port bare_paced timed_port bare_timed same round
   bare_port=$(free_port)
   "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$nginx_port" "${BENCH_THREADS:-1}" 1024 2>"$work/bare-paced.log" &
   bare_paced=$!
@@ -287,21 +292,21 @@ interleaved_rows() {
   redis-cli -p "$redis_port" flushall >/dev/null
   "$seeder" "$work/portcullis-1.yaml" 1 >"$work/paced.cookies"
   wrk -t1 -c"$connections" -d2s -s "$work/cookies.lua" "$origin/api/bench" -- "$work/paced.cookies" >/dev/null
-  cookie=$(head -1 "$work/paced.cookies")
+  same=("Cookie: $(head -1 "$work/paced.cookies")" "X-CSRF: 1")
   for round in $(seq 1 "$paced_rounds"); do
-    paced_row direct "http://127.0.0.1:$nginx_port/api/bench"
-    paced_row "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench"
-    paced_row "bare Pingora passthrough" "http://127.0.0.1:$bare_port/api/bench"
-    paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "Cookie: $cookie" "X-CSRF: 1"
+    paced_row direct "http://127.0.0.1:$nginx_port/api/bench" "${same[@]}"
+    paced_row "nginx proxy_pass" "http://127.0.0.1:$nginx_proxy_port/api/bench" "${same[@]}"
+    paced_row "bare Pingora passthrough" "http://127.0.0.1:$bare_port/api/bench" "${same[@]}"
+    paced_row "portcullis api, redis, 1 session" "$origin/api/bench" "${same[@]}"
   done
   : >"$work/floor-ratios"
   : >"$work/timed-ratios"
   : >"$work/nginx-ratios"
   for round in $(seq 1 "$paced_rounds"); do
     : >"$work/floor-round"
-    cpu_round "$work/floor-round" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
-    cpu_round "$work/floor-round" "$bare_paced" "http://127.0.0.1:$bare_port/api/bench" -
-    cpu_round "$work/floor-round" "$bare_timed" "http://127.0.0.1:$timed_port/api/bench" -
+    cpu_round "$work/floor-round" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" "$work/paced.cookies"
+    cpu_round "$work/floor-round" "$bare_paced" "http://127.0.0.1:$bare_port/api/bench" "$work/paced.cookies"
+    cpu_round "$work/floor-round" "$bare_timed" "http://127.0.0.1:$timed_port/api/bench" "$work/paced.cookies"
     cpu_round "$work/floor-round" "$ppid" "$origin/api/bench" "$work/paced.cookies"
     awk 'NR == 2 {b = $1} NR == 4 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/floor-ratios"
     awk 'NR == 3 {b = $1} NR == 4 {printf "%.2f\n", $1 / b}' "$work/floor-round" >>"$work/timed-ratios"
@@ -335,7 +340,7 @@ instructions_rows() {
   pid=$!
   pids+=($pid)
   wait_http "http://127.0.0.1:$port/api/bench"
-  bare_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" -)
+  bare_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" "$work/floor.cookies")
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   port=$(free_port)
   "${callgrind[@]}" "$bare" "127.0.0.1:$port" "127.0.0.1:$nginx_port" 1 1024 per-thread timeouts \
@@ -343,7 +348,7 @@ instructions_rows() {
   pid=$!
   pids+=($pid)
   wait_http "http://127.0.0.1:$port/api/bench"
-  timed_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" -)
+  timed_ir=$(instructions_of "$pid" "http://127.0.0.1:$port/api/bench" "$work/floor.cookies")
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   bench_wrapper="${callgrind[*]}" start_portcullis 1 "  store: redis
   redis_url: \"redis://127.0.0.1:$redis_port\""
@@ -481,8 +486,8 @@ if [ "${BENCH_ONLY:-}" = paced ]; then
 fi
 
 wait_http "http://127.0.0.1:$nginx_proxy_port/"
-run_wrk direct "$(pgrep -P "$nginx_master")" "http://127.0.0.1:$nginx_port/api/bench" -
-run_wrk "nginx proxy_pass" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" -
+run_wrk direct "$(pgrep -P "$nginx_master")" "http://127.0.0.1:$nginx_port/api/bench" "$work/floor.cookies"
+run_wrk "nginx proxy_pass" "$(pgrep -P "$nginx_proxy_master")" "http://127.0.0.1:$nginx_proxy_port/api/bench" "$work/floor.cookies"
 
 # The floor: Pingora forwarding to the same upstream with nothing of portcullis's on the path.
 if [ -x "$bare" ]; then
@@ -491,7 +496,7 @@ if [ -x "$bare" ]; then
   bare_pid=$!
   pids+=($bare_pid)
   wait_http "http://127.0.0.1:$bare_port/api/bench"
-  run_wrk "bare Pingora passthrough" "$bare_pid" "http://127.0.0.1:$bare_port/api/bench" -
+  run_wrk "bare Pingora passthrough" "$bare_pid" "http://127.0.0.1:$bare_port/api/bench" "$work/floor.cookies"
   kill "$bare_pid"
 else
   echo "bare Pingora passthrough not built ($bare); cargo build --release --example bare_passthrough"
@@ -667,7 +672,7 @@ for t in 1 "$scale_threads"; do
       scale_pid=$!
       pids+=($scale_pid)
       wait_http "http://127.0.0.1:$bare_port/api/bench"
-      run_wrk "bare Pingora, $mode, threads $t" "$scale_pid" "http://127.0.0.1:$bare_port/api/bench" -
+      run_wrk "bare Pingora, $mode, threads $t" "$scale_pid" "http://127.0.0.1:$bare_port/api/bench" "$work/floor.cookies"
       # Nothing to drain: no graceful shutdown to wait for.
       kill -9 "$scale_pid"; wait "$scale_pid" 2>/dev/null || true
     done

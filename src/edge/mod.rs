@@ -408,7 +408,8 @@ async fn answer_and_close(stream: &mut Stream, status: u16, extra_headers: &[&st
     }
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
-    let mut scratch = [0u8; 16 * 1024];
+    // On the heap: on the stack it would make every connection's future 16 KiB larger.
+    let mut scratch = vec![0u8; 16 * 1024];
     let mut drained = 0;
     while drained < LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());

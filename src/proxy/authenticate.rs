@@ -2,6 +2,7 @@
 //! ingress auth endpoint's, and `/bff/user`'s.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 
@@ -70,24 +71,26 @@ impl Portcullis {
     }
 
     /// What forwarding needs from a request's session, its token refreshed first when due; a
-    /// session whose token is not due is served from the session cache.
+    /// session whose token is not due is served from the session cache. `started`: when the
+    /// request came in.
     pub(super) async fn fresh_session(
         &self,
         headers: &HeaderMap,
+        started: Instant,
     ) -> Result<Option<HotSession>, ProxyError> {
         let Some(secret) = self.presented_secret(headers) else {
             return Ok(None);
         };
         let now = unix_now();
-        let Some(hot) = self.sessions.load_hot(&secret, now).await? else {
+        let Some(hot) = self.sessions.load_hot(&secret, now, started).await? else {
             return Ok(None);
         };
         let skew = self.oidc.refresh_skew();
         if !needs_refresh(hot.access_expires_at, hot.access_lifetime, skew, now) {
             return Ok(Some(hot));
         }
-        Ok(self
-            .authenticate(headers)
+        // Boxed: the refresh is rare, and its future would make every request's larger.
+        Ok(Box::pin(self.authenticate(headers))
             .await?
             .map(|auth| HotSession::of(&auth.data)))
     }

@@ -39,6 +39,8 @@ impl<'a> Nominated<'a> {
             headers
                 .get_all(http::header::CONNECTION)
                 .iter()
+                // The usual value, whole: nothing nominated, nothing to split.
+                .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .map(str::trim)

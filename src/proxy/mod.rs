@@ -238,10 +238,14 @@ impl Portcullis {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Decision, ProxyError> {
+        // What is not a proxied request's path (auth requests, `/bff/`, static files, machine
+        // clients) is awaited boxed: this future is allocated and copied for every request, and
+        // would otherwise be as large as the largest of them.
         let live = ctx.live.clone();
         if self.on_auth_port(session) {
             ctx.label = "auth";
-            return Ok(Decision::Reply(self.ingress_auth(session, &live).await));
+            let reply = Box::pin(self.ingress_auth(session, &live, ctx.started)).await;
+            return Ok(Decision::Reply(reply));
         }
         let req = session.req_header();
         let host = browser_checks::request_host(req)?;
@@ -251,8 +255,7 @@ impl Portcullis {
         if path == "/bff" || path.starts_with("/bff/") {
             ctx.label = "bff";
             let endpoint = Endpoint::from_path(path).ok_or(ProxyError::NoRoute)?;
-            return self
-                .bff_endpoint(endpoint, session)
+            return Box::pin(self.bff_endpoint(endpoint, session))
                 .await
                 .map(Decision::Reply);
         }
@@ -260,8 +263,11 @@ impl Portcullis {
         ctx.route = Some(route.index);
         ctx.forwarded_host = self.forwarded_hosts.for_other_host(&host);
         ctx.label = route.policy.kind.as_str();
-        if let Some(decision) = self.machine_client(req, &host, route, &live, ctx).await? {
-            return Ok(decision);
+        if route.config.machine_clients.is_some() {
+            let machine = Box::pin(self.machine_client(req, &host, route, &live, ctx)).await?;
+            if let Some(decision) = machine {
+                return Ok(decision);
+            }
         }
         if let Some(reply) = gate(req, &host, route, &live, ctx, Credential::Cookie)? {
             return Ok(Decision::Reply(reply));
@@ -269,7 +275,7 @@ impl Portcullis {
         match &route.config.target {
             RouteTarget::Upstream(_) => self.authenticate_for(req, &host, route, &live, ctx).await,
             RouteTarget::Static(site) => {
-                self.serve_static(req, &host, route, site, &live, ctx).await
+                Box::pin(self.serve_static(req, &host, route, site, &live, ctx)).await
             }
         }
     }
@@ -422,7 +428,7 @@ impl Portcullis {
         let Some(without_session) = route.policy.session else {
             return Ok(Decision::Forward);
         };
-        let Some(session) = self.fresh_session(&req.headers).await? else {
+        let Some(session) = self.fresh_session(&req.headers, ctx.started).await? else {
             return match without_session {
                 WithoutSession::PassAnonymously => Ok(Decision::Forward),
                 WithoutSession::LoginNavigations if is_navigation(req, &req.method) => {
@@ -743,7 +749,7 @@ impl ProxyHttp for Portcullis {
             Ok(Decision::Forward) => return Ok(false),
             Ok(Decision::Reply(reply)) => reply,
             Ok(Decision::File(served)) => {
-                self.write_file(session, &served, ctx).await?;
+                Box::pin(self.write_file(session, &served, ctx)).await?;
                 return Ok(true);
             }
             Err(e) => {
@@ -768,7 +774,7 @@ impl ProxyHttp for Portcullis {
             }
         };
         let reply = reply.header("x-request-id", ctx.request_id.as_str());
-        respond::write_reply(session, reply, &self.security).await?;
+        Box::pin(respond::write_reply(session, reply, &self.security)).await?;
         Ok(true)
     }
 

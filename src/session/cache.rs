@@ -137,15 +137,16 @@ impl SessionCache {
     }
 
     /// A hit needs live tracking, a cached value and a touch younger than `touch_every` (so
-    /// the idle TTL in Redis keeps being extended while the session is used).
-    pub fn lookup(&self, key: &str, touch_every: Duration) -> Lookup {
+    /// the idle TTL in Redis keeps being extended while the session is used). `now`: when the
+    /// request began, read once for the whole request.
+    pub fn lookup(&self, key: &str, touch_every: Duration, now: Instant) -> Lookup {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let live = self.live.load(Ordering::SeqCst);
         let (hit, touch) = self.with_entries(|m| {
             let touch = m
                 .touches
                 .get(key)
-                .is_none_or(|t| t.elapsed() >= touch_every);
+                .is_none_or(|t| now.saturating_duration_since(*t) >= touch_every);
             let hit = (live && !touch)
                 .then(|| m.slots.get(key).and_then(|s| s.value.clone()))
                 .flatten();
@@ -309,7 +310,7 @@ mod tests {
     }
 
     fn miss_epoch(c: &SessionCache, key: &str) -> u64 {
-        match c.lookup(key, Duration::from_secs(60)) {
+        match c.lookup(key, Duration::from_secs(60), Instant::now()) {
             Lookup::Miss { epoch, .. } => epoch,
             Lookup::Hit(_) => panic!("unexpected hit"),
         }
@@ -319,18 +320,18 @@ mod tests {
     fn hits_after_a_touch_and_a_plain_read_until_invalidated() {
         let c = cache(10);
         assert!(matches!(
-            c.lookup("k", Duration::from_secs(60)),
+            c.lookup("k", Duration::from_secs(60), Instant::now()),
             Lookup::Miss { touch: true, .. }
         ));
         c.touched("k");
         let e = miss_epoch(&c, "k");
         c.insert("k", hot(7), e);
         assert!(
-            matches!(c.lookup("k", Duration::from_secs(60)), Lookup::Hit(v) if v.access_expires_at == 7)
+            matches!(c.lookup("k", Duration::from_secs(60), Instant::now()), Lookup::Hit(v) if v.access_expires_at == 7)
         );
         assert!(
             matches!(
-                c.lookup("k", Duration::ZERO),
+                c.lookup("k", Duration::ZERO, Instant::now()),
                 Lookup::Miss { touch: true, .. }
             ),
             "a due touch is a miss"
@@ -338,7 +339,7 @@ mod tests {
         c.invalidate("k");
         assert!(
             matches!(
-                c.lookup("k", Duration::from_secs(60)),
+                c.lookup("k", Duration::from_secs(60), Instant::now()),
                 Lookup::Miss { touch: false, .. }
             ),
             "an invalidation (e.g. another replica's touch) does not make this one touch again"

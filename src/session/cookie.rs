@@ -112,6 +112,10 @@ impl CookiePolicy {
     /// The `Cookie` value to forward upstream: every cookie except portcullis's own, in order,
     /// merged from all `Cookie` lines. `None` when nothing is left.
     pub fn forwardable_cookies(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
+        // The usual request to a session route carries the session cookie alone.
+        if only_pair(headers).is_some_and(|pair| self.is_own(split_pair(pair).0)) {
+            return None;
+        }
         let mut kept = Vec::new();
         for pair in cookie_pairs(headers) {
             if self.is_own(split_pair(pair).0) {
@@ -161,6 +165,17 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .flat_map(split_on_semicolons)
         .map(<[u8]>::trim_ascii)
         .filter(|p| !p.is_empty())
+}
+
+/// The one pair `cookie_pairs` would yield when the request has a single `Cookie` line holding
+/// a single pair; `None` whenever it might yield anything else.
+fn only_pair(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut lines = headers.get_all(http::header::COOKIE).iter();
+    let line = lines.next()?.as_bytes();
+    if lines.next().is_some() || !is_text(line) || memchr::memchr(b';', line).is_some() {
+        return None;
+    }
+    Some(line.trim_ascii()).filter(|pair| !pair.is_empty())
 }
 
 /// No early exit: a loop without one is vectorised, and cookie lines are long.
@@ -303,6 +318,31 @@ mod tests {
             p.forwardable_cookies(&renamed).as_deref(),
             Some(b"d=4".as_slice()),
             "the name under the other prefix, or none, is still portcullis's"
+        );
+    }
+
+    #[test]
+    fn a_lone_cookie_is_judged_as_in_a_list() {
+        let s = CookieSecret::generate().encode();
+        let p = policy();
+        for (line, forwarded) in [
+            (format!("__Host-portcullis={s}"), None),
+            (format!("\t__Host-portcullis-txn={s} "), None),
+            ("a=1".to_string(), Some("a=1")),
+            (" a=1\t".to_string(), Some("a=1")),
+            ("portcullis".to_string(), None),
+            ("  ".to_string(), None),
+        ] {
+            assert_eq!(
+                p.forwardable_cookies(&headers(&[&line])).as_deref(),
+                forwarded.map(str::as_bytes),
+                "{line:?}"
+            );
+        }
+        let twice = headers(&[&format!("__Host-portcullis={s}"), "b=2"]);
+        assert_eq!(
+            p.forwardable_cookies(&twice).as_deref(),
+            Some(b"b=2".as_slice())
         );
     }
 

@@ -58,8 +58,10 @@ impl CookieSecret {
         hasher.hash_one(self.0)
     }
 
+    /// Compared a word at a time: as constant in time as byte by byte, with an eighth of the
+    /// steps (every cached request compares one secret).
     pub fn equals_in_constant_time(&self, other: &CookieSecret) -> bool {
-        bool::from(self.0.ct_eq(&other.0))
+        bool::from(words(&self.0).ct_eq(&words(&other.0)))
     }
 
     /// The store id and record key for `purpose` (session, login transaction, …).
@@ -88,6 +90,16 @@ impl CookieSecret {
         // 128 bits are plenty for a lookup id and keep keys short.
         URL_SAFE_NO_PAD.encode(&id.as_ref()[..16])
     }
+}
+
+fn words(secret: &[u8; SECRET_LEN]) -> [u64; SECRET_LEN / 8] {
+    let mut words = [0u64; SECRET_LEN / 8];
+    for (word, bytes) in words.iter_mut().zip(secret.chunks_exact(8)) {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(bytes);
+        *word = u64::from_ne_bytes(chunk);
+    }
+    words
 }
 
 /// HMAC-SHA256 output is always 32 bytes, which is AES-256's key length.
@@ -139,6 +151,17 @@ impl DerivedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_differing_in_any_byte_are_not_equal() {
+        let s = CookieSecret::generate();
+        assert!(s.equals_in_constant_time(&s.clone()));
+        for i in 0..SECRET_LEN {
+            let mut other = s.clone();
+            other.0[i] ^= 0x01;
+            assert!(!s.equals_in_constant_time(&other), "byte {i}");
+        }
+    }
 
     #[test]
     fn secrets_round_trip_and_are_43_url_safe_chars() {

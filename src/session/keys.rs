@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use super::crypto::CookieSecret;
 
 pub struct SessionKeys {
-    seen: Mutex<HashMap<u64, (CookieSecret, Arc<str>)>>,
+    /// By fingerprint, itself a keyed hash: the map need not hash it again with SipHash.
+    seen: Mutex<HashMap<u64, (CookieSecret, Arc<str>), foldhash::fast::RandomState>>,
     fingerprints: RandomState,
     max_entries: usize,
 }
@@ -23,7 +24,7 @@ pub struct SessionKeys {
 impl SessionKeys {
     pub fn new(max_entries: usize) -> SessionKeys {
         SessionKeys {
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::default()),
             fingerprints: RandomState::new(),
             max_entries,
         }

@@ -103,6 +103,19 @@ fn decode_index_list(list: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Why the session cache did not serve a request, and what reading the store instead involves.
+enum CacheMiss<'a> {
+    /// No cache may serve: read the store plainly.
+    Bypassed,
+    /// Read `key`, touching it when `touch`; a plain read that began at `epoch` may be cached.
+    Read {
+        cache: &'a SessionCache,
+        key: Arc<str>,
+        epoch: Option<u64>,
+        touch: bool,
+    },
+}
+
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
     /// Decoded sessions for the request path; `None` when turned off or when the store cannot
@@ -206,45 +219,77 @@ impl Sessions {
     /// What forwarding a request needs from the session for a cookie: from the cache when it
     /// holds the session and the idle timeout was extended recently, else from the store. Its
     /// span says which (`session.cache`: `hit`, `miss` or `bypassed`). `now`: Unix seconds, read
-    /// once by the caller, who judges the token's freshness by the same clock reading.
+    /// once by the caller, who judges the token's freshness by the same clock reading;
+    /// `started`: when the request came in, by which the cache judges whether a touch is due.
     pub async fn load_hot(
         &self,
         secret: &CookieSecret,
         now: u64,
+        started: Instant,
     ) -> Result<Option<HotSession>, StoreError> {
         let span = tracing::info_span!(
             target: SPAN_TARGET,
             "session_lookup",
             session.cache = tracing::field::Empty,
         );
-        self.lookup_hot(secret, now, &span)
-            .instrument(span.clone())
-            .await
+        let miss = match self.cached_hot(secret, now, started, &span) {
+            Ok(hot) => return Ok(Some(hot)),
+            Err(miss) => miss,
+        };
+        // Boxed: the store read's future is large, and a request the cache serves (nearly all)
+        // would otherwise carry it, and copy it, through every future that awaits this one.
+        Box::pin(self.read_hot(secret, miss).instrument(span)).await
     }
 
-    async fn lookup_hot(
+    /// The session from the cache, when it may serve and holds it; else what the store read
+    /// must do instead.
+    fn cached_hot(
         &self,
         secret: &CookieSecret,
         now: u64,
+        started: Instant,
         span: &tracing::Span,
-    ) -> Result<Option<HotSession>, StoreError> {
+    ) -> Result<HotSession, CacheMiss<'_>> {
         let Some(cache) = self.serving_cache() else {
             span.record("session.cache", "bypassed");
-            return Ok(self.load(secret).await?.as_ref().map(HotSession::of));
+            return Err(CacheMiss::Bypassed);
         };
         let key = self
             .keys
             .get_or_derive(secret, || self.key("s", &secret.derive_id(SESSION_PURPOSE)));
         // Extending the idle TTL at most every tenth of it keeps most requests off the store;
         // the idle timeout is then enforced to within a tenth.
-        let lookup = cache.lookup(&key, self.cfg.idle_timeout / 10);
+        let lookup = cache.lookup(&key, self.cfg.idle_timeout / 10, started);
         let hit = matches!(lookup, Lookup::Hit(_));
         span.record("session.cache", if hit { "hit" } else { "miss" });
         let (epoch, touch) = match lookup {
-            Lookup::Hit(hot) if now < hot.absolute_deadline => return Ok(Some(hot)),
-            // Past its absolute deadline: the store read below ends it.
+            Lookup::Hit(hot) if now < hot.absolute_deadline => return Ok(hot),
+            // Past its absolute deadline: the store read ends it.
             Lookup::Hit(_) => (None, true),
             Lookup::Miss { epoch, touch } => (Some(epoch), touch),
+        };
+        Err(CacheMiss::Read {
+            cache,
+            key,
+            epoch,
+            touch,
+        })
+    }
+
+    /// The store read after a cache miss, and what the cache learns from it.
+    async fn read_hot(
+        &self,
+        secret: &CookieSecret,
+        miss: CacheMiss<'_>,
+    ) -> Result<Option<HotSession>, StoreError> {
+        let CacheMiss::Read {
+            cache,
+            key,
+            epoch,
+            touch,
+        } = miss
+        else {
+            return Ok(self.load(secret).await?.as_ref().map(HotSession::of));
         };
         let data = self
             .read_record(&secret.derive(SESSION_PURPOSE), touch)

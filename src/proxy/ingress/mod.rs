@@ -12,6 +12,7 @@ pub mod original;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::HeaderMap;
@@ -155,12 +156,17 @@ impl Verdict {
 const EMPTY: HeaderValue = HeaderValue::from_static("");
 
 impl Portcullis {
-    /// The answer to an ingress controller's auth request.
-    pub(super) async fn ingress_auth(&self, session: &Session, live: &Live) -> Reply {
+    /// The answer to an ingress controller's auth request; `started`: when it came in.
+    pub(super) async fn ingress_auth(
+        &self,
+        session: &Session,
+        live: &Live,
+        started: Instant,
+    ) -> Reply {
         let Some(policy) = &live.ingress else {
             return error_reply(&ProxyError::NoRoute, Format::Json);
         };
-        let verdict = match self.judge(session, policy, live).await {
+        let verdict = match self.judge(session, policy, live, started).await {
             Ok(verdict) => verdict,
             // The store or the OP is down: fail closed, as a proxied request would.
             Err(e) => {
@@ -229,6 +235,7 @@ impl Portcullis {
         session: &Session,
         policy: &IngressPolicy,
         live: &Live,
+        started: Instant,
     ) -> Result<Verdict, ProxyError> {
         let denied = |kind, error| Ok(Verdict::Denied { kind, error });
         let caller = session
@@ -304,7 +311,8 @@ impl Portcullis {
             && is_navigation(req, &original.method)
             && policy.controller != IngressController::Nginx)
             .then(|| login_url(live.hosts.scheme(), &original));
-        self.admit(req, host, &original.host, kind, login).await
+        self.admit(req, host, &original.host, kind, login, started)
+            .await
     }
 
     /// The answer's assertion header when the policy sends one: the session's, or empty (so the
@@ -332,8 +340,9 @@ impl Portcullis {
         host_name: &str,
         kind: RouteKind,
         login: Option<String>,
+        started: Instant,
     ) -> Result<Verdict, ProxyError> {
-        let Some(hot) = self.fresh_session(&req.headers).await? else {
+        let Some(hot) = self.fresh_session(&req.headers, started).await? else {
             return Ok(Verdict::Unauthenticated { kind, login });
         };
         if let Some(access) = &host.access {
