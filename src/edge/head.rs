@@ -85,19 +85,47 @@ impl HeadScanner {
             let (start, end) = (self.line_start, self.line_start + offset + 1);
             let line = &buf[start..end];
             self.line_start = end;
-            let content = strip_crlf(line)?;
-            if self.target.is_none() {
-                if end > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
-                    return Err(Refusal::UriTooLong);
-                }
-                self.request_line(content, start, limits)?;
-            } else if content.is_empty() {
-                return self.finish(end).map(Some);
-            } else {
-                self.header_line(content, start, line.len(), limits)?;
+            let content = line
+                .strip_suffix(b"\r\n")
+                .ok_or(Refusal::BadFraming("bare_lf"))?;
+            // A CR inside a line fails every check of the line, and is named as the reason
+            // only then: the lines that pass are not searched for one.
+            let looked = self
+                .look_at(content, start, end, limits)
+                .map_err(|refusal| {
+                    if content.contains(&b'\r') {
+                        Refusal::BadFraming("bare_cr")
+                    } else {
+                        refusal
+                    }
+                })?;
+            if looked.is_some() {
+                return Ok(looked);
             }
         }
         self.check_partial_line(buf.len(), limits)?;
+        Ok(None)
+    }
+
+    /// One complete line without its CRLF; `start..end`: where the whole line lies in the
+    /// buffer. `Some` once it is the empty line that ends the head.
+    fn look_at(
+        &mut self,
+        content: &[u8],
+        start: usize,
+        end: usize,
+        limits: &HeadLimits,
+    ) -> Result<Option<Head>, Refusal> {
+        if self.target.is_none() {
+            if end > limits.max_target_bytes + REQUEST_LINE_OVERHEAD {
+                return Err(Refusal::UriTooLong);
+            }
+            self.request_line(content, start, limits)?;
+        } else if content.is_empty() {
+            return self.finish(end).map(Some);
+        } else {
+            self.header_line(content, start, end - start, limits)?;
+        }
         Ok(None)
     }
 
@@ -434,10 +462,23 @@ mod tests {
             scan_all(b"GET / HTTP/1.1\nHost: x\r\n\r\n"),
             Err(Refusal::BadFraming("bare_lf"))
         );
-        assert_eq!(
-            scan_all(b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"),
-            Err(Refusal::BadFraming("bare_cr"))
-        );
+        for req in [
+            &b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo\rst: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n",
+            b"GET / HTTP/1.1\r\r\nHost: x\r\n\r\n",
+            b"GET /a\rb HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"G\rET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\r\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(
+                scan_all(req),
+                Err(Refusal::BadFraming("bare_cr")),
+                "{}",
+                String::from_utf8_lossy(req).escape_debug()
+            );
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn check_target(raw: &[u8]) -> Result<(), PathRejection> {
 /// Bytes after which the plain check is not enough: controls, non-ASCII (it may not be UTF-8),
 /// escapes, backslashes, fragments.
 fn needs_a_closer_look(b: u8) -> bool {
-    !(0x20..0x7f).contains(&b) || b == b'%' || b == b'\\' || b == b'#'
+    !(0x20..0x7f).contains(&b) | (b == b'%') | (b == b'\\') | (b == b'#')
 }
 
 /// `check_target` for a target with a byte `needs_a_closer_look`; `path`: its part before `?`.

@@ -70,7 +70,7 @@ pub fn strip_from_response(
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            let hop = is_hop_by_hop(name) || (!is_framing(name) && nominated.contains(name));
+            let hop = is_hop_by_hop(name) || (nominated.contains(name) && !is_framing(name));
             hop && !(switching && name == "upgrade")
         })
         .cloned()

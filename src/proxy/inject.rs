@@ -1,6 +1,8 @@
 //! The upstream request: strip what the client must not control, then add what portcullis
 //! vouches for. Stripping happens first, so a client cannot name `Authorization` in
-//! `Connection` to delete the injected token (R44).
+//! `Connection` to delete the injected token (R44). The fields a `Connection` header nominates
+//! are already gone, with `Connection` itself: Pingora's default upstream request policy removes
+//! them before this filter runs (portcullis never sets another policy).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -11,7 +13,7 @@ use pingora::{ErrorType::InvalidHTTPHeader, OrErr};
 use smallvec::SmallVec;
 
 use super::header_map;
-use super::hop_by_hop::{is_hop_by_hop, Nominated};
+use super::hop_by_hop::is_hop_by_hop;
 use crate::session::cookie::CookiePolicy;
 
 /// Credentials and identity/forwarding claims only portcullis may set. Matched after
@@ -74,7 +76,8 @@ pub fn prepare_upstream_request(
             add.forwarded_host.map(|h| (X_FORWARDED_HOST, h)),
             Some((X_REQUEST_ID, add.request_id.clone())),
         ];
-        headers.try_reserve(added.len())?;
+        // Reserved exactly: the map was cloned from the client's, with room for its fields only.
+        headers.try_reserve(added.iter().flatten().count())?;
         for (name, value) in added.into_iter().flatten() {
             headers.try_insert(name, value)?;
         }
@@ -83,7 +86,6 @@ pub fn prepare_upstream_request(
 }
 
 fn names_to_strip(headers: &HeaderMap, websocket: bool) -> SmallVec<[HeaderName; 4]> {
-    let nominated = Nominated::by_connection(headers);
     let mut strip = SmallVec::new();
     for name in headers.keys() {
         // Most names have no `_`: borrow them rather than allocate per header per request.
@@ -94,8 +96,7 @@ fn names_to_strip(headers: &HeaderMap, websocket: bool) -> SmallVec<[HeaderName;
         };
         let normalized = normalized.as_ref();
         let keep_for_upgrade = websocket && (normalized == "upgrade" || normalized == "connection");
-        let hop =
-            (is_hop_by_hop(normalized) || nominated.contains(normalized)) && !keep_for_upgrade;
+        let hop = is_hop_by_hop(normalized) && !keep_for_upgrade;
         if hop || is_client_forbidden(normalized) {
             strip.push(name.clone());
         }
@@ -165,8 +166,7 @@ mod tests {
         for (k, v) in [
             ("authorization", "Basic YTpi"),
             ("proxy-authorization", "Basic YTpi"),
-            ("connection", "keep-alive, x-custom, authorization"),
-            ("x-custom", "1"),
+            ("connection", "keep-alive, authorization"),
             ("keep-alive", "timeout=5"),
             ("te", "gzip"),
             ("x-forwarded-for", "10.0.0.1"),
@@ -206,7 +206,6 @@ mod tests {
         for gone in [
             "proxy-authorization",
             "connection",
-            "x-custom",
             "keep-alive",
             "te",
             "x_forwarded_user",

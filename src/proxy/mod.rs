@@ -708,10 +708,12 @@ fn is_refused_method(m: &Method) -> bool {
 
 #[async_trait]
 impl ProxyHttp for Portcullis {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora keeps the context in its per-request futures (three copies of it in the
+    /// one allocated and copied for every request), so its size is paid per request.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx {
             started: Instant::now(),
             route: None,
             label: "none",
@@ -726,7 +728,7 @@ impl ProxyHttp for Portcullis {
             trace: RequestTrace::default(),
             live: self.live.load_full(),
             _in_flight: self.in_flight.enter(),
-        }
+        })
     }
 
     /// Route, answer `/bff/*`, authenticate and check CSRF. `Ok(true)` means "response already
@@ -734,7 +736,7 @@ impl ProxyHttp for Portcullis {
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.for_request(session.req_header());
         ctx.trace = self.start_trace(session, ctx.request_id.as_str());
@@ -782,7 +784,7 @@ impl ProxyHttp for Portcullis {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> pingora::Result<Box<HttpPeer>> {
         let peer = ctx
             .route
@@ -798,7 +800,7 @@ impl ProxyHttp for Portcullis {
         &self,
         session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> pingora::Result<()> {
         let client_ip = trace::client_ip(session).and_then(inject::ip_header_value);
         let add = inject::Injection {
@@ -843,7 +845,7 @@ impl ProxyHttp for Portcullis {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> pingora::Result<()> {
         let page_csp = ctx
             .route
@@ -888,7 +890,7 @@ impl ProxyHttp for Portcullis {
         _peer: &HttpPeer,
         _fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
     ) -> pingora::Result<()> {
         if !reused {
             self.upstream_opened.inc();
@@ -901,7 +903,7 @@ impl ProxyHttp for Portcullis {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         let failure = proxy_failure(e);
         if matches!(failure, ProxyError::BodyTimeout) {
@@ -922,7 +924,7 @@ impl ProxyHttp for Portcullis {
 
     /// Counts the request by route kind and status class (never by user, session or path), and
     /// ends its trace.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.request_series
             .observe(ctx.label, status, ctx.started.elapsed().as_secs_f64());

@@ -101,6 +101,9 @@ impl CookiePolicy {
     /// Case-insensitive on purpose: stripping more than browsers would send is harmless,
     /// letting a variant through is not.
     pub fn is_own(&self, name: &[u8]) -> bool {
+        if name == self.session_name.as_bytes() {
+            return true;
+        }
         let base = unprefixed(name);
         let ours = self.base_name.as_slice();
         base.eq_ignore_ascii_case(ours)
@@ -112,8 +115,9 @@ impl CookiePolicy {
     /// The `Cookie` value to forward upstream: every cookie except portcullis's own, in order,
     /// merged from all `Cookie` lines. `None` when nothing is left.
     pub fn forwardable_cookies(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
-        // The usual request to a session route carries the session cookie alone.
-        if only_pair(headers).is_some_and(|pair| self.is_own(split_pair(pair).0)) {
+        // The usual request to a session route carries the session cookie alone. Such a line
+        // leaves nothing to forward whether or not it is text, so it is not checked for that.
+        if sole_line(headers).is_some_and(|line| self.is_own(split_pair(line).0)) {
             return None;
         }
         let mut kept = Vec::new();
@@ -170,12 +174,17 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
 /// The one pair `cookie_pairs` would yield when the request has a single `Cookie` line holding
 /// a single pair; `None` whenever it might yield anything else.
 fn only_pair(headers: &HeaderMap) -> Option<&[u8]> {
+    sole_line(headers)
+        .filter(|line| is_text(line))
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// The request's `Cookie` line when it has only one, and that one holds no `;`.
+fn sole_line(headers: &HeaderMap) -> Option<&[u8]> {
     let mut lines = headers.get_all(http::header::COOKIE).iter();
     let line = lines.next()?.as_bytes();
-    if lines.next().is_some() || !is_text(line) || memchr::memchr(b';', line).is_some() {
-        return None;
-    }
-    Some(line.trim_ascii()).filter(|pair| !pair.is_empty())
+    (lines.next().is_none() && memchr::memchr(b';', line).is_none()).then_some(line)
 }
 
 /// No early exit: a loop without one is vectorised, and cookie lines are long.
@@ -207,8 +216,16 @@ fn split_pair(pair: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 fn presented(headers: &HeaderMap, name: &str) -> Presented {
+    match only_pair(headers) {
+        // The usual request to a session route: one line, one pair.
+        Some(pair) => presented_among(std::iter::once(pair), name),
+        None => presented_among(cookie_pairs(headers), name),
+    }
+}
+
+fn presented_among<'a>(pairs: impl Iterator<Item = &'a [u8]>, name: &str) -> Presented {
     let mut found = None;
-    for pair in cookie_pairs(headers) {
+    for pair in pairs {
         let (n, Some(v)) = split_pair(pair) else {
             continue;
         };
