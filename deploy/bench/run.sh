@@ -619,11 +619,12 @@ ingress_row() {
 profile_row="portcullis api, redis, 1 session"
 bench_store() { # index label store-yaml
   local i=$1 label=$2 n
-  start_portcullis "$i" "$3"
   for n in $session_counts; do
-    # Exactly n sessions in the store; the flush also empties portcullis's cache (Redis tells
-    # tracking clients about it).
+    # Exactly n sessions in the store, and a fresh process: fred drops the invalidation a flush
+    # sends (it has no keys), so a process kept across rows would hold the last row's sessions
+    # in its cache beside this row's.
     for p in "$redis_port" "${cluster_ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
+    start_portcullis "$i" "$3"
     "$seeder" "$work/portcullis-$i.yaml" "$n" >"$work/seeded.cookies"
     local row="portcullis api, $label, $n session$([ "$n" = 1 ] || echo s)"
     # Warm up as a long-running process would be: until nearly every session is cached (a
@@ -652,8 +653,8 @@ bench_store() { # index label store-yaml
       ingress_row
     fi
     [ "$n" = 10000 ] && rss_10k=$(rss_mib "$ppid")
+    stop_portcullis
   done
-  stop_portcullis
 }
 bench_store 1 redis "  store: redis
   redis_url: \"redis://127.0.0.1:$redis_port\""
