@@ -97,6 +97,9 @@ struct Entries {
     /// Reads that began before this epoch are not cached: they may have missed a change to a
     /// slot that has since been evicted, or a flush.
     floor: u64,
+    /// New keys since each map was last swept (see `make_room_in`).
+    slots_added: usize,
+    touches_added: usize,
 }
 
 /// A key's cached value, or a tombstone (`None`) that remembers when the key last changed.
@@ -198,14 +201,18 @@ impl SessionCache {
     /// touch is a write, after which Redis no longer reports the key's changes to this process
     /// until it reads the key again (`NOLOOP` spares the writer the invalidation, but the server
     /// still forgets who had read the key).
-    pub fn touched(&self, key: &str) {
+    ///
+    /// A touch older than `touch_every` is due again, as if it were not recorded, so those are
+    /// what a full map of touches sheds first.
+    pub fn touched(&self, key: &str, touch_every: Duration) {
         self.mark_changed(key);
         let max = self.max_entries;
+        let now = Instant::now();
         self.with_entries(|m| {
-            if m.touches.len() >= max && !m.touches.contains_key(key) {
-                evict_one(&mut m.touches);
-            }
-            m.touches.insert(key.to_string(), Instant::now());
+            make_room_in(&mut m.touches, &mut m.touches_added, key, max, |touches| {
+                touches.retain(|_, t| now.saturating_duration_since(*t) < touch_every);
+            });
+            m.touches.insert(key.to_string(), now);
         });
     }
 
@@ -264,16 +271,53 @@ impl SessionCache {
     }
 }
 
-/// Bounds the slots: before adding a new key to a full map, drops an arbitrary slot, raising
-/// the floor past its last change so no read that might have missed that change is cached.
-/// Sessions are uniformly hot or cold, so which one goes matters little; the bound is what
-/// matters.
+/// Bounds the slots. Tombstones go first: every session that ended or was touched leaves one,
+/// and they would otherwise crowd out cached sessions until the cache holds few. A dropped slot
+/// raises the floor past its last change, so no read that might have missed that change is
+/// cached.
 fn make_room(m: &mut Entries, key: &str, max: usize) {
-    if m.slots.len() >= max && !m.slots.contains_key(key) {
-        if let Some(evicted) = evict_one(&mut m.slots) {
-            m.floor = m.floor.max(evicted.changed);
-        }
+    let mut floor = m.floor;
+    let evicted = make_room_in(&mut m.slots, &mut m.slots_added, key, max, |slots| {
+        slots.retain(|_, slot| {
+            let tombstone = slot.value.is_none();
+            if tombstone {
+                floor = floor.max(slot.changed);
+            }
+            !tombstone
+        });
+    });
+    if let Some(evicted) = evicted {
+        floor = floor.max(evicted.changed);
     }
+    m.floor = floor;
+}
+
+/// Before `key` joins a map bounded by `max`: when the map is full, `sweep` drops the entries
+/// that are of no use; when that frees nothing, an arbitrary entry goes (and is returned). A
+/// sweep reads the whole map, so it runs only once an eighth of the bound has been added since
+/// the last one (`added` counts), which keeps its cost per new key constant.
+fn make_room_in<V>(
+    map: &mut HashMap<String, V>,
+    added: &mut usize,
+    key: &str,
+    max: usize,
+    sweep: impl FnOnce(&mut HashMap<String, V>),
+) -> Option<V> {
+    if map.contains_key(key) {
+        return None;
+    }
+    *added += 1;
+    if map.len() < max {
+        return None;
+    }
+    if *added > max / 8 {
+        *added = 0;
+        sweep(map);
+    }
+    if map.len() < max {
+        return None;
+    }
+    evict_one(map)
 }
 
 fn evict_one<V>(map: &mut HashMap<String, V>) -> Option<V> {
@@ -285,6 +329,8 @@ fn evict_one<V>(map: &mut HashMap<String, V>) -> Option<V> {
 mod tests {
     use super::*;
     use prometheus::Opts;
+
+    const MINUTE: Duration = Duration::from_secs(60);
 
     fn cache(max: usize) -> SessionCache {
         let events = IntCounterVec::new(Opts::new("t", "t"), &["event"]).unwrap();
@@ -323,7 +369,7 @@ mod tests {
             c.lookup("k", Duration::from_secs(60), Instant::now()),
             Lookup::Miss { touch: true, .. }
         ));
-        c.touched("k");
+        c.touched("k", MINUTE);
         let e = miss_epoch(&c, "k");
         c.insert("k", hot(7), e);
         assert!(
@@ -349,10 +395,10 @@ mod tests {
     #[test]
     fn a_touch_drops_the_cached_value() {
         let c = cache(10);
-        c.touched("k");
+        c.touched("k", MINUTE);
         let e = miss_epoch(&c, "k");
         c.insert("k", hot(7), e);
-        c.touched("k");
+        c.touched("k", MINUTE);
         assert!(
             c.is_empty(),
             "the store stopped reporting changes to this key"
@@ -368,7 +414,7 @@ mod tests {
         assert!(c.is_empty());
         let e = miss_epoch(&c, "k");
         c.invalidate("other");
-        c.touched("another");
+        c.touched("another", MINUTE);
         c.insert("k", hot(1), e);
         assert!(
             cached(&c, "k"),
@@ -418,5 +464,56 @@ mod tests {
         let e = miss_epoch(&c, "a");
         c.insert("a", hot(1), e);
         assert_eq!(c.len(), 1, "a flushed live cache keeps serving");
+    }
+
+    #[test]
+    fn ended_sessions_make_way_for_cached_ones() {
+        let c = cache(32);
+        for i in 0..32 {
+            c.invalidate(&format!("ended{i}"));
+        }
+        for i in 0..32 {
+            let key = format!("live{i}");
+            let e = miss_epoch(&c, &key);
+            c.insert(&key, hot(1), e);
+        }
+        assert_eq!(c.len(), 32, "every tombstone went before a cached session");
+    }
+
+    #[test]
+    fn a_swept_tombstone_still_holds_back_reads_that_began_before() {
+        let c = cache(2);
+        let before = miss_epoch(&c, "k");
+        c.invalidate("k");
+        c.invalidate("t");
+        let e = miss_epoch(&c, "x");
+        c.insert("x", hot(1), e);
+        c.insert("k", hot(1), before);
+        assert!(cached(&c, "x") && !cached(&c, "k"));
+    }
+
+    #[test]
+    fn touches_that_are_due_again_make_way_for_new_ones() {
+        let c = cache(32);
+        let long_ago = Instant::now()
+            .checked_sub(2 * MINUTE)
+            .expect("the clock started over two minutes ago");
+        c.with_entries(|m| {
+            for i in 0..32 {
+                m.touches.insert(format!("old{i}"), long_ago);
+            }
+        });
+        for i in 0..32 {
+            c.touched(&format!("new{i}"), MINUTE);
+        }
+        for i in 0..32 {
+            assert!(
+                matches!(
+                    c.lookup(&format!("new{i}"), MINUTE, Instant::now()),
+                    Lookup::Miss { touch: false, .. }
+                ),
+                "new{i}'s touch was kept"
+            );
+        }
     }
 }

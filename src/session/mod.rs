@@ -257,9 +257,7 @@ impl Sessions {
         let key = self
             .keys
             .get_or_derive(secret, || self.key("s", &secret.derive_id(SESSION_PURPOSE)));
-        // Extending the idle TTL at most every tenth of it keeps most requests off the store;
-        // the idle timeout is then enforced to within a tenth.
-        let lookup = cache.lookup(&key, self.cfg.idle_timeout / 10, started);
+        let lookup = cache.lookup(&key, self.touch_every(), started);
         let hit = matches!(lookup, Lookup::Hit(_));
         span.record("session.cache", if hit { "hit" } else { "miss" });
         let (epoch, touch) = match lookup {
@@ -304,6 +302,12 @@ impl Sessions {
         Ok(hot)
     }
 
+    /// Extending the idle TTL at most every tenth of it keeps most requests off the store; the
+    /// idle timeout is then enforced to within a tenth.
+    fn touch_every(&self) -> Duration {
+        self.cfg.idle_timeout / 10
+    }
+
     /// The cache, when it may serve: a store that is down fails closed, cached copy or not.
     fn serving_cache(&self) -> Option<&SessionCache> {
         let cache = self.cache.as_deref()?;
@@ -344,7 +348,7 @@ impl Sessions {
         if let (true, Some(cache)) = (touch, &self.cache) {
             // A touch is a write, after which Redis no longer reports the key's changes to this
             // process: whatever the cache holds for it must go.
-            cache.touched(key);
+            cache.touched(key, self.touch_every());
         }
         let Some(sealed) = sealed else {
             return Ok(None);
