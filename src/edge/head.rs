@@ -476,7 +476,7 @@ mod tests {
                 scan_all(req),
                 Err(Refusal::BadFraming("bare_cr")),
                 "{}",
-                String::from_utf8_lossy(req).escape_debug()
+                req.escape_ascii()
             );
         }
     }
